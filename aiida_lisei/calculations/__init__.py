@@ -1,0 +1,1 @@
+"""calculations of aiida-lisei."""
