@@ -1,1 +1,20 @@
-"""cli of aiida-lisei."""
+"""The ``aiida-lisei`` command line: set up profiles, computers, codes and engines, and check them."""
+
+from __future__ import annotations
+
+import click
+
+from .check import cmd_check
+from .setup import cmd_setup
+
+__all__ = ('cmd_root',)
+
+
+@click.group('aiida-lisei', context_settings={'help_option_names': ['-h', '--help']})
+@click.version_option(package_name='aiida-lisei')
+def cmd_root() -> None:
+    """Set up and check aiida-lisei: AiiDA profiles, computers, codes and the engines of the study."""
+
+
+cmd_root.add_command(cmd_setup)
+cmd_root.add_command(cmd_check)

@@ -86,7 +86,8 @@ class GroupedStructureData(StructureData):
     def get_atom_groups(self) -> dict[str, np.ndarray]:
         """Return ``{group: site indices (0-based)}`` for every group present."""
         labels = np.asarray(self.atom_groups)
-        return {group: np.flatnonzero(labels == group) for group in REGION_GROUPS if group in self.group_counts}
+        present = self.group_counts
+        return {group: np.flatnonzero(labels == group) for group in REGION_GROUPS if group in present}
 
     def select(self, groups: str | Iterable[str], layers: Iterable[int] | None = None) -> np.ndarray:
         """Return the 0-based site indices in ``groups``, optionally restricted to ``layers``.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -18,7 +19,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ('ENGINES', 'find_plumed_kernel', 'main', 'probe_environment')
+__all__ = (
+    'ENGINES',
+    'find_kernel_in',
+    'find_plumed_kernel',
+    'main',
+    'plumed_kernel_api_version',
+    'probe_environment',
+    'which',
+)
 
 #: Engines of the study: how to tell whether each is present, and how to get it.
 ENGINES: dict[str, dict[str, str]] = {
@@ -32,7 +41,7 @@ ENGINES: dict[str, dict[str, str]] = {
         'kind': 'python',
         'module': 'tensorflow',
         'distribution': 'tensorflow-cpu',
-        'install': "installed with deepmd-kit[cpu] (TensorFlow backend); avoid the PyTorch/CUDA wheels",
+        'install': 'installed with deepmd-kit[cpu] (TensorFlow backend); avoid the PyTorch/CUDA wheels',
     },
     'lammps': {
         'kind': 'python',
@@ -74,7 +83,12 @@ ENGINES: dict[str, dict[str, str]] = {
         'install': 'pip install tblite (GFN1-xTB through ASE, the fast demo labelling method)',
     },
     'jax': {'kind': 'python', 'module': 'jax', 'distribution': 'jax', 'install': 'pip install jax'},
-    'jax-pme': {'kind': 'python', 'module': 'jaxpme', 'distribution': 'jax-pme', 'install': 'pip install jax-pme'},
+    'jax-pme': {
+        'kind': 'python',
+        'module': 'jaxpme',
+        'distribution': 'jax-pme',
+        'install': 'pip install jax-pme',
+    },
 }
 
 _KERNEL_NAME = 'libplumedKernel.so'
@@ -89,15 +103,34 @@ def find_plumed_kernel(prefix: str | os.PathLike | None = None) -> Path | None:
     from_env = os.environ.get('PLUMED_KERNEL')
     if from_env:
         return Path(from_env) if Path(from_env).is_file() else None
-    root = Path(prefix or sys.prefix) / 'plumed-kernel'
+    return find_kernel_in(Path(prefix or sys.prefix) / 'plumed-kernel')
+
+
+def find_kernel_in(root: str | os.PathLike) -> Path | None:
+    """Return the first ``libplumedKernel.so`` below ``root`` (e.g. a ``pip install --target`` folder)."""
+    root = Path(root)
     if not root.is_dir():
         return None
     return next(iter(sorted(root.rglob(_KERNEL_NAME))), None)
 
 
-def _probe_python(spec: dict[str, str]) -> dict[str, Any]:
-    import importlib.util
+def plumed_kernel_api_version(kernel: str | os.PathLike) -> str | None:
+    """Load ``kernel`` through the ``plumed`` wrapper in a child process; return its API version or ``None``.
 
+    A child process, because a broken kernel must not take the caller down with it.
+    """
+    code = (
+        'import array, os, sys; os.environ["PLUMED_KERNEL"] = sys.argv[1]; import plumed; '
+        'p = plumed.Plumed(); v = array.array("i", [0]); p.cmd("getApiVersion", v); print(v[0])'
+    )
+    result = subprocess.run(
+        [sys.executable, '-c', code, str(kernel)], capture_output=True, text=True, timeout=60, check=False
+    )
+    lines = result.stdout.strip().splitlines() if result.returncode == 0 else []
+    return lines[-1] if lines else None
+
+
+def _probe_python(spec: dict[str, str]) -> dict[str, Any]:
     found = importlib.util.find_spec(spec['module']) is not None
     version = None
     if found:
@@ -108,14 +141,14 @@ def _probe_python(spec: dict[str, str]) -> dict[str, Any]:
     return {'available': found, 'version': version}
 
 
-def _which(executable: str) -> str | None:
+def which(executable: str) -> str | None:
     """Find ``executable`` on ``PATH`` or beside this Python (a venv's ``bin`` need not be on ``PATH``)."""
     search = os.pathsep.join([os.environ.get('PATH', ''), str(Path(sys.executable).parent)])
     return shutil.which(executable, path=search)
 
 
 def _probe_executable(spec: dict[str, str]) -> dict[str, Any]:
-    path = _which(spec['executable']) or (_which(spec['fallback']) if 'fallback' in spec else None)
+    path = which(spec['executable']) or (which(spec['fallback']) if 'fallback' in spec else None)
     return {'available': path is not None, 'path': path}
 
 
@@ -123,15 +156,7 @@ def _probe_plumed_kernel() -> dict[str, Any]:
     kernel = find_plumed_kernel()
     if kernel is None:
         return {'available': False, 'path': None}
-    # Load it in a child process: a broken kernel must not take the probe down with it.
-    code = (
-        'import os, plumed, sys; os.environ["PLUMED_KERNEL"] = sys.argv[1]; p = plumed.Plumed(); '
-        'v = [0]; p.cmd("getApiVersion", v); print(v[0])'
-    )
-    result = subprocess.run(
-        [sys.executable, '-c', code, str(kernel)], capture_output=True, text=True, timeout=60, check=False
-    )
-    api = result.stdout.strip().splitlines()[-1] if result.returncode == 0 and result.stdout.strip() else None
+    api = plumed_kernel_api_version(kernel)
     return {'available': api is not None, 'path': str(kernel), 'api_version': api}
 
 

@@ -1,0 +1,77 @@
+# aiida-lisei: the two commands of the quick start are `make demo` and `make test`.
+# Every target is idempotent: stamps in .venv/.stamps skip work already done.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMPS := $(VENV)/.stamps
+PROFILE ?= lisei-demo
+PROTOCOL ?= demo
+
+# `verdi daemon start` finds `verdi` on PATH; the venv's engines (lmp, dp) must be found too.
+export PATH := $(BIN):$(PATH)
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+# Keep TensorFlow quiet and single-threaded unless the user says otherwise.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: help venv install engines plumed-kernel cp2k profile demo hpc lint docs test test-unit test-integration clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip wheel
+
+$(STAMPS)/install: pyproject.toml | $(BIN)/python
+	@echo '>>> installing aiida-lisei and its engines into $(VENV) (first time: ~3 GB, minutes; pip cache reused)'
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@mkdir -p $(STAMPS) && touch $@
+
+install: $(STAMPS)/install  ## create the venv and install the package with all Python engines
+
+$(STAMPS)/plumed-kernel: $(STAMPS)/install
+	$(BIN)/aiida-lisei setup plumed-kernel
+	@touch $@
+
+plumed-kernel: $(STAMPS)/plumed-kernel  ## install the PLUMED kernel (libplumedKernel.so) into the venv
+
+cp2k:  ## install Debian's CP2K when it is missing (needs root)
+	@if command -v cp2k.psmp >/dev/null; then echo ">>> cp2k: $$(command -v cp2k.psmp)"; else \
+	  echo '>>> installing cp2k with apt-get'; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cp2k cp2k-data >/dev/null; fi
+
+engines: install plumed-kernel cp2k  ## everything the demo runs: DeePMD-kit, LAMMPS, PLUMED kernel, CP2K
+	@$(BIN)/aiida-lisei check
+
+profile: engines  ## create or reuse the embedded profile $(PROFILE) (SQLite + ZeroMQ) with localhost codes
+	$(BIN)/aiida-lisei setup profile --name $(PROFILE) --backend sqlite --broker zmq
+	$(BIN)/aiida-lisei setup localhost --profile $(PROFILE)
+
+demo: profile  ## set up everything and run the study at demo size on the embedded profile
+	$(BIN)/verdi -p $(PROFILE) run examples/run_demo.py -- --protocol $(PROTOCOL)
+
+hpc:  ## start a local sshd (port 2222) + single-node Slurm with slurmdbd: the "remote computer" of the tests
+	bash scripts/hpc/setup-localhost-hpc.sh
+
+lint: install  ## ruff lint and format check
+	$(BIN)/ruff check aiida_lisei tests examples benchmarks docs
+	$(BIN)/ruff format --check aiida_lisei tests examples benchmarks docs
+
+docs: install  ## build the documentation, warnings are errors
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
+
+test-unit: engines  ## unit tests on a throw-away SQLite + ZeroMQ profile
+	AIIDA_PATH=$(CURDIR)/.aiida-test $(BIN)/pytest tests --ignore=tests/integration
+
+test-integration: engines hpc  ## daemon tests on PostgreSQL + RabbitMQ, and CalcJobs through SSH + Slurm
+	AIIDA_PATH=$(CURDIR)/.aiida-test $(BIN)/pytest tests/integration
+
+test: lint docs test-unit test-integration  ## install what is needed and run the whole test suite
+
+clean:  ## remove build outputs (keeps the venv and profiles)
+	rm -rf docs/_build .pytest_cache .ruff_cache .aiida-test

@@ -1,0 +1,41 @@
+"""Every ``lisei.`` entry point loads and ``verdi plugin list`` shows it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+GROUPS = ('aiida.data', 'aiida.calculations', 'aiida.parsers', 'aiida.workflows')
+LISEI_ENTRY_POINTS = [
+    (group, ep) for group in GROUPS for ep in entry_points(group=group) if ep.name.startswith('lisei.')
+]
+
+
+def test_every_group_has_lisei_entry_points():
+    """Data, calculations, parsers and workflows all have at least one lisei entry point."""
+    assert {group for group, _ in LISEI_ENTRY_POINTS} == set(GROUPS)
+
+
+@pytest.mark.parametrize(('group', 'entry_point'), LISEI_ENTRY_POINTS, ids=lambda x: getattr(x, 'name', x))
+def test_entry_point_loads(group, entry_point):
+    """The entry point resolves to an importable object."""
+    assert entry_point.load() is not None
+
+
+@pytest.mark.parametrize('group', GROUPS)
+def test_verdi_plugin_list_shows_lisei(group, tmp_path):
+    """``verdi plugin list <group>`` lists our entry points (needs no profile)."""
+    verdi = Path(sys.executable).parent / 'verdi'
+    result = subprocess.run(
+        [str(verdi), 'plugin', 'list', group],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={'AIIDA_PATH': str(tmp_path), 'PATH': '/usr/bin:/bin'},
+    )
+    expected = {ep.name for g, ep in LISEI_ENTRY_POINTS if g == group}
+    assert expected <= set(result.stdout.split()), result.stdout
