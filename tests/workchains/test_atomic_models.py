@@ -24,8 +24,8 @@ def test_protocols_are_listed():
 def test_builder_from_protocol(data_regression):
     """The builder carries complete parameter dicts (snapshot of the ``demo`` protocol)."""
     builder = AtomicModelsWorkChain.get_builder_from_protocol(protocol='demo')
-    inputs = {name: builder[name]['parameters'].get_dict() for name in ('bcc_lithium', 'argyrodite', 'interface')}
-    inputs['sandwich'] = builder.sandwich.parameters.get_dict()
+    names = ('bcc_lithium', 'argyrodite', 'interface', 'sandwich')
+    inputs = {name: builder[name]['parameters'].get_dict() for name in names}
     inputs['argyrodite_seed'] = builder.argyrodite.seed.value
     data_regression.check(inputs)
 
@@ -90,4 +90,5 @@ def test_demo_protocol_runs_and_is_cached():
     # Caching: the second run created no new structure calculation.
     for name in ('bcc_lithium', 'argyrodite', 'interface', 'sandwich'):
         assert second.outputs[name].creator.base.caching.is_created_from_cache
-        assert second.outputs[name].creator.base.caching.get_cache_source() == first.outputs[name].creator.uuid
+        source = second.outputs[name].creator.base.caching.get_cache_source()
+        assert source == first.outputs[name].creator.uuid
