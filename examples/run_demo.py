@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from aiida.engine import run_get_node
+from aiida.manage import get_manager
 from aiida.manage.caching import enable_caching
 
 from aiida_lisei.reporting import format_models_summary, format_paper_comparison
@@ -22,6 +23,8 @@ def build_models(protocol: str):
     builder = AtomicModelsWorkChain.get_builder_from_protocol(protocol=protocol)
     with enable_caching(identifier='aiida.calculations:lisei.*'):
         _, node = run_get_node(builder)
+    cached = sum(1 for called in node.called if called.base.caching.is_created_from_cache)
+    print(f'lisei.atomic_models ({protocol}): {len(node.called)} calcfunctions, {cached} served from the cache')
     if not node.is_finished_ok:
         raise SystemExit(f'lisei.atomic_models ({protocol}) failed: verdi process report {node.pk}')
     return node
@@ -41,7 +44,8 @@ def main() -> None:
         print(
             format_models_summary(demo, title=f'Atomic models for the demo runs (protocol `{args.protocol}`)')
         )
-    print('Inspect: verdi -p <profile> process show <PK> | verdi -p <profile> node show <PK>')
+    profile = get_manager().get_profile().name
+    print(f'Inspect: verdi -p {profile} process show <PK>  |  verdi -p {profile} node show <PK>')
 
 
 if __name__ == '__main__':
