@@ -24,7 +24,7 @@ def build_models(protocol: str):
     with enable_caching(identifier='aiida.calculations:lisei.*'):
         _, node = run_get_node(builder)
     cached = sum(1 for called in node.called if called.base.caching.is_created_from_cache)
-    print(f'lisei.atomic_models ({protocol}): {len(node.called)} calcfunctions, {cached} served from the cache')
+    print(f'lisei.atomic_models ({protocol}): {len(node.called)} calcfunctions, {cached} from the cache')
     if not node.is_finished_ok:
         raise SystemExit(f'lisei.atomic_models ({protocol}) failed: verdi process report {node.pk}')
     return node
