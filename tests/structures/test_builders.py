@@ -10,14 +10,6 @@ from aiida_lisei.science.ewald import ewald_energy, ewald_energy_matrix
 from aiida_lisei.structures import builders
 from aiida_lisei.structures.parameters import DEFAULTS, MIN_INTERATOMIC_DISTANCE, ParameterError
 
-SMALL_SANDWICH = {
-    'electrolyte_repeat_xy': 1,
-    'electrolyte_repeat_z': 2,
-    'anode_layers': 6,
-    'source_layers': 3,
-    'vacuum': 10.0,
-}
-
 
 @pytest.fixture(scope='module')
 def electrolyte() -> builders.AtomicModel:
@@ -206,8 +198,8 @@ def test_sandwich_layers_counted_from_the_electrolyte(sandwich):
     assert np.allclose(np.diff(anode_z), -1.71) and np.allclose(np.diff(source_z), 1.71)
 
 
-def test_small_sandwich_has_the_same_shape(electrolyte):
-    model = builders.sandwich(electrolyte.atoms, **SMALL_SANDWICH)
+def test_small_sandwich_has_the_same_shape(electrolyte, small_sandwich):
+    model = builders.sandwich(electrolyte.atoms, **small_sandwich)
     counts = model.info['group_counts']
     assert (counts['anode_Li'], counts['source_Li'], len(model.atoms)) == (54, 27, 185)
     expected_z = 6 * 1.71 + 2 * 10.25 + 3 * 1.71 + 10.0 + 2 * DEFAULTS['sandwich']['interface_gap']
@@ -215,9 +207,9 @@ def test_small_sandwich_has_the_same_shape(electrolyte):
     assert max(model.layers) == 6
 
 
-def test_overlapping_interface_is_rejected(electrolyte):
+def test_overlapping_interface_is_rejected(electrolyte, small_sandwich):
     with pytest.raises(ParameterError, match='interface_gap'):
-        builders.sandwich(electrolyte.atoms, **SMALL_SANDWICH, interface_gap=-2.5)
+        builders.sandwich(electrolyte.atoms, **small_sandwich, interface_gap=-2.5)
     with pytest.raises(ParameterError, match='interface_gap'):
         builders.interface(electrolyte.atoms, interface_gap=-2.5)
     tight = builders.interface(electrolyte.atoms, interface_gap=0.0)  # still no overlap

@@ -12,14 +12,6 @@ from aiida_lisei.data.structure import GroupedStructureData
 from aiida_lisei.structures import functions
 from aiida_lisei.structures.parameters import DEFAULTS, ParameterError, validate_sandwich_parameters
 
-SMALL_SANDWICH = {
-    'electrolyte_repeat_xy': 1,
-    'electrolyte_repeat_z': 2,
-    'anode_layers': 6,
-    'source_layers': 3,
-    'vacuum': 10.0,
-}
-
 
 def _node_count() -> int:
     return orm.QueryBuilder().append(orm.Node).count()
@@ -66,10 +58,10 @@ def test_argyrodite_node_provenance(electrolyte):
     assert info['seed'] == 11 and info['ewald_energy'] < 0
 
 
-def test_sandwich_node_groups_layers_and_provenance(electrolyte):
-    node = functions.sandwich_node(electrolyte, **SMALL_SANDWICH)
+def test_sandwich_node_groups_layers_and_provenance(electrolyte, small_sandwich):
+    node = functions.sandwich_node(electrolyte, **small_sandwich)
     assert node.creator.inputs.electrolyte.uuid == electrolyte.uuid  # provenance chain to the 52-atom cell
-    assert node.creator.inputs.parameters.get_dict() == validate_sandwich_parameters(SMALL_SANDWICH)
+    assert node.creator.inputs.parameters.get_dict() == validate_sandwich_parameters(small_sandwich)
     assert len(node.sites) == 185
     top_anode = node.select('anode_Li', layers=range(1, 3))
     assert len(top_anode) == 18
@@ -111,10 +103,10 @@ def test_incomplete_parameters_are_refused():
         ({'color': 'red'}, 'unknown parameters'),
     ],
 )
-def test_nothing_is_stored_for_bad_parameters(electrolyte, params, pattern):
+def test_nothing_is_stored_for_bad_parameters(electrolyte, params, pattern, small_sandwich):
     before = _node_count()
     with pytest.raises(ParameterError, match=pattern):
-        functions.sandwich_node(electrolyte, **SMALL_SANDWICH | params)
+        functions.sandwich_node(electrolyte, **small_sandwich | params)
     with pytest.raises(ParameterError):
         functions.argyrodite_node(seed=-3)
     assert _node_count() == before

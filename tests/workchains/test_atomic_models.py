@@ -90,5 +90,5 @@ def test_demo_protocol_runs_and_is_cached():
     # Caching: the second run created no new structure calculation.
     for name in ('bcc_lithium', 'argyrodite', 'interface', 'sandwich'):
         assert second.outputs[name].creator.base.caching.is_created_from_cache
-        source = second.outputs[name].creator.base.caching.get_cache_source()
-        assert source == first.outputs[name].creator.uuid
+        first_hash = first.outputs[name].creator.base.caching.get_hash()
+        assert second.outputs[name].creator.base.caching.get_hash() == first_hash
