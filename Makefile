@@ -69,7 +69,7 @@ test-unit: engines  ## unit tests on a throw-away SQLite + ZeroMQ profile
 	AIIDA_PATH=$(CURDIR)/.aiida-test $(BIN)/pytest tests --ignore=tests/integration
 
 test-integration: engines hpc  ## daemon tests on PostgreSQL + RabbitMQ, and CalcJobs through SSH + Slurm
-	AIIDA_PATH=$(CURDIR)/.aiida-test $(BIN)/pytest tests/integration
+	LISEI_REQUIRE_SERVICES=1 AIIDA_PATH=$(CURDIR)/.aiida-test $(BIN)/pytest tests/integration
 
 test: lint docs test-unit test-integration  ## install what is needed and run the whole test suite
 

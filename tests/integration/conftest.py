@@ -53,6 +53,12 @@ def _skip_or_fail(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture
+def skip_or_fail():
+    """Skip with ``reason``, or fail when ``LISEI_REQUIRE_SERVICES=1`` (CI: a dead service must not pass)."""
+    return _skip_or_fail
+
+
 def _pg_admin(*statements: str, dbname: str = 'postgres') -> None:
     """Run ``statements`` as the PostgreSQL superuser in autocommit mode (CREATE/DROP DATABASE need it)."""
     import psycopg

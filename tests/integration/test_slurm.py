@@ -2,7 +2,7 @@
 
 The localhost sshd (127.0.0.1:2222, alias ``slurm-localhost`` in ``~/.ssh/config``) and the single-node Slurm
 with slurmdbd must be running: ``make hpc`` (or ``bash scripts/hpc/setup-localhost-hpc.sh``) starts them.
-Without them every test here is skipped, with the reason.
+Without them every test here is skipped, with the reason (fails with LISEI_REQUIRE_SERVICES=1).
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ def _hpc_missing() -> str | None:
 
 
 @pytest.fixture(autouse=True)
-def _require_hpc() -> None:
+def _require_hpc(skip_or_fail) -> None:
     reason = _hpc_missing()
     if reason:
-        pytest.skip(reason)
+        skip_or_fail(reason)
 
 
 @pytest.fixture
