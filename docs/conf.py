@@ -1,11 +1,22 @@
 """Sphinx configuration of the aiida-lisei documentation (MyST Markdown)."""
 
+import sys
+from pathlib import Path
+
 import aiida_lisei
+
+sys.path.insert(0, str(Path(__file__).parent / '_ext'))
 
 project = 'aiida-lisei'
 author = 'aiida-lisei developers'
 release = aiida_lisei.__version__
-extensions = ['myst_parser', 'sphinx.ext.autodoc', 'sphinx.ext.napoleon', 'sphinx.ext.mathjax']
+extensions = [
+    'lisei_reference',
+    'myst_parser',
+    'sphinx.ext.autodoc',
+    'sphinx.ext.napoleon',
+    'sphinx.ext.mathjax',
+]
 myst_enable_extensions = ['colon_fence', 'dollarmath', 'deflist']
 myst_heading_anchors = 3
 source_suffix = {'.md': 'markdown'}

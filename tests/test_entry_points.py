@@ -39,3 +39,26 @@ def test_verdi_plugin_list_shows_lisei(group, tmp_path):
     )
     expected = {ep.name for g, ep in LISEI_ENTRY_POINTS if g == group}
     assert expected <= set(result.stdout.split()), result.stdout
+
+
+PROCESS_ENTRY_POINTS = [
+    (group, ep) for group, ep in LISEI_ENTRY_POINTS if group in ('aiida.calculations', 'aiida.workflows')
+]
+
+
+@pytest.mark.parametrize(('group', 'entry_point'), PROCESS_ENTRY_POINTS, ids=lambda x: getattr(x, 'name', x))
+def test_exit_codes_are_outside_the_reserved_ranges(group, entry_point):
+    """Our own exit codes use 300-799: aiida-core reserves 0-299 (scheduler, input validation)."""
+    import inspect
+
+    from aiida.engine import CalcJob, Process
+
+    cls = entry_point.load()
+    if not (inspect.isclass(cls) and issubclass(cls, Process)):
+        pytest.skip('process function: no exit codes of its own')
+    base = CalcJob if issubclass(cls, CalcJob) else Process
+    inherited = {code.status for code in base.spec().exit_codes.values()}
+    own = {
+        label: code.status for label, code in cls.spec().exit_codes.items() if code.status not in inherited
+    }
+    assert all(300 <= status < 800 for status in own.values()), own

@@ -1,0 +1,75 @@
+"""Generate the exit-code and restart-handler reference from the code itself.
+
+Written to ``docs/exit_codes.md`` when Sphinx starts, so the page can never drift from the
+process specs: every ``lisei.`` CalcJob and WorkChain with its exit codes, and every process
+handler of the restart workchains with the strategy stated in its docstring.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib.metadata import entry_points
+from pathlib import Path
+
+from aiida.engine import CalcJob, Process
+
+GROUPS = ('aiida.calculations', 'aiida.workflows')
+
+
+def _first_paragraph(text: str | None) -> str:
+    return ' '.join((inspect.cleandoc(text or '').split('\n\n') or [''])[0].split())
+
+
+def _process_classes():
+    for group in GROUPS:
+        for entry_point in sorted(entry_points(group=group), key=lambda ep: ep.name):
+            if not entry_point.name.startswith('lisei.'):
+                continue
+            cls = entry_point.load()
+            if inspect.isclass(cls) and issubclass(cls, Process):
+                yield group, entry_point.name, cls
+
+
+def render() -> str:
+    """Return the Markdown of the reference page."""
+    lines = [
+        '# Exit codes and restart handlers',
+        '',
+        'Generated from the process specifications when the docs are built. Ranges: 0-99, 100-199 '
+        '(scheduler) and 200-299 (input validation) belong to aiida-core; 300-399 output missing or '
+        'unreadable; 400-409 walltime; 410-499 physics failures a handler can restart; 700-799 '
+        'warnings with usable outputs.',
+        '',
+    ]
+    for group, name, cls in _process_classes():
+        base = CalcJob if issubclass(cls, CalcJob) else Process
+        inherited = {code.status for code in base.spec().exit_codes.values()}
+        own = sorted(
+            ((label, code) for label, code in cls.spec().exit_codes.items() if code.status not in inherited),
+            key=lambda item: item[1].status,
+        )
+        lines += [f'## `{name}`', '', f'{_first_paragraph(cls.__doc__)} ({group}, `{cls.__name__}`)', '']
+        if own:
+            lines += ['| status | label | meaning |', '| --- | --- | --- |']
+            lines += [f'| {code.status} | `{label}` | {code.message} |' for label, code in own]
+            lines.append('')
+        handlers = [
+            (getattr(member, 'priority', 0), member_name, member)
+            for member_name, member in inspect.getmembers(cls)
+            if getattr(member, 'decorator', None) is not None and member_name.startswith('handle_')
+        ]
+        if handlers:
+            lines += ['Restart handlers, in the order they are tried:', '']
+            for priority, member_name, member in sorted(handlers, key=lambda item: -item[0]):
+                lines.append(f'- `{member_name}` (priority {priority}): {_first_paragraph(member.__doc__)}')
+            lines.append('')
+    return '\n'.join(lines)
+
+
+def setup(app):
+    """Write ``exit_codes.md`` next to ``conf.py``."""
+    target = Path(app.srcdir) / 'exit_codes.md'
+    content = render()
+    if not target.exists() or target.read_text() != content:
+        target.write_text(content)
+    return {'parallel_read_safe': True, 'parallel_write_safe': True}
