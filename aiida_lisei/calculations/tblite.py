@@ -1,0 +1,224 @@
+"""``TbliteCalculation``: label a batch of frames of one system with tblite (GFN1-xTB) in one job."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiida import orm
+from aiida.common.datastructures import CalcInfo, CodeInfo
+from aiida.common.folders import Folder
+from aiida.engine import CalcJob, CalcJobProcessSpec
+
+from aiida_lisei.data.training_set import TrainingSetData
+from aiida_lisei.engines.tblite_label import MAX_ATOMIC_NUMBER, check_atoms, check_parameters, write_frames
+
+__all__ = ('TbliteCalculation', 'resolve_frame_tags', 'validate_structures', 'validate_tags')
+
+
+def resolve_frame_tags(tags: Mapping[str, Any] | None, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Return the tags of every frame ``key``: the scalar entries of ``tags``, updated with ``tags[key]``.
+
+    ``tags`` mixes batch tags (scalar values, e.g. ``{'temperature': 300, 'source': 'aimd'}``) and
+    per-frame tags (a dict under the frame's key, e.g. ``{'frame_0003': {'temperature': 600}}``).
+    """
+    tags = dict(tags or {})
+    common = {name: value for name, value in tags.items() if not isinstance(value, Mapping)}
+    return {key: {**common, **tags.get(key, {})} for key in keys}
+
+
+def validate_tags(tags: Mapping[str, Any], keys: Iterable[str]) -> str | None:
+    """Return an error message if a per-frame entry of ``tags`` names no frame or holds a non-scalar."""
+    keys = set(keys)
+    for name, value in tags.items():
+        if isinstance(value, Mapping):
+            if name not in keys:
+                return f'`tags` has per-frame tags for `{name}`, which is not a key of `structures`'
+            if any(isinstance(item, Mapping | list) for item in value.values()):
+                return f'`tags.{name}`: per-frame tags must be scalars'
+        elif isinstance(value, list):
+            return f'`tags.{name}`: tags must be scalars (or a dict of scalars under a frame key)'
+    return None
+
+
+def validate_structures(
+    structures: Mapping[str, orm.StructureData], max_atomic_number: int | None = MAX_ATOMIC_NUMBER
+) -> str | None:
+    """Return an error message unless ``structures`` is a non-empty batch of labellable frames of one system.
+
+    Every frame must be 3D periodic, have no two atoms closer than 0.5 Å and only elements up to
+    ``max_atomic_number``; all frames must share one atom list (same elements in the same order).
+    """
+    if not structures:
+        return 'no structures given: the batch is empty'
+    reference_key, symbols = None, None
+    for key, structure in structures.items():
+        atoms = structure.get_ase()
+        reason = check_atoms(atoms, max_atomic_number)
+        if reason is not None:
+            return f'structure `{key}`: {reason}'
+        if symbols is None:
+            reference_key, symbols = key, atoms.get_chemical_symbols()
+        elif atoms.get_chemical_symbols() != symbols:
+            return (
+                f'structures `{reference_key}` and `{key}` have different atom lists: all frames of one '
+                '`system_label` need the same elements in the same order'
+            )
+    return None
+
+
+def validate_parameters(parameters: orm.Dict, _ctx: Any = None) -> str | None:
+    """Return an error message if the tblite parameters are invalid (see ``DEFAULT_PARAMETERS``)."""
+    try:
+        check_parameters(parameters.get_dict())
+    except ValueError as exception:
+        return str(exception)
+    return None
+
+
+def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
+    """Validate the batch and its tags (skipped where ``structures`` is not a port, as in exposed inputs)."""
+    if ctx is not None and 'structures' not in ctx:
+        return None
+    structures = inputs.get('structures', {})
+    message = validate_structures(structures)
+    if message is None and 'tags' in inputs:
+        message = validate_tags(inputs['tags'].get_dict(), structures)
+    return message
+
+
+class TbliteCalculation(CalcJob):
+    """Label a batch of frames of one system with tblite: energy (eV), forces (eV/Å), virial (eV).
+
+    The code is the ``lisei-tblite`` console script of an ``aiida-lisei`` installation
+    (``<venv>/bin/lisei-tblite``), run serially as
+    ``lisei-tblite --frames frames.npz --parameters parameters.json --output results.jsonl``.
+    One job labels many frames (no file per frame); tblite threads follow ``OMP_NUM_THREADS``
+    (set it through ``metadata.options.environment_variables``).
+
+    Inputs: ``structures`` (namespace of ``StructureData``, key = frame name, one atom list),
+    ``parameters`` (``Dict``: ``method``, ``electronic_temperature`` K, ``accuracy``, ``max_iterations``;
+    defaults in :data:`~aiida_lisei.engines.tblite_label.DEFAULT_PARAMETERS`), ``system_label`` (``Str``)
+    and optional ``tags`` (``Dict``: scalar entries tag every frame, a dict under a frame key adds or
+    overrides tags of that frame, see :func:`resolve_frame_tags`).
+
+    Outputs: ``labels`` (``TrainingSetData``, one system ``system_label``, frames in sorted key order,
+    ``labelled_by`` = this job) when at least one frame was labelled; ``failed_frames`` (``Dict``
+    key -> reason) when some were not. Failed frames do not fail the job: it finishes with 0 and
+    logs a warning, so that a parent keeps the labelled frames.
+
+    Exit codes (ranges as in aiida-quantumespresso):
+
+    * 302 ``ERROR_OUTPUT_MISSING``: the results file was not retrieved.
+    * 310 ``ERROR_OUTPUT_UNREADABLE``: the results file has no valid header or a corrupt line.
+    * 312 ``ERROR_OUTPUT_INCOMPLETE``: the engine stopped before labelling every frame (outputs attached).
+    * 400 ``ERROR_OUT_OF_WALLTIME``: the scheduler killed the job on walltime (outputs attached).
+    * 410 ``ERROR_ALL_FRAMES_FAILED``: no frame could be labelled (``failed_frames`` attached).
+    """
+
+    _FRAMES_FILE = 'frames.npz'
+    _PARAMETERS_FILE = 'parameters.json'
+    _RESULTS_FILE = 'results.jsonl'
+    _STDOUT_FILE = 'aiida.out'
+
+    @classmethod
+    def define(cls, spec: CalcJobProcessSpec) -> None:  # type: ignore[override]
+        """Define the process specification: inputs, outputs and exit codes."""
+        super().define(spec)
+        options = spec.inputs['metadata']['options']
+        options['resources'].default = lambda: {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
+        options['withmpi'].default = False
+        options['parser_name'].default = 'lisei.tblite'
+        options['output_filename'].default = cls._STDOUT_FILE
+
+        spec.input_namespace(
+            'structures',
+            valid_type=orm.StructureData,
+            dynamic=True,
+            help='Frames to label (positions and cells in Å), keyed by frame name; one atom list for all.',
+        )
+        spec.input(
+            'parameters',
+            valid_type=orm.Dict,
+            serializer=orm.to_aiida_type,
+            validator=validate_parameters,
+            help='tblite settings: method, electronic_temperature (K), accuracy, max_iterations.',
+        )
+        spec.input(
+            'system_label',
+            valid_type=orm.Str,
+            serializer=orm.to_aiida_type,
+            help='Label of the system in the training set (e.g. `bcc_li`, `interface`).',
+        )
+        spec.input(
+            'tags',
+            valid_type=orm.Dict,
+            required=False,
+            serializer=orm.to_aiida_type,
+            help='Scalar tags for every frame, and/or `{frame key: {tag: value}}` for single frames.',
+        )
+        spec.inputs.validator = validate_inputs
+
+        spec.output('labels', valid_type=TrainingSetData, required=False, help='The labelled frames.')
+        spec.output(
+            'failed_frames', valid_type=orm.Dict, required=False, help='Frames not labelled: key -> reason.'
+        )
+
+        spec.exit_code(
+            302,
+            'ERROR_OUTPUT_MISSING',
+            invalidates_cache=True,
+            message='The results file `{filename}` was not retrieved.',
+        )
+        spec.exit_code(
+            310,
+            'ERROR_OUTPUT_UNREADABLE',
+            invalidates_cache=True,
+            message='The results file `{filename}` could not be read: {exception}',
+        )
+        spec.exit_code(
+            312,
+            'ERROR_OUTPUT_INCOMPLETE',
+            invalidates_cache=True,
+            message='The engine stopped early: {missing} of {nframes} frames have no result.',
+        )
+        spec.exit_code(
+            400,
+            'ERROR_OUT_OF_WALLTIME',
+            invalidates_cache=True,
+            message='The job ran out of walltime: {missing} of {nframes} frames have no result.',
+        )
+        spec.exit_code(
+            410,
+            'ERROR_ALL_FRAMES_FAILED',
+            message='None of the {nframes} frames could be labelled (see the `failed_frames` output).',
+        )
+
+    def prepare_for_submission(self, folder: Folder) -> CalcInfo:
+        """Write the frames (sorted by key) and the complete parameters; run ``lisei-tblite`` on them."""
+        keys = sorted(self.inputs.structures)
+        with folder.open(self._FRAMES_FILE, 'wb') as handle:
+            write_frames(handle, {key: self.inputs.structures[key].get_ase() for key in keys})
+        with folder.open(self._PARAMETERS_FILE, 'w') as handle:
+            json.dump(check_parameters(self.inputs.parameters.get_dict()), handle, indent=2, sort_keys=True)
+
+        codeinfo = CodeInfo()
+        codeinfo.code_uuid = self.inputs.code.uuid
+        codeinfo.cmdline_params = [
+            '--frames',
+            self._FRAMES_FILE,
+            '--parameters',
+            self._PARAMETERS_FILE,
+            '--output',
+            self._RESULTS_FILE,
+        ]
+        codeinfo.stdout_name = self.inputs.metadata.options.output_filename
+        codeinfo.withmpi = self.inputs.metadata.options.withmpi
+
+        calcinfo = CalcInfo()
+        calcinfo.codes_info = [codeinfo]
+        calcinfo.local_copy_list = []
+        calcinfo.remote_copy_list = []
+        calcinfo.retrieve_list = [self._RESULTS_FILE, self.inputs.metadata.options.output_filename]
+        return calcinfo

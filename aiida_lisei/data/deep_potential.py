@@ -1,0 +1,225 @@
+"""``DeepPotentialData`` (``lisei.deep_potential``): a frozen DeePMD-kit model and what it was trained on.
+
+The repository holds the frozen model (``model.pb``, TensorFlow backend) and, when the model was
+compressed (``dp compress``), the compressed one (``model_compressed.pb``; faster MD, same accuracy within
+the tabulation error). Attributes make models queryable and self-describing:
+
+* ``type_map`` (element symbols, order = atom types), ``descriptor_type`` (e.g. ``se_e2_a``),
+  ``rcut`` and ``rcut_smth`` (Å), ``sel`` (maximum neighbours per type within ``rcut``),
+  ``neurons`` (``{'embedding': [...], 'fitting': [...]}``);
+* ``training_steps`` (steps done), ``seed`` (the one seed of descriptor, fitting net and training);
+* ``deepmd_version``, ``deepmd_backend`` (``'tensorflow'``), ``compressed`` (whether a compressed model exists);
+* ``level_of_theory_key`` of the training set (see :mod:`aiida_lisei.data.level_of_theory`), so that a
+  model is never used to explore or compared with labels at another level of theory.
+
+:func:`model_metadata` reads the attributes from a DeePMD input dict (pure, no AiiDA).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from aiida.orm import Data
+
+if TYPE_CHECKING:
+    from deepmd.infer import DeepPot
+
+__all__ = ('DeepPotentialData', 'model_metadata')
+
+#: Repository names of the frozen and the compressed model.
+MODEL_FILENAME = 'model.pb'
+COMPRESSED_FILENAME = 'model_compressed.pb'
+
+_REQUIRED = ('type_map', 'descriptor_type', 'rcut', 'sel', 'neurons', 'seed', 'deepmd_version')
+
+
+def model_metadata(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the model attributes stored from a DeePMD input dict (``model``, ``training`` sections).
+
+    ``seed`` is the descriptor's seed (the CalcJob sets the same seed everywhere); ``training_steps`` is
+    ``training.numb_steps`` (the parser replaces it by the steps actually done).
+    """
+    model = parameters['model']
+    descriptor = model['descriptor']
+    return {
+        'type_map': list(model['type_map']),
+        'descriptor_type': descriptor['type'],
+        'rcut': float(descriptor['rcut']),
+        'rcut_smth': float(descriptor.get('rcut_smth', descriptor['rcut'])),
+        'sel': descriptor['sel'] if isinstance(descriptor['sel'], str) else list(descriptor['sel']),
+        'neurons': {
+            'embedding': list(descriptor.get('neuron', [])),
+            'fitting': list(model.get('fitting_net', {}).get('neuron', [])),
+        },
+        'seed': descriptor.get('seed'),
+        'training_steps': parameters.get('training', {}).get('numb_steps'),
+    }
+
+
+def _content(source: str | Path | bytes | IO[bytes]) -> bytes:
+    """Return the bytes of a path, a binary file handle, or bytes."""
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, str | Path):
+        return Path(source).read_bytes()
+    return source.read()
+
+
+class DeepPotentialData(Data):
+    """A frozen DeePMD-kit model (``model.pb``; optional ``model_compressed.pb``) with its metadata.
+
+    :param model: the frozen model (path, bytes or binary handle).
+    :param compressed_model: the compressed model, optional.
+    :param type_map: element symbols in type order.
+    :param descriptor_type: DeePMD descriptor, e.g. ``se_e2_a``.
+    :param rcut: cut-off radius (Å); ``rcut_smth`` (Å) where the smoothing starts (default ``rcut``).
+    :param sel: maximum number of neighbours of each type within ``rcut``.
+    :param neurons: ``{'embedding': [...], 'fitting': [...]}`` layer sizes.
+    :param seed: the random seed of the training.
+    :param deepmd_version: DeePMD-kit version that trained the model, e.g. ``3.2.0``.
+    :param training_steps: number of training steps done.
+    :param level_of_theory_key: key of the training set's level of theory.
+    :param deepmd_backend: DeePMD-kit backend (only ``tensorflow`` models are produced here).
+    """
+
+    def __init__(
+        self,
+        model: str | Path | bytes | IO[bytes],
+        *,
+        type_map: Sequence[str],
+        descriptor_type: str,
+        rcut: float,
+        sel: Sequence[int] | str,
+        neurons: Mapping[str, Sequence[int]],
+        seed: int | None,
+        deepmd_version: str,
+        training_steps: int | None = None,
+        level_of_theory_key: str | None = None,
+        rcut_smth: float | None = None,
+        deepmd_backend: str = 'tensorflow',
+        compressed_model: str | Path | bytes | IO[bytes] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.base.repository.put_object_from_bytes(_content(model), MODEL_FILENAME)
+        if compressed_model is not None:
+            self.base.repository.put_object_from_bytes(_content(compressed_model), COMPRESSED_FILENAME)
+        attributes = {
+            'type_map': [str(element) for element in type_map],
+            'descriptor_type': str(descriptor_type),
+            'rcut': float(rcut),
+            'rcut_smth': float(rcut if rcut_smth is None else rcut_smth),
+            'sel': sel if isinstance(sel, str) else [int(value) for value in sel],
+            'neurons': {name: [int(value) for value in layers] for name, layers in neurons.items()},
+            'seed': None if seed is None else int(seed),
+            'training_steps': None if training_steps is None else int(training_steps),
+            'deepmd_version': str(deepmd_version),
+            'deepmd_backend': str(deepmd_backend),
+            'compressed': compressed_model is not None,
+            'level_of_theory_key': level_of_theory_key,
+        }
+        self.base.attributes.set_many(attributes)
+
+    def _validate(self) -> bool:
+        """Refuse to store a model without a file or required metadata."""
+        super()._validate()
+        if MODEL_FILENAME not in self.base.repository.list_object_names():
+            raise ValueError(f'no `{MODEL_FILENAME}` in the repository')
+        missing = [name for name in _REQUIRED if self.base.attributes.get(name, None) is None]
+        if missing:
+            raise ValueError(f'missing attributes {missing}')
+        return True
+
+    # -- attributes -----------------------------------------------------------------------------------------
+
+    @property
+    def type_map(self) -> list[str]:
+        """Element symbols in type order."""
+        return self.base.attributes.get('type_map')
+
+    @property
+    def descriptor_type(self) -> str:
+        """DeePMD descriptor type, e.g. ``se_e2_a``."""
+        return self.base.attributes.get('descriptor_type')
+
+    @property
+    def rcut(self) -> float:
+        """Cut-off radius (Å)."""
+        return self.base.attributes.get('rcut')
+
+    @property
+    def sel(self) -> list[int] | str:
+        """Maximum number of neighbours of each type within ``rcut``."""
+        return self.base.attributes.get('sel')
+
+    @property
+    def neurons(self) -> dict[str, list[int]]:
+        """Layer sizes ``{'embedding': [...], 'fitting': [...]}``."""
+        return self.base.attributes.get('neurons')
+
+    @property
+    def seed(self) -> int | None:
+        """Random seed of the training."""
+        return self.base.attributes.get('seed')
+
+    @property
+    def training_steps(self) -> int | None:
+        """Number of training steps done."""
+        return self.base.attributes.get('training_steps')
+
+    @property
+    def deepmd_version(self) -> str:
+        """DeePMD-kit version that trained the model."""
+        return self.base.attributes.get('deepmd_version')
+
+    @property
+    def deepmd_backend(self) -> str:
+        """DeePMD-kit backend (``tensorflow``); ``Node.backend`` is the AiiDA storage."""
+        return self.base.attributes.get('deepmd_backend')
+
+    @property
+    def compressed(self) -> bool:
+        """Whether a compressed model is stored too."""
+        return self.base.attributes.get('compressed')
+
+    @property
+    def level_of_theory_key(self) -> str | None:
+        """Level-of-theory key of the training set."""
+        return self.base.attributes.get('level_of_theory_key')
+
+    # -- files ----------------------------------------------------------------------------------------------
+
+    def _filename(self, compressed: bool) -> str:
+        if compressed and not self.compressed:
+            raise ValueError('this model has no compressed version')
+        return COMPRESSED_FILENAME if compressed else MODEL_FILENAME
+
+    def get_model_bytes(self, compressed: bool = False) -> bytes:
+        """Return the content of the frozen (or compressed) model."""
+        return self.base.repository.get_object_content(self._filename(compressed), mode='rb')
+
+    def write_model(
+        self, directory: str | Path, filename: str | None = None, compressed: bool = False
+    ) -> Path:
+        """Write the frozen (or compressed) model into ``directory`` (default name ``model[_compressed].pb``);
+        return its path."""
+        path = Path(directory) / (filename or self._filename(compressed))
+        path.write_bytes(self.get_model_bytes(compressed))
+        return path
+
+    @contextlib.contextmanager
+    def as_path(self, compressed: bool = False) -> Iterator[Path]:
+        """Context manager giving a temporary path of the model file (removed on exit)."""
+        with tempfile.TemporaryDirectory() as directory:
+            yield self.write_model(directory, compressed=compressed)
+
+    def get_deep_pot(self, compressed: bool = False) -> DeepPot:
+        """Load the model with ``deepmd.infer.DeepPot`` (evaluate energies eV, forces eV/Å, virials eV)."""
+        from deepmd.infer import DeepPot
+
+        with self.as_path(compressed) as path:
+            return DeepPot(str(path))

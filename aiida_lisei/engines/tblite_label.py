@@ -1,0 +1,246 @@
+"""``lisei-tblite``: label a batch of frames with tblite (GFN1-xTB by default) through its ASE calculator.
+
+Runs wherever a job runs and never imports AiiDA. Input: a frames file (``.npz`` as written by
+:func:`write_frames`, exact float64; or any multi-frame ``extxyz``, keys from ``info['key']``) and a
+JSON parameters file (:data:`DEFAULT_PARAMETERS` fills what is missing). Output: a JSON Lines file,
+written as the batch runs so that a job killed half-way keeps what it computed:
+
+* line 1 ``{"type": "header", "program", "tblite_version", "parameters", "nframes"}``;
+* per frame ``{"type": "frame", "key", "energy" (eV), "forces" (eV/Å, natomsx3), "stress"
+  (eV/Å³, 3x3, ASE sign: negative under compression), "wall_time" (s)}``, or
+  ``{"type": "failure", "key", "reason"}`` when tblite raised (e.g. SCF not converged) or the frame
+  is unphysical (not 3D periodic, atoms closer than :data:`MIN_DISTANCE`);
+* last line ``{"type": "footer", "labelled", "failed", "wall_time"}``.
+
+Every frame gets a fresh calculator, so a label does not depend on the other frames of the batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import math
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # ASE and tblite are imported lazily (heavy)
+    from ase import Atoms
+
+__all__ = (
+    'DEFAULT_PARAMETERS',
+    'MAX_ATOMIC_NUMBER',
+    'METHODS',
+    'MIN_DISTANCE',
+    'check_atoms',
+    'check_parameters',
+    'label_frame',
+    'label_frames',
+    'main',
+    'read_frames',
+    'tblite_version',
+    'write_frames',
+)
+
+#: Hamiltonians of tblite's ASE calculator.
+METHODS = ('GFN1-xTB', 'GFN2-xTB', 'IPEA1-xTB')
+
+#: Parameters of a run: electronic temperature in K; ``accuracy`` scales tblite's SCF and integral
+#: thresholds (smaller is tighter); ``max_iterations`` caps the SCF cycles.
+DEFAULT_PARAMETERS: dict[str, Any] = {
+    'method': 'GFN1-xTB',
+    'electronic_temperature': 300.0,
+    'accuracy': 1.0,
+    'max_iterations': 250,
+}
+
+#: Heaviest element the GFN parametrisations cover (H-Rn).
+MAX_ATOMIC_NUMBER = 86
+
+#: Shortest interatomic distance (Å) accepted in a frame; closer atoms give meaningless labels.
+MIN_DISTANCE = 0.5
+
+
+def tblite_version() -> str:
+    """Return the installed tblite version."""
+    return importlib.metadata.version('tblite')
+
+
+def check_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``parameters`` completed with :data:`DEFAULT_PARAMETERS`; raise ``ValueError`` if invalid."""
+    unknown = sorted(set(parameters) - set(DEFAULT_PARAMETERS))
+    if unknown:
+        raise ValueError(f'unknown tblite parameters {unknown}; known: {sorted(DEFAULT_PARAMETERS)}')
+    merged = {**DEFAULT_PARAMETERS, **parameters}
+    if merged['method'] not in METHODS:
+        raise ValueError(f'method {merged["method"]!r} is not one of {list(METHODS)}')
+    for name in ('electronic_temperature', 'accuracy'):
+        value = merged[name]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (math.isfinite(value) and value > 0)
+        ):
+            raise ValueError(f'{name} must be a positive number, got {value!r}')
+        merged[name] = float(value)
+    iterations = merged['max_iterations']
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f'max_iterations must be a positive integer, got {iterations!r}')
+    return merged
+
+
+def check_atoms(
+    atoms: Atoms, max_atomic_number: int | None = None, min_distance: float = MIN_DISTANCE
+) -> str | None:
+    """Return why ``atoms`` cannot be labelled (not 3D periodic, unknown element, atoms overlap) or ``None``.
+
+    :param max_atomic_number: heaviest element allowed (``None``: no check; tblite itself rejects Z > 86).
+    :param min_distance: shortest allowed distance between two atoms, periodic images included (Å).
+    """
+    from ase.neighborlist import neighbor_list
+
+    if len(atoms) == 0:
+        return 'no atoms'
+    if not atoms.pbc.all() or atoms.cell.rank < 3:
+        return 'not periodic in 3D (a cell and pbc=True in all directions are required)'
+    if max_atomic_number is not None and atoms.numbers.max() > max_atomic_number:
+        heavy = sorted(
+            {s for s, z in zip(atoms.symbols, atoms.numbers, strict=True) if z > max_atomic_number}
+        )
+        return f'elements {heavy} are not parametrised (Z > {max_atomic_number})'
+    first, second, distances = neighbor_list('ijd', atoms, min_distance)
+    if len(distances):
+        index = int(np.argmin(distances))
+        return (
+            f'atoms {first[index]} and {second[index]} are {distances[index]:.3f} Å apart '
+            f'(minimum {min_distance} Å)'
+        )
+    return None
+
+
+def write_frames(path: str | Path | IO[bytes], frames: Mapping[str, Atoms]) -> None:
+    """Write ``{key: atoms}`` as an ``.npz`` (keys, and per frame numbers, positions Å, cell Å, pbc)."""
+    arrays: dict[str, np.ndarray] = {'keys': np.array(list(frames), dtype=str)}
+    for index, atoms in enumerate(frames.values()):
+        arrays[f'numbers_{index}'] = atoms.numbers.astype(np.int64)
+        arrays[f'positions_{index}'] = atoms.positions.astype(np.float64)
+        arrays[f'cell_{index}'] = atoms.cell.array.astype(np.float64)
+        arrays[f'pbc_{index}'] = atoms.pbc.astype(bool)
+    np.savez(path, **arrays)
+
+
+def read_frames(path: str | Path) -> list[tuple[str, Atoms]]:
+    """Return ``(key, atoms)`` pairs from an ``.npz`` of :func:`write_frames` or an ``extxyz`` file."""
+    from ase import Atoms
+    from ase.io import read
+
+    path = Path(path)
+    if path.suffix == '.npz':
+        with np.load(path, allow_pickle=False) as data:
+            return [
+                (
+                    str(key),
+                    Atoms(
+                        numbers=data[f'numbers_{i}'],
+                        positions=data[f'positions_{i}'],
+                        cell=data[f'cell_{i}'],
+                        pbc=data[f'pbc_{i}'],
+                    ),
+                )
+                for i, key in enumerate(data['keys'])
+            ]
+    images = read(path, index=':', format='extxyz')
+    return [(str(atoms.info.get('key', f'frame_{i:04d}')), atoms) for i, atoms in enumerate(images)]
+
+
+def label_frame(atoms: Atoms, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Return energy (eV), forces (eV/Å) and stress (eV/Å³, 3x3) of ``atoms`` from a fresh tblite calculator.
+
+    Raises whatever tblite raises (``CalculationFailed`` for an unconverged SCF, ``InputError``, ...) and
+    ``ValueError`` for non-finite results.
+    """
+    from tblite.ase import TBLite
+
+    atoms = atoms.copy()
+    atoms.calc = TBLite(
+        method=parameters['method'],
+        electronic_temperature=parameters['electronic_temperature'],
+        accuracy=parameters['accuracy'],
+        max_iterations=parameters['max_iterations'],
+        verbosity=0,
+    )
+    energy = float(atoms.get_potential_energy())
+    forces = atoms.get_forces()
+    stress = atoms.get_stress(voigt=False)
+    if not (math.isfinite(energy) and np.isfinite(forces).all() and np.isfinite(stress).all()):
+        raise ValueError('tblite returned non-finite energy, forces or stress')
+    return {'energy': energy, 'forces': forces.tolist(), 'stress': stress.tolist()}
+
+
+def label_frames(
+    frames: Sequence[tuple[str, Atoms]], parameters: Mapping[str, Any], log: IO[str] | None = None
+) -> Iterator[dict[str, Any]]:
+    """Yield the result records (header, one per frame, footer) of the JSON Lines format of this module."""
+    parameters = check_parameters(parameters)
+    yield {
+        'type': 'header',
+        'program': 'lisei-tblite',
+        'tblite_version': tblite_version(),
+        'parameters': parameters,
+        'nframes': len(frames),
+    }
+    start, counts = time.perf_counter(), {'frame': 0, 'failure': 0}
+    for key, atoms in frames:
+        frame_start = time.perf_counter()
+        reason = check_atoms(atoms)
+        record: dict[str, Any] = {'key': key}
+        if reason is None:
+            try:
+                record.update(type='frame', **label_frame(atoms, parameters))
+            except Exception as exception:  # any tblite error fails this frame only
+                reason = f'{type(exception).__name__}: {exception}'
+        if reason is not None:
+            record.update(type='failure', reason=reason)
+        record['wall_time'] = time.perf_counter() - frame_start
+        counts[record['type']] += 1
+        if log is not None:
+            outcome = f'E = {record["energy"]:.6f} eV' if reason is None else f'FAILED: {reason}'
+            print(
+                f'{key} ({len(atoms)} atoms): {outcome} [{record["wall_time"]:.2f} s]', file=log, flush=True
+            )
+        yield record
+    yield {
+        'type': 'footer',
+        'labelled': counts['frame'],
+        'failed': counts['failure'],
+        'wall_time': time.perf_counter() - start,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``lisei-tblite``: label the frames of ``--frames``, write ``--output`` (JSON Lines)."""
+    parser = argparse.ArgumentParser(prog='lisei-tblite', description=__doc__.splitlines()[0])
+    parser.add_argument('--frames', type=Path, required=True, help='frames file (.npz or extxyz)')
+    parser.add_argument('--parameters', type=Path, help='JSON file of tblite parameters (defaults if absent)')
+    parser.add_argument('--output', type=Path, required=True, help='results file (JSON Lines)')
+    args = parser.parse_args(argv)
+    parameters = json.loads(args.parameters.read_text()) if args.parameters else {}
+    try:
+        check_parameters(parameters)
+    except ValueError as exception:
+        parser.error(str(exception))
+    frames = read_frames(args.frames)
+    with args.output.open('w') as handle:
+        for record in label_frames(frames, parameters, log=sys.stdout):
+            handle.write(json.dumps(record) + '\n')
+            handle.flush()
+    return 0
+
+
+if __name__ == '__main__':  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""``DpTrainParser``: learning curve, frozen model and summary of a ``lisei.dp_train`` job.
+
+Pure functions :func:`parse_lcurve` and :func:`parse_train_log` read DeePMD-kit's text outputs; the
+parser attaches ``learning_curve`` first, then decides the exit code, and attaches ``model`` and
+``output_parameters`` only for a finished, finite training.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import numpy as np
+from aiida import orm
+from aiida.engine import ExitCode
+from aiida.parsers import Parser
+
+from aiida_lisei.calculations.dp_train import DpTrainCalculation, resolve_settings
+from aiida_lisei.data.deep_potential import DeepPotentialData, model_metadata
+
+__all__ = ('DpTrainParser', 'parse_lcurve', 'parse_train_log')
+
+#: Columns of ``lcurve.out`` whose non-finite value means the loss diverged (total loss, train/valid).
+LOSS_COLUMNS = ('rmse_trn', 'rmse_val')
+
+_VERSION = re.compile(r'Source:\s+v?(\S+)')
+_WALL_TIME = re.compile(r'wall time:\s+([0-9.eE+-]+)\s*s')
+_BATCH_TIME = re.compile(r'average training time:\s+([0-9.eE+-]+)\s*s/batch')
+_FINISHED = 'finished training'
+
+
+def parse_lcurve(text: str) -> dict[str, np.ndarray]:
+    """Return the columns of DeePMD's ``lcurve.out`` by header name (``step`` as int, the rest float).
+
+    RMSEs of energies and virials are per atom (eV/atom), of forces in eV/Å; ``lr`` is the learning rate.
+    A restarted run appends to the file: a step printed twice keeps its last row. Raises ``ValueError``
+    when there is no header or no data row, or a row has the wrong number of columns.
+    """
+    header = None
+    rows = []
+    for line in text.splitlines():
+        fields = line.split()
+        if not fields:
+            continue
+        if fields[0] == '#':
+            if len(fields) > 1 and fields[1] == 'step':
+                header = fields[1:]
+            continue
+        if header is None:
+            raise ValueError('data before the `# step ...` header')
+        if len(fields) != len(header):
+            raise ValueError(f'row {line.strip()!r} has {len(fields)} columns, the header {len(header)}')
+        rows.append([float(value) for value in fields])
+    if header is None or not rows:
+        raise ValueError('no header or no data rows')
+    table = np.array(rows)
+    steps = table[:, 0].astype(int)
+    last = {step: index for index, step in enumerate(steps)}  # the last row of a repeated step wins
+    table = table[sorted(last.values())]
+    columns = {name: table[:, index] for index, name in enumerate(header)}
+    columns['step'] = columns['step'].astype(int)
+    return columns
+
+
+def parse_train_log(text: str) -> dict[str, Any]:
+    """Return ``finished``, ``deepmd_version``, ``wall_time`` (s), ``time_per_batch`` (s) and DeePMD
+    ``warnings`` (e.g. a ``sel`` smaller than the neighbours found) from the log of ``dp train``."""
+    result: dict[str, Any] = {'finished': _FINISHED in text, 'warnings': []}
+    for key, pattern, kind in (
+        ('deepmd_version', _VERSION, str),
+        ('wall_time', _WALL_TIME, float),
+        ('time_per_batch', _BATCH_TIME, float),
+    ):
+        matches = pattern.findall(text)
+        result[key] = kind(matches[-1]) if matches else None
+    result['warnings'] = [
+        line.split('WARNING', 1)[1].strip() for line in text.splitlines() if 'DEEPMD WARNING' in line
+    ]
+    return result
+
+
+class DpTrainParser(Parser):
+    """Parser of ``DpTrainCalculation`` (entry point ``lisei.dp_train``)."""
+
+    def _read(self, filename: str, mode: str = 'r') -> Any:
+        """Return the content of a retrieved file, or ``None`` if it is missing."""
+        try:
+            return self.retrieved.base.repository.get_object_content(filename, mode=mode)
+        except (FileNotFoundError, OSError):
+            return None
+
+    def parse(self, **kwargs: Any) -> ExitCode | None:
+        """Attach ``learning_curve``; then ``model`` and ``output_parameters`` if training finished."""
+        calc = DpTrainCalculation
+        walltime = self.node.exit_status == self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
+        text = self._read(calc._LCURVE_FILE)
+        if text is None:
+            return (
+                self.exit_codes.ERROR_OUT_OF_WALLTIME.format(step=0)
+                if walltime
+                else (self.exit_codes.ERROR_LCURVE_MISSING)
+            )
+        try:
+            lcurve = parse_lcurve(text)
+        except ValueError as exception:
+            return self.exit_codes.ERROR_LCURVE_UNREADABLE.format(exception=exception)
+        curve = orm.ArrayData()
+        for name, values in lcurve.items():
+            curve.set_array(name, values)
+        self.out('learning_curve', curve)
+
+        last_step = int(lcurve['step'][-1])
+        if walltime:
+            return self.exit_codes.ERROR_OUT_OF_WALLTIME.format(step=last_step)
+        for name in LOSS_COLUMNS:
+            bad = np.nonzero(~np.isfinite(lcurve.get(name, np.zeros(1))))[0]
+            if bad.size:
+                return self.exit_codes.ERROR_NAN_LOSS.format(step=int(lcurve['step'][bad[0]]))
+
+        log = parse_train_log(self._read(calc._TRAIN_LOG) or '')
+        parameters = self._full_parameters()
+        numb_steps = parameters['training']['numb_steps']
+        if not log['finished']:
+            return self.exit_codes.ERROR_TRAINING_INCOMPLETE.format(step=last_step, numb_steps=numb_steps)
+        model = self._read(calc._MODEL_FILE, mode='rb')
+        if model is None:
+            return self.exit_codes.ERROR_MODEL_MISSING
+        settings = resolve_settings(self.node.inputs['settings'] if 'settings' in self.node.inputs else None)
+        compressed = self._read(calc._COMPRESSED_FILE, mode='rb') if settings['compress'] else None
+        if settings['compress'] and compressed is None:
+            return self.exit_codes.ERROR_COMPRESSED_MODEL_MISSING
+
+        metadata = model_metadata(parameters)
+        metadata.update(
+            training_steps=numb_steps,
+            seed=self.node.inputs.seed.value,
+            deepmd_version=log['deepmd_version'] or 'unknown',
+            level_of_theory_key=self.node.inputs.training_set.level_of_theory_key,
+        )
+        self.out('model', DeepPotentialData(model, compressed_model=compressed, **metadata))
+        final = {f'final_{name}': float(values[-1]) for name, values in lcurve.items() if name != 'step'}
+        summary = {
+            **final,
+            'steps_done': numb_steps,
+            'last_lcurve_step': last_step,
+            'wall_time': log['wall_time'],
+            'time_per_batch': log['time_per_batch'],
+            'deepmd_version': log['deepmd_version'],
+            'warnings': log['warnings'],
+            'units': {'rmse_e': 'eV/atom', 'rmse_f': 'eV/Å', 'rmse_v': 'eV/atom', 'time': 's'},
+        }
+        self.out('output_parameters', orm.Dict(summary))
+        return None
+
+    def _full_parameters(self) -> dict[str, Any]:
+        """Return DeePMD's normalised input (``out.json``), else the ``parameters`` input with the seed."""
+        text = self._read(DpTrainCalculation._OUTPUT_JSON)
+        if text:
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError:
+                self.logger.warning('out.json is not valid JSON: using the `parameters` input')
+        parameters = self.node.inputs.parameters.get_dict()
+        parameters['model'].setdefault('type_map', self.node.inputs.training_set.type_map)
+        return parameters

@@ -1,0 +1,151 @@
+"""``ExplorationParser``: model deviation, frames and thermo of an ``ExplorationCalculation``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from aiida import orm
+from aiida.engine import ExitCode
+from aiida.parsers import Parser
+
+from aiida_lisei.calculations.exploration import ExplorationCalculation, check_parameters, models_type_map
+from aiida_lisei.parsers.parse_raw.lammps import DumpFrames, LammpsLog, parse_dump, parse_log, parse_model_devi
+from aiida_lisei.science.selection import last_rows_per_step
+
+__all__ = ('ExplorationParser', 'summarize_log')
+
+#: LAMMPS error markers -> exit-code label (checked in this order).
+ERROR_MARKERS: tuple[tuple[str, str], ...] = (('Lost atoms', 'ERROR_LOST_ATOMS'),)
+
+#: Thermo columns whose mean is reported in ``output_parameters`` (LAMMPS name -> output key, unit).
+THERMO_AVERAGES = {
+    'Temp': 'temperature',
+    'PotEng': 'potential_energy',
+    'KinEng': 'kinetic_energy',
+    'TotEng': 'total_energy',
+    'Press': 'pressure',
+    'Volume': 'volume',
+}
+
+
+def summarize_log(log: LammpsLog) -> dict[str, Any]:
+    """Return the ``output_parameters`` content of a parsed log (units: K, eV, bar, Å³, s)."""
+    summary: dict[str, Any] = {
+        'lammps_version': log.version,
+        'walltime': log.walltime,
+        'loop_time': log.loop_time,
+        'n_steps_done': int(log.thermo['Step'][-1]) if 'Step' in log.thermo and log.thermo['Step'].size else 0,
+        'n_thermo_rows': int(log.thermo['Step'].size) if 'Step' in log.thermo else 0,
+        'warnings': log.warnings[:20],
+        'errors': log.errors[:20],
+        'units': {'energy': 'eV', 'temperature': 'K', 'pressure': 'bar', 'volume': 'Å^3', 'time': 's'},
+    }
+    for column, key in THERMO_AVERAGES.items():
+        values = log.thermo.get(column)
+        if values is not None and values.size and np.isfinite(values).all():
+            summary[f'{key}_mean'] = float(values.mean())
+            summary[f'{key}_std'] = float(values.std())
+            summary[f'{key}_final'] = float(values[-1])
+    return summary
+
+
+class ExplorationParser(Parser):
+    """Parser of ``ExplorationCalculation`` (entry point ``lisei.exploration``).
+
+    Attaches ``model_devi``, ``trajectory`` and ``output_parameters`` from whatever was written, then
+    decides the exit code: a LAMMPS error (lost atoms 410, other 350), a NaN energy (411), a stop on
+    ``timer timeout`` or the scheduler's walltime (400), an unfinished run (312), a missing file (302) or
+    frames that do not match the model-deviation rows (311).
+    """
+
+    def parse(self, **kwargs: Any) -> ExitCode | None:
+        """Parse log, model deviation and dump; attach the outputs; return an exit code on failure."""
+        calc = ExplorationCalculation
+        files = self.retrieved.base.repository.list_object_names()
+        if calc._LOG_FILE not in files:
+            if self.node.exit_status:  # keep the scheduler's diagnosis (e.g. 120, out of walltime)
+                return ExitCode(self.node.exit_status, self.node.exit_message or '')
+            return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=calc._LOG_FILE)
+        log = parse_log(self._read(calc._LOG_FILE))
+
+        model_devi, frames, exit_code = None, None, None
+        try:
+            if calc._MODEL_DEVI_FILE in files:
+                model_devi = parse_model_devi(self._read(calc._MODEL_DEVI_FILE))
+            if calc._DUMP_FILE in files:
+                frames = parse_dump(self._read(calc._DUMP_FILE))
+        except ValueError as exception:
+            name = calc._DUMP_FILE if model_devi is not None else calc._MODEL_DEVI_FILE
+            exit_code = self.exit_codes.ERROR_OUTPUT_UNREADABLE.format(filename=name, exception=exception)
+
+        summary = summarize_log(log)
+        if model_devi is not None:
+            array = orm.ArrayData()
+            for name, values in model_devi.items():
+                array.set_array(name, values)
+            self.out('model_devi', array)
+            summary['n_model_devi_rows'] = int(model_devi['step'].size)
+        if frames is not None and frames.steps.size:
+            self.out('trajectory', self._build_trajectory(frames))
+        summary['n_frames'] = 0 if frames is None else int(frames.steps.size)
+        self.out('output_parameters', orm.Dict(summary))
+
+        return exit_code or self._exit_code(log, model_devi, frames, files)
+
+    def _read(self, filename: str) -> str:
+        """Return the content of a retrieved file."""
+        return self.retrieved.base.repository.get_object_content(filename, mode='r')
+
+    def _exit_code(
+        self,
+        log: LammpsLog,
+        model_devi: dict[str, np.ndarray] | None,
+        frames: DumpFrames | None,
+        files: list[str],
+    ) -> ExitCode | None:
+        """Decide the exit code once the outputs are attached."""
+        calc = ExplorationCalculation
+        for marker, label in ERROR_MARKERS:
+            for error in log.errors:
+                if marker in error:
+                    return self.exit_codes[label].format(error=error)
+        for column in ('PotEng', 'TotEng', 'Press'):
+            values = log.thermo.get(column)
+            if values is not None and not np.isfinite(values).all():
+                step = int(log.thermo['Step'][~np.isfinite(values)][0])
+                return self.exit_codes.ERROR_NAN_ENERGY.format(step=step)
+        if log.errors:
+            return self.exit_codes.ERROR_LAMMPS.format(error=log.errors[0])
+
+        n_steps = check_parameters(self.node.inputs.parameters.get_dict())['n_steps']
+        steps_done = int(log.thermo['Step'][-1]) if log.thermo.get('Step') is not None else 0
+        walltime = self.node.exit_status == self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
+        if log.timeout or walltime:
+            return self.exit_codes.ERROR_OUT_OF_WALLTIME.format(steps=steps_done, n_steps=n_steps)
+        if not log.completed or steps_done < n_steps:
+            return self.exit_codes.ERROR_OUTPUT_INCOMPLETE.format(steps=steps_done, n_steps=n_steps)
+
+        for filename in (calc._MODEL_DEVI_FILE, calc._DUMP_FILE):
+            if filename not in files:
+                return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=filename)
+        devi_steps = model_devi['step'][last_rows_per_step(model_devi['step'])]
+        if not np.array_equal(np.sort(devi_steps), frames.steps):
+            detail = f'{devi_steps.size} rows at {devi_steps[:5]}..., {frames.steps.size} frames at {frames.steps[:5]}...'
+            return self.exit_codes.ERROR_FRAMES_MISALIGNED.format(detail=detail)
+        return None
+
+    def _build_trajectory(self, frames: DumpFrames) -> orm.TrajectoryData:
+        """Return the dumped frames as a ``TrajectoryData`` (symbols from the models' type map)."""
+        type_map = models_type_map(self.node.inputs.models)
+        timestep_ps = check_parameters(self.node.inputs.parameters.get_dict())['timestep'] / 1000.0
+        trajectory = orm.TrajectoryData()
+        trajectory.set_trajectory(
+            symbols=[type_map[atom_type - 1] for atom_type in frames.types],
+            positions=frames.positions,
+            stepids=frames.steps,
+            cells=frames.cells,
+            times=frames.steps * timestep_ps,
+        )
+        trajectory.set_array('atom_ids', frames.ids)
+        return trajectory

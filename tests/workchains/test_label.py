@@ -1,0 +1,156 @@
+"""Tests of ``LabelWorkChain`` (``lisei.label``) with tblite: real runs, throttling, failures, caching."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiida import orm
+from aiida.engine import run_get_node
+from aiida.manage.caching import enable_caching
+from aiida.plugins import WorkflowFactory
+from ase.build import bulk
+
+from aiida_lisei.workchains.label import ENGINES
+
+LabelWorkChain = WorkflowFactory('lisei.label')
+
+LISEI_TBLITE = Path(sys.executable).parent / 'lisei-tblite'
+
+
+@pytest.fixture
+def tblite_code(aiida_code_installed) -> orm.InstalledCode:
+    """This environment's ``lisei-tblite`` as a code on ``localhost``."""
+    if not LISEI_TBLITE.is_file():
+        pytest.skip(f'{LISEI_TBLITE} not found: install the package (pip install -e .)')
+    return aiida_code_installed(
+        label='lisei-tblite', filepath_executable=str(LISEI_TBLITE), default_calc_job_plugin='lisei.tblite'
+    )
+
+
+def perturbed_li16(amplitudes: list[float], seed: int = 20241125) -> list[orm.StructureData]:
+    """bcc Li16 (a = 3.42 Å) copies displaced by seeded normal noise of the given amplitudes (Å)."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for amplitude in amplitudes:
+        atoms = bulk('Li', 'bcc', a=3.42, cubic=True).repeat(2)
+        atoms.positions += rng.normal(scale=amplitude, size=atoms.positions.shape)
+        frames.append(orm.StructureData(ase=atoms))
+    return frames
+
+
+def test_builder_from_protocol(tblite_code) -> None:
+    """The ``demo`` and ``precise`` protocols fill the tblite namespace; sequences get ``frame_<i>`` keys."""
+    frames = perturbed_li16([0.0, 0.0])
+    builder = LabelWorkChain.get_builder_from_protocol(tblite_code, frames, system_label='li16')
+    assert sorted(builder.structures) == ['frame_0000', 'frame_0001']
+    assert (builder.engine.value, builder.max_concurrent.value, builder.batch_size.value) == ('tblite', 2, 10)
+    assert builder.tblite.code.uuid == tblite_code.uuid
+    assert builder.tblite.parameters.get_dict() == {
+        'method': 'GFN1-xTB',
+        'electronic_temperature': 300.0,
+        'accuracy': 1.0,
+        'max_iterations': 250,
+    }
+    assert builder.tblite.metadata.options['environment_variables'] == {'OMP_NUM_THREADS': '1'}
+    precise = LabelWorkChain.get_builder_from_protocol(
+        tblite_code,
+        {'a': frames[0]},
+        system_label='li16',
+        protocol='precise',
+        overrides={'batch_size': 7},
+        tags={'source': 'aimd'},
+    )
+    assert precise.tblite.parameters['accuracy'] == 0.1
+    assert (precise.max_concurrent.value, precise.batch_size.value) == (4, 7)
+    assert precise.tags.get_dict() == {'source': 'aimd'}
+    with pytest.raises(ValueError, match='not wired'):
+        LabelWorkChain.get_builder_from_protocol(tblite_code, frames, system_label='li16', engine='cp2k')
+
+
+def test_validation(tblite_code) -> None:
+    """Unknown or unwired engines, a missing engine namespace and bad tags are refused up front."""
+    builder = LabelWorkChain.get_builder_from_protocol(
+        tblite_code, perturbed_li16([0.0]), system_label='li16'
+    )
+    inputs = builder._inputs(prune=True)
+    spec = LabelWorkChain.spec().inputs
+    assert spec.validate(inputs) is None
+    assert set(ENGINES) == {'tblite', 'cp2k', 'vasp'}
+    for engine, message in (('gaussian', 'unknown engine'), ('cp2k', 'not yet wired')):
+        assert message in spec.validate({**inputs, 'engine': orm.Str(engine)}).message
+    without_namespace = {key: value for key, value in inputs.items() if key != 'tblite'}
+    assert 'needs its inputs in the `tblite` namespace' in spec.validate(without_namespace).message
+    bad_tags = {**inputs, 'tags': orm.Dict({'frame_0009': {'temperature': 300}})}
+    assert 'not a key of `structures`' in spec.validate(bad_tags).message
+
+
+def test_label_throttled_with_failure_and_caching(tblite_code) -> None:
+    """6 Li16 frames in batches of 2, at most 2 jobs at a time; one frame fails its SCF and is left out.
+
+    ``max_iterations = 6``: frames displaced by 0.03 Å converge in 5 SCF cycles, the one displaced by
+    0.3 Å needs 7 and fails (real tblite behaviour). A rerun with caching enabled computes nothing.
+    """
+    frames = perturbed_li16([0.03, 0.03, 0.03, 0.3, 0.03, 0.03])
+    tags = {'source': 'perturbation', 'temperature': 300, 'frame_0001': {'temperature': 600}}
+    builder = LabelWorkChain.get_builder_from_protocol(
+        tblite_code,
+        frames,
+        system_label='li16',
+        overrides={'max_concurrent': 2, 'batch_size': 2, 'tblite': {'parameters': {'max_iterations': 6}}},
+        tags=tags,
+    )
+    results, node = run_get_node(builder)
+
+    assert node.is_finished_ok, node.exit_message
+    calcs = sorted(node.called, key=lambda child: child.ctime)
+    calcjobs = [child for child in calcs if isinstance(child, orm.CalcJobNode)]
+    assert len(calcjobs) == 3
+    # Throttle: the third job was created only after the first wave had finished (its results retrieved).
+    first_wave_done = max(calc.outputs.retrieved.ctime for calc in calcjobs[:2])
+    assert calcjobs[2].ctime > first_wave_done
+    reports = [log.message for log in orm.Log.collection.get_logs_for(node)]
+    assert any('wave 1/2: submitted 2 process(es) for 4 frames' in message for message in reports), reports
+    assert any('wave 2/2: submitted 1 process(es) for 2 frames' in message for message in reports), reports
+
+    training_set = results['training_set']
+    assert training_set.nframes == 5
+    assert training_set.level_of_theory['engine'] == 'tblite'
+    failed = results['failed_frames'].get_dict()
+    failing_calc = next(calc for calc in calcjobs if 'frame_0003' in calc.inputs.structures)
+    assert failed == {
+        'frame_0003': {'reason': 'CalculationFailed: SCF not converged in 6 cycles', 'pk': failing_calc.pk}
+    }
+    assert any('frame frame_0003 left out' in message for message in reports), reports
+    system = training_set.get_system('li16')
+    assert [tags['temperature'] for tags in system.tags] == [300, 600, 300, 300, 300]
+    assert set(system.labelled_by) == {calc.uuid for calc in calcjobs}
+    expected_coords = [frames[index].get_ase().positions for index in (0, 1, 2, 4, 5)]
+    np.testing.assert_array_equal(system.coords, expected_coords)
+
+    with enable_caching():
+        rerun, rerun_node = run_get_node(builder)
+    assert rerun_node.is_finished_ok, rerun_node.exit_message
+    rerun_calcjobs = [child for child in rerun_node.called if isinstance(child, orm.CalcJobNode)]
+    assert len(rerun_calcjobs) == 3
+    assert all(calc.base.caching.is_created_from_cache for calc in rerun_calcjobs)
+    np.testing.assert_array_equal(rerun['training_set'].get_system('li16').forces, system.forces)
+    assert rerun['failed_frames'].get_dict().keys() == failed.keys()
+
+
+def test_all_frames_failed(tblite_code) -> None:
+    """No frame converges within 2 SCF cycles: exit 410, every frame recorded in ``failed_frames``."""
+    builder = LabelWorkChain.get_builder_from_protocol(
+        tblite_code,
+        perturbed_li16([0.03, 0.03]),
+        system_label='li16',
+        overrides={'tblite': {'parameters': {'max_iterations': 2}}},
+    )
+    results, node = run_get_node(builder)
+    assert node.exit_status == LabelWorkChain.exit_codes.ERROR_ALL_FRAMES_FAILED.status == 410
+    assert 'training_set' not in results
+    failed = results['failed_frames'].get_dict()
+    assert sorted(failed) == ['frame_0000', 'frame_0001']
+    assert all('SCF not converged in 2 cycles' in entry['reason'] for entry in failed.values())
