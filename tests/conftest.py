@@ -7,7 +7,11 @@ separate pytest invocation (``make test`` runs both).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+from aiida import orm
 
 pytest_plugins = ['aiida.tools.pytest_fixtures']
 
@@ -17,3 +21,25 @@ def aiida_profile(aiida_config, aiida_profile_factory):
     """Embedded profile (SQLite + ZeroMQ broker): ``run`` and ``submit`` both work, no services."""
     with aiida_profile_factory(aiida_config, broker_backend='core.zeromq') as profile:
         yield profile
+
+
+#: Folder of this environment's console scripts (lisei-probe, lisei-tblite, dp, lmp, mock-vasp).
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def venv_code(aiida_code_installed):
+    """Return a factory: this environment's console script ``name`` as an installed code on localhost."""
+
+    def factory(name: str, plugin: str, prepend_text: str = '') -> orm.InstalledCode:
+        executable = VENV_BIN / name
+        if not executable.is_file():
+            pytest.skip(f'{executable} not found: install the package (pip install -e .)')
+        return aiida_code_installed(
+            label=name,
+            filepath_executable=str(executable),
+            default_calc_job_plugin=plugin,
+            prepend_text=prepend_text,
+        )
+
+    return factory

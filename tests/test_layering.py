@@ -9,11 +9,17 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parents[1] / 'aiida_lisei'
-PURE_MODULES = sorted(
-    '.'.join(path.relative_to(PACKAGE.parent).with_suffix('').parts)
-    for folder in ('science', 'engines', 'parsers/parse_raw')
-    for path in (PACKAGE / folder).glob('*.py')
-) + ['aiida_lisei.data.frames', 'aiida_lisei.data.level_of_theory', 'aiida_lisei.structures.builders']
+PURE_FOLDERS = ('science', 'engines', 'parsers/parse_raw')
+PURE_MODULES = [
+    *sorted(
+        '.'.join(path.relative_to(PACKAGE.parent).with_suffix('').parts)
+        for folder in PURE_FOLDERS
+        for path in (PACKAGE / folder).glob('*.py')
+    ),
+    'aiida_lisei.data.frames',
+    'aiida_lisei.data.level_of_theory',
+    'aiida_lisei.structures.builders',
+]
 
 
 @pytest.mark.parametrize('module', PURE_MODULES)

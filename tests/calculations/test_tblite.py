@@ -7,7 +7,6 @@ evaluation: energies (eV), forces (eV/Å) and virials (``-stress * V``, eV) must
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,17 +26,11 @@ from aiida_lisei.engines.tblite_label import DEFAULT_PARAMETERS, read_frames, tb
 
 TbliteCalculation = CalculationFactory('lisei.tblite')
 
-LISEI_TBLITE = Path(sys.executable).parent / 'lisei-tblite'
-
 
 @pytest.fixture
-def tblite_code(aiida_code_installed) -> orm.InstalledCode:
+def tblite_code(venv_code) -> orm.InstalledCode:
     """This environment's ``lisei-tblite`` as a code on ``localhost``."""
-    if not LISEI_TBLITE.is_file():
-        pytest.skip(f'{LISEI_TBLITE} not found: install the package (pip install -e .)')
-    return aiida_code_installed(
-        label='lisei-tblite', filepath_executable=str(LISEI_TBLITE), default_calc_job_plugin='lisei.tblite'
-    )
+    return venv_code('lisei-tblite', 'lisei.tblite')
 
 
 def li2s(amplitude: float = 0.0, seed: int = 0) -> Atoms:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 from aiida import orm
@@ -17,17 +14,11 @@ from aiida_lisei.workchains.label import ENGINES
 
 LabelWorkChain = WorkflowFactory('lisei.label')
 
-LISEI_TBLITE = Path(sys.executable).parent / 'lisei-tblite'
-
 
 @pytest.fixture
-def tblite_code(aiida_code_installed) -> orm.InstalledCode:
+def tblite_code(venv_code) -> orm.InstalledCode:
     """This environment's ``lisei-tblite`` as a code on ``localhost``."""
-    if not LISEI_TBLITE.is_file():
-        pytest.skip(f'{LISEI_TBLITE} not found: install the package (pip install -e .)')
-    return aiida_code_installed(
-        label='lisei-tblite', filepath_executable=str(LISEI_TBLITE), default_calc_job_plugin='lisei.tblite'
-    )
+    return venv_code('lisei-tblite', 'lisei.tblite')
 
 
 def perturbed_li16(amplitudes: list[float], seed: int = 20241125) -> list[orm.StructureData]:
