@@ -29,12 +29,14 @@ __all__ = (
     'ARRAY_FIELDS',
     'LABEL_PATTERN',
     'SIDECAR_FILENAME',
+    'STUDY_TYPE_MAP',
     'FrameSystem',
     'TagValue',
     'TrainingFrames',
     'TrainingSetError',
     'ase_virial',
     'assemble_frames',
+    'default_type_map',
     'merge_frames',
     'remap_frames',
     'select_frames',
@@ -56,6 +58,15 @@ LABEL_PATTERN = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+-]*$')
 _RESERVED_TAGS = ('system', 'labelled_by')
 
 TagValue = str | int | float | bool
+
+
+#: Element order of every model of the study: one type map, so all training sets merge.
+STUDY_TYPE_MAP: tuple[str, ...] = ('Li', 'P', 'S', 'Cl')
+
+
+def default_type_map(symbols: Iterable[str]) -> list[str]:
+    """Return the study's type map followed by any other element of ``symbols`` in order of appearance."""
+    return [*STUDY_TYPE_MAP, *(symbol for symbol in dict.fromkeys(symbols) if symbol not in STUDY_TYPE_MAP)]
 
 
 class TrainingSetError(ValueError):
@@ -496,13 +507,13 @@ def system_from_ase(
 
     Energies are ``get_potential_energy()`` (eV), forces ``get_forces()`` (eV/Å); virials come from
     :func:`ase_virial` and are kept only if every frame has a stress and ``with_virials``.
-    ``type_map`` defaults to the elements in order of first appearance.
+    ``type_map`` defaults to :func:`default_type_map` (the study's Li, P, S, Cl first).
     """
     atoms_list = list(atoms_list)
     if not atoms_list:
         raise TrainingSetError(f'system {label!r}: no frames')
     symbols = atoms_list[0].get_chemical_symbols()
-    type_map = list(dict.fromkeys(symbols)) if type_map is None else list(type_map)
+    type_map = default_type_map(symbols) if type_map is None else list(type_map)
     missing = sorted(set(symbols) - set(type_map))
     if missing:
         raise TrainingSetError(f'system {label!r}: elements {missing} are not in type_map {type_map}')

@@ -161,7 +161,7 @@ def test_unit_convention(tblite_code) -> None:
         'version': tblite_version(),
         'settings': {'accuracy': 1, 'electronic_temperature': 300},
     }
-    assert labels.type_map == ['S', 'Li']
+    assert labels.type_map == ['Li', 'P', 'S', 'Cl']
     system = labels.get_system('li2s')
     assert system.labelled_by == [node.uuid, node.uuid]
     assert system.tags == [
