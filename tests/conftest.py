@@ -7,6 +7,7 @@ separate pytest invocation (``make test`` runs both).
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -43,3 +44,23 @@ def venv_code(aiida_code_installed):
         )
 
     return factory
+
+
+#: CP2K of Debian's `cp2k` package (2023.1).
+CP2K = Path('/usr/bin/cp2k.psmp')
+
+
+@pytest.fixture
+def cp2k_code(aiida_computer_local, aiida_code_installed) -> orm.InstalledCode:
+    """CP2K 2023.1 on a local computer, polled without delay, OpenMPI allowed to run as root."""
+    if not CP2K.is_file() or shutil.which('mpirun') is None:
+        pytest.skip('CP2K or mpirun not installed')
+    computer = aiida_computer_local()
+    computer.set_minimum_job_poll_interval(0.0)
+    computer.configure(safe_interval=0.0)
+    return aiida_code_installed(
+        computer=computer,
+        filepath_executable=str(CP2K),
+        default_calc_job_plugin='cp2k',
+        prepend_text='export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1',
+    )

@@ -144,10 +144,13 @@ def validate_cp2k_inputs(parameters: Mapping[str, Any], kinds: Mapping[str, str]
 
     ``kinds`` maps the structure's kind names to element symbols. For GPW every kind needs a KIND section
     with BASIS_SET and POTENTIAL, and MGRID cutoffs must be positive; xTB needs known elements only.
+    Only the Gamma point is supported (the level of theory records it).
     """
     unknown = sorted({element for element in kinds.values() if element not in atomic_numbers})
     if unknown:
         return f'unknown elements {unknown}'
+    if 'KPOINTS' in _dft(parameters):
+        return 'k-point sampling is not supported: the labels record the Gamma point only'
     if is_xtb(parameters):
         return None
     sections = _kinds(parameters)
@@ -295,7 +298,7 @@ class Cp2kLabelWorkChain(ProtocolMixin, BaseRestartWorkChain):
     def define(cls, spec):
         """Define the process specification."""
         super().define(spec)
-        spec.expose_inputs(Cp2kCalculation, namespace='cp2k', exclude=('structure', 'trajectory'))
+        spec.expose_inputs(Cp2kCalculation, namespace='cp2k', exclude=('structure', 'trajectory', 'kpoints'))
         spec.input(
             'structure',
             valid_type=orm.StructureData,
@@ -314,6 +317,12 @@ class Cp2kLabelWorkChain(ProtocolMixin, BaseRestartWorkChain):
             valid_type=orm.List,
             required=False,
             help='Element order of the training set (default: order of first appearance).',
+        )
+        spec.input(
+            'with_virials',
+            valid_type=orm.Bool,
+            default=lambda: orm.Bool(True),
+            help='Whether the labels carry the virial (not for GFN1-xTB metals: unreliable stress).',
         )
         spec.inputs['cp2k']['metadata']['options']['parser_name'].default = 'lisei.cp2k'
         spec.inputs.validator = _validate_inputs
@@ -399,6 +408,7 @@ class Cp2kLabelWorkChain(ProtocolMixin, BaseRestartWorkChain):
             builder.tags = orm.Dict(tags)
         if type_map:
             builder.type_map = orm.List(list(type_map))
+        builder.with_virials = orm.Bool(inputs['with_virials'])
         builder.clean_workdir = orm.Bool(inputs['clean_workdir'])
         builder.max_iterations = orm.Int(inputs['max_iterations'])
         return builder
@@ -452,7 +462,7 @@ class Cp2kLabelWorkChain(ProtocolMixin, BaseRestartWorkChain):
         for name in ('tags', 'type_map'):
             if name in self.inputs:
                 inputs[name] = self.inputs[name]
-        if 'stress' in node.outputs:
+        if self.inputs.with_virials and 'stress' in node.outputs:
             inputs['stress'] = node.outputs.stress
         labels = build_cp2k_labels(**inputs)
         self.out('labels', labels)

@@ -64,9 +64,7 @@ class LabelEngine:
         return ('structures' if self.batched else 'structure', 'system_label', 'tags')
 
 
-#: Engine registry. To wire CP2K or VASP: set ``exposed=True`` (their inputs then appear in the
-#: ``cp2k``/``vasp`` namespace) and give them a protocol section and a branch in
-#: ``LabelWorkChain.get_builder_from_protocol``.
+#: Engine registry: the inputs of each engine's process appear in the namespace of its name.
 ENGINES: dict[str, LabelEngine] = {
     'tblite': LabelEngine(
         'aiida.calculations:lisei.tblite',
@@ -75,8 +73,8 @@ ENGINES: dict[str, LabelEngine] = {
         max_atomic_number=MAX_ATOMIC_NUMBER,
         exposed=True,
     ),
-    'cp2k': LabelEngine('aiida.workflows:lisei.cp2k.label'),
-    'vasp': LabelEngine('aiida.workflows:lisei.vasp.label'),
+    'cp2k': LabelEngine('aiida.workflows:lisei.cp2k.label', exposed=True),
+    'vasp': LabelEngine('aiida.workflows:lisei.vasp.label', exposed=True),
 }
 
 
@@ -260,17 +258,25 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
         protocol: str | None = None,
         overrides: dict[str, Any] | None = None,
         tags: dict[str, Any] | None = None,
+        engine_protocol: str | None = None,
+        **engine_kwargs: Any,
     ) -> ProcessBuilder:
         """Return a builder labelling ``structures`` with ``engine`` from a protocol (``demo``, ``precise``).
 
-        :param code: the engine's code (for tblite: the ``lisei-tblite`` console script).
+        :param code: the engine's code (tblite: the ``lisei-tblite`` console script; ``cp2k.psmp``; VASP).
         :param structures: frames keyed by name, or a sequence (keys ``frame_0000``, ``frame_0001``, ...).
         :param system_label: label of the system in the training set.
+        :param protocol: protocol of ``lisei.label`` (batching, concurrency and the tblite settings).
         :param overrides: nested dict merged over the protocol, e.g. ``{'tblite': {'parameters': {...}}}``.
         :param tags: scalar tags for every frame and/or ``{frame key: {tag: value}}``.
+        :param engine_protocol: for ``cp2k`` and ``vasp``, the protocol of their own workchain
+            (e.g. ``gfn1_xtb`` or ``pbe``; ``paper``), built on the first frame: all frames of one
+            system share composition and size.
+        :param engine_kwargs: further arguments of that workchain's ``get_builder_from_protocol``
+            (e.g. ``potential_family`` for VASP, ``options``).
         """
         if engine not in ENGINES or not ENGINES[engine].exposed:
-            raise ValueError(f'engine `{engine}` is not wired into lisei.label; available: tblite')
+            raise ValueError(f'unknown engine `{engine}`; available: {sorted(ENGINES)}')
         inputs = cls.get_protocol_inputs(protocol, overrides)
         if not isinstance(structures, Mapping):
             structures = {f'frame_{index:04d}': structure for index, structure in enumerate(structures)}
@@ -286,6 +292,18 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
             builder.tblite.code = code
             builder.tblite.parameters = orm.Dict(inputs['tblite']['parameters'])
             builder.tblite.metadata.options = inputs['tblite']['metadata']['options']
+        else:
+            engine_builder = ENGINES[engine].process_class.get_builder_from_protocol(
+                code,
+                next(iter(structures.values())),
+                protocol=engine_protocol,
+                system_label=system_label,
+                **engine_kwargs,
+            )
+            engine_inputs = engine_builder._inputs(prune=True)
+            for key in ENGINES[engine].excluded_inputs:
+                engine_inputs.pop(key, None)
+            builder[engine]._update(engine_inputs)
         return builder
 
     @property

@@ -6,7 +6,6 @@ The runs use CP2K 2023.1 (``/usr/bin/cp2k.psmp``) with GFN1-xTB on rattled bcc L
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -49,22 +48,6 @@ def li2s() -> orm.StructureData:
 
 
 @pytest.fixture
-def cp2k_code(aiida_computer_local, aiida_code_installed) -> orm.InstalledCode:
-    """CP2K 2023.1 on a local computer, polled without delay, OpenMPI allowed to run as root."""
-    if not CP2K.is_file() or shutil.which('mpirun') is None:
-        pytest.skip('CP2K or mpirun not installed')
-    computer = aiida_computer_local()
-    computer.set_minimum_job_poll_interval(0.0)
-    computer.configure(safe_interval=0.0)
-    return aiida_code_installed(
-        computer=computer,
-        filepath_executable=str(CP2K),
-        default_calc_job_plugin='cp2k',
-        prepend_text='export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1',
-    )
-
-
-@pytest.fixture
 def fake_code(aiida_localhost) -> orm.InstalledCode:
     """A ``cp2k`` code that is never run (builder tests)."""
     return orm.InstalledCode(
@@ -102,6 +85,7 @@ def test_gfn1_xtb_picks_settings_by_composition(fake_code, structure, alpha, che
     assert dft['SCF']['ADDED_MOS'] == 20
     assert dft['SCF']['MAX_SCF'] == 100
     assert builder.cp2k.metadata['options']['parser_name'] == 'lisei.cp2k'
+    assert builder.with_virials.value is (check_charges is not None)  # no virials for xTB metals
 
 
 def test_settings_scale_with_size(fake_code):
@@ -167,11 +151,19 @@ def test_metal_and_insulator_settings_share_one_level_of_theory(fake_code):
             },
             r'MGRID/CUTOFF must be a positive number of Ry, got 0',
         ),
+        (
+            {
+                'overrides': {
+                    'cp2k': {'parameters': {'FORCE_EVAL': {'DFT': {'KPOINTS': {'SCHEME': 'GAMMA'}}}}}
+                }
+            },
+            r'k-point sampling is not supported',
+        ),
         ({'system_label': 'Li 16'}, r'system label'),
         ({'tags': {'system': 'x'}}, r'reserved'),
         ({'protocol': 'pbe0'}, r'unknown protocol `pbe0`'),
     ],
-    ids=['species', 'overlap', 'cutoff', 'label', 'tags', 'protocol'],
+    ids=['species', 'overlap', 'cutoff', 'kpoints', 'label', 'tags', 'protocol'],
 )
 def test_builder_refuses_bad_inputs_before_storing(fake_code, kwargs, message):
     """Unknown species, overlapping atoms, zero cutoff, bad label or tag: ValueError, no node stored."""
@@ -283,7 +275,13 @@ def test_label_li16_gfn1_xtb(cp2k_code, tmp_path):
     structure = li16()
     tags = {'temperature': 300, 'iteration': 0, 'source': 'perturbation'}
     builder = Cp2kLabelWorkChain.get_builder_from_protocol(
-        cp2k_code, structure, options=OPTIONS, system_label='bulk_Li', tags=tags
+        cp2k_code,
+        structure,
+        overrides={'with_virials': True},  # off by default for xTB metals; on here to check the conversion
+        options=OPTIONS,
+        system_label='bulk_Li',
+        tags=tags,
+        type_map=['Li', 'P', 'S', 'Cl'],
     )
     results, node = run_get_node(builder)
     assert node.is_finished_ok, node.exit_message
@@ -292,6 +290,7 @@ def test_label_li16_gfn1_xtb(cp2k_code, tmp_path):
 
     labels = results['labels']
     assert labels.nframes == 1 and labels.system_labels == ['bulk_Li']
+    assert labels.type_map == ['Li', 'P', 'S', 'Cl']
     assert labels.level_of_theory['method'] == 'GFN1-xTB'
     assert labels.level_of_theory['version'] == '2023.1'
     assert labels.frame_provenance('bulk_Li', 0)['labelled_by'] == calc.uuid
@@ -354,3 +353,31 @@ def test_scf_failure_is_fixed_by_the_handler(cp2k_code):
     assert 'handle_scf_not_converged' in reports and 'MAX_SCF 2 -> 100' in reports
     assert results['output_parameters']['scf_converged'] is True
     assert results['labels'].nframes == 1
+    assert not results['labels'].get_system('Li16').has_virials  # gfn1_xtb_metal: no virials
+    assert 'stress' in results
+
+
+@needs_cp2k
+@pytest.mark.slow
+def test_label_li16_pbe(cp2k_code):
+    """Li16 with ``pbe`` (~35 s on 2 free cores): labels at the PBE level, its settings recorded."""
+    builder = Cp2kLabelWorkChain.get_builder_from_protocol(cp2k_code, li16(), protocol='pbe', options=OPTIONS)
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_message
+    level = results['labels'].level_of_theory
+    assert level['method'] == 'PBE'
+    assert level['settings']['pseudopotential'] == {'Li': 'GTH-PBE-q3'}
+    assert (level['settings']['cutoff'], level['settings']['rel_cutoff']) == (400, 50)
+    # GPW's real-space grid breaks translation invariance slightly: 3e-3 eV/Å net force measured at 400 Ry
+    assert np.abs(results['forces'].get_array('forces').sum(axis=0)).max() < 1e-2
+
+
+def test_docs_list_every_handler_and_exit_code():
+    """docs/labelling_cp2k.md names every handler and every exit code of the work chain (no drift)."""
+    text = (Path(__file__).parents[2] / 'docs' / 'labelling_cp2k.md').read_text()
+    handlers = {handler.__name__ for handler in Cp2kLabelWorkChain.get_process_handlers()}
+    assert handlers == {'handle_out_of_walltime', 'handle_scf_not_converged'}
+    assert all(f'`{name}`' in text for name in handlers)
+    for label in ('ERROR_SCF_NOT_CONVERGED', 'ERROR_WALLTIME_CAP_REACHED'):
+        code = Cp2kLabelWorkChain.exit_codes[label]
+        assert f'**{code.status}** `{label}`' in text

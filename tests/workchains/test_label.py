@@ -57,8 +57,8 @@ def test_builder_from_protocol(tblite_code) -> None:
     assert precise.tblite.parameters['accuracy'] == 0.1
     assert (precise.max_concurrent.value, precise.batch_size.value) == (4, 7)
     assert precise.tags.get_dict() == {'source': 'aimd'}
-    with pytest.raises(ValueError, match='not wired'):
-        LabelWorkChain.get_builder_from_protocol(tblite_code, frames, system_label='li16', engine='cp2k')
+    with pytest.raises(ValueError, match='unknown engine `gaussian`'):
+        LabelWorkChain.get_builder_from_protocol(tblite_code, frames, system_label='li16', engine='gaussian')
 
 
 def test_validation(tblite_code) -> None:
@@ -70,8 +70,11 @@ def test_validation(tblite_code) -> None:
     spec = LabelWorkChain.spec().inputs
     assert spec.validate(inputs) is None
     assert set(ENGINES) == {'tblite', 'cp2k', 'vasp'}
-    for engine, message in (('gaussian', 'unknown engine'), ('cp2k', 'not yet wired')):
-        assert message in spec.validate({**inputs, 'engine': orm.Str(engine)}).message
+    assert 'unknown engine' in spec.validate({**inputs, 'engine': orm.Str('gaussian')}).message
+    assert (
+        'needs its inputs in the `cp2k` namespace'
+        in spec.validate({**inputs, 'engine': orm.Str('cp2k')}).message
+    )
     without_namespace = {key: value for key, value in inputs.items() if key != 'tblite'}
     assert 'needs its inputs in the `tblite` namespace' in spec.validate(without_namespace).message
     bad_tags = {**inputs, 'tags': orm.Dict({'frame_0009': {'temperature': 300}})}
@@ -145,3 +148,30 @@ def test_all_frames_failed(tblite_code) -> None:
     failed = results['failed_frames'].get_dict()
     assert sorted(failed) == ['frame_0000', 'frame_0001']
     assert all('SCF not converged in 2 cycles' in entry['reason'] for entry in failed.values())
+
+
+def test_cp2k_engine_labels_frames_for_real(cp2k_code) -> None:
+    """``engine='cp2k'``: one ``lisei.cp2k.label`` per frame (GFN1-xTB), merged into one training set."""
+    frames = perturbed_li16([0.05, 0.05], seed=3)
+    builder = LabelWorkChain.get_builder_from_protocol(
+        cp2k_code,
+        frames,
+        system_label='li16',
+        engine='cp2k',
+        engine_protocol='gfn1_xtb',
+        options={
+            'resources': {'num_machines': 1, 'num_mpiprocs_per_machine': 2},
+            'max_wallclock_seconds': 600,
+        },
+        tags={'source': 'test'},
+    )
+    assert builder.cp2k.cp2k.code.uuid == cp2k_code.uuid
+    _, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_status
+    training_set = node.outputs.training_set
+    assert training_set.nframes == 2
+    assert training_set.level_of_theory['engine'] == 'cp2k'
+    assert training_set.level_of_theory['method'] == 'GFN1-xTB'
+    assert len(training_set.select_frames(source='test')) == 2
+    labellers = [child for child in node.called if child.process_label == 'Cp2kLabelWorkChain']
+    assert len(labellers) == 2 and all(child.is_finished_ok for child in labellers)

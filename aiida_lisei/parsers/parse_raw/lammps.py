@@ -176,10 +176,11 @@ def parse_dump(text: str) -> DumpFrames:
             block = lines[index + 9 : index + 9 + natoms]
         except (IndexError, ValueError):
             break
-        if len(block) < natoms:
+        try:
+            table = np.loadtxt(block, dtype=float, ndmin=2)
+        except ValueError:  # a truncated line
             break
-        table = np.loadtxt(block, dtype=float, ndmin=2)
-        if table.shape != (natoms, len(columns)):
+        if table.shape != (natoms, len(columns)):  # a truncated frame
             break
         try:
             order = [columns.index(name) for name in ('id', 'type', 'x', 'y', 'z')]
