@@ -10,7 +10,13 @@ from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
 from aiida_lisei.calculations.exploration import ExplorationCalculation, check_parameters, models_type_map
-from aiida_lisei.parsers.parse_raw.lammps import DumpFrames, LammpsLog, parse_dump, parse_log, parse_model_devi
+from aiida_lisei.parsers.parse_raw.lammps import (
+    DumpFrames,
+    LammpsLog,
+    parse_dump,
+    parse_log,
+    parse_model_devi,
+)
 from aiida_lisei.science.selection import last_rows_per_step
 
 __all__ = ('ExplorationParser', 'summarize_log')
@@ -35,7 +41,9 @@ def summarize_log(log: LammpsLog) -> dict[str, Any]:
         'lammps_version': log.version,
         'walltime': log.walltime,
         'loop_time': log.loop_time,
-        'n_steps_done': int(log.thermo['Step'][-1]) if 'Step' in log.thermo and log.thermo['Step'].size else 0,
+        'n_steps_done': int(log.thermo['Step'][-1])
+        if 'Step' in log.thermo and log.thermo['Step'].size
+        else 0,
         'n_thermo_rows': int(log.thermo['Step'].size) if 'Step' in log.thermo else 0,
         'warnings': log.warnings[:20],
         'errors': log.errors[:20],
@@ -131,7 +139,8 @@ class ExplorationParser(Parser):
                 return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=filename)
         devi_steps = model_devi['step'][last_rows_per_step(model_devi['step'])]
         if not np.array_equal(np.sort(devi_steps), frames.steps):
-            detail = f'{devi_steps.size} rows at {devi_steps[:5]}..., {frames.steps.size} frames at {frames.steps[:5]}...'
+            detail = f'{devi_steps.size} rows at {devi_steps[:5]}..., {frames.steps.size} frames at '
+            detail += f'{frames.steps[:5]}...'
             return self.exit_codes.ERROR_FRAMES_MISALIGNED.format(detail=detail)
         return None
 
@@ -146,6 +155,7 @@ class ExplorationParser(Parser):
             stepids=frames.steps,
             cells=frames.cells,
             times=frames.steps * timestep_ps,
+            pbc=(True, True, True),
         )
         trajectory.set_array('atom_ids', frames.ids)
         return trajectory

@@ -71,7 +71,9 @@ class TrustLevels:
         if not all(np.isfinite(value) and value > 0 for value in values):
             raise ValueError(f'trust levels must be positive and finite, got {values}')
         if not self.f_lo < self.f_hi:
-            raise ValueError(f'trust levels out of order: f_lo = {self.f_lo} must be < f_hi = {self.f_hi} eV/Å')
+            raise ValueError(
+                f'trust levels out of order: f_lo = {self.f_lo} must be < f_hi = {self.f_hi} eV/Å'
+            )
         if not self.v_lo <= self.v_hi:
             raise ValueError(f'trust levels out of order: v_lo = {self.v_lo} must be <= v_hi = {self.v_hi}')
 

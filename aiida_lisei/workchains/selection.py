@@ -9,15 +9,15 @@ import numpy as np
 from aiida import orm
 from aiida.engine import calcfunction
 
-from aiida_lisei.science.selection import (
-    DEFAULT_V_TRUST,
-    PAPER_TRUST_TABLE,
-    TrustLevels,
-    classify_frames,
-    select_candidates as select_from_classifications,
-)
+from aiida_lisei.science import selection as science
+from aiida_lisei.science.selection import DEFAULT_V_TRUST, PAPER_TRUST_TABLE, TrustLevels, classify_frames
 
-__all__ = ('DEFAULT_SELECTION_PARAMETERS', 'check_selection_parameters', 'select_candidates', 'trust_levels_of')
+__all__ = (
+    'DEFAULT_SELECTION_PARAMETERS',
+    'check_selection_parameters',
+    'select_candidates',
+    'trust_levels_of',
+)
 
 #: Selection parameters and defaults (``None``: required, or looked up). Trust levels in eV/Å.
 DEFAULT_SELECTION_PARAMETERS: dict[str, Any] = {
@@ -90,7 +90,7 @@ def select_candidates(
         max_devi_v=model_devi.get_array('max_devi_v'),
         skip=params['model_devi_skip'],
     )
-    selection = select_from_classifications(
+    selection = science.select_candidates(
         [classification],
         fp_task_max=params['fp_task_max'],
         seed=seed.value,
@@ -130,6 +130,7 @@ def _frames_at_steps(trajectory: orm.TrajectoryData, steps: list[int]) -> orm.Tr
         stepids=stepids[frames],
         cells=trajectory.get_cells()[frames],
         times=None if trajectory.get_times() is None else trajectory.get_times()[frames],
+        pbc=trajectory.pbc,
     )
     if 'atom_ids' in trajectory.get_arraynames():
         subset.set_array('atom_ids', trajectory.get_array('atom_ids'))

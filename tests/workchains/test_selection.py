@@ -1,0 +1,109 @@
+"""Tests of the ``select_candidates`` calcfunction on the outputs of a real exploration (fixture nvt_800k)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiida import orm
+
+from aiida_lisei.parsers.parse_raw.lammps import parse_dump, parse_model_devi
+from aiida_lisei.science.selection import TrustLevels, classify_frames
+from aiida_lisei.workchains.selection import check_selection_parameters, select_candidates
+
+CASE = Path(__file__).parents[1] / 'parsers' / 'fixtures' / 'exploration' / 'nvt_800k'
+
+
+@pytest.fixture(scope='module')
+def exploration(aiida_profile) -> tuple[orm.ArrayData, orm.TrajectoryData]:
+    """``model_devi`` and ``trajectory`` nodes as the exploration parser makes them from the fixture."""
+    columns = parse_model_devi((CASE / 'model_devi.out').read_text())
+    model_devi = orm.ArrayData()
+    for name, values in columns.items():
+        model_devi.set_array(name, values)
+    frames = parse_dump((CASE / 'traj.dump').read_text())
+    trajectory = orm.TrajectoryData()
+    trajectory.set_trajectory(
+        symbols=['Li'] * 16,
+        positions=frames.positions,
+        stepids=frames.steps,
+        cells=frames.cells,
+        pbc=(True,) * 3,
+    )
+    trajectory.set_array('atom_ids', frames.ids)
+    return model_devi.store(), trajectory.store()
+
+
+PARAMETERS = {'f_trust_lo': 1.0, 'f_trust_hi': 1.5, 'fp_task_max': 5}
+
+
+def test_same_seed_same_frames(exploration):
+    """Two runs with the same inputs and seed choose the same frames; the statistics add up."""
+    model_devi, trajectory = exploration
+    first = select_candidates(model_devi, trajectory, orm.Dict(PARAMETERS), orm.Int(7))
+    again = select_candidates(model_devi, trajectory, orm.Dict(PARAMETERS), orm.Int(7))
+    other = select_candidates(model_devi, trajectory, orm.Dict(PARAMETERS), orm.Int(8))
+
+    statistics = first['statistics'].get_dict()
+    assert statistics == again['statistics'].get_dict()
+    assert statistics['selected_steps'] != other['statistics']['selected_steps']
+    assert statistics['trust_levels'] == {'f_lo': 1.0, 'f_hi': 1.5, 'v_lo': 1e10, 'v_hi': 1e10}
+    expected = classify_frames(
+        model_devi.get_array('step'), model_devi.get_array('max_devi_f'), TrustLevels(1.0, 1.5),
+        model_devi.get_array('max_devi_v'),
+    ).counts  # fmt: skip
+    assert statistics['counts'] == expected and expected['candidate'] > 5
+    assert statistics['n_selected'] == 5 == len(statistics['selected_steps'])
+    assert sum(statistics['fractions'].values()) == pytest.approx(1.0)
+
+    candidates = first['candidates']
+    assert (
+        candidates.get_stepids().tolist()
+        == statistics['selected_steps']
+        == sorted(statistics['selected_steps'])
+    )
+    assert np.array_equal(candidates.get_positions(), again['candidates'].get_positions())
+    rows = [trajectory.get_stepids().tolist().index(step) for step in statistics['selected_steps']]
+    assert np.array_equal(candidates.get_positions(), trajectory.get_positions()[rows])
+    assert np.array_equal(candidates.get_cells(), trajectory.get_cells()[rows])
+    assert candidates.get_array('atom_ids').tolist() == list(range(1, 17))
+    devi = dict(zip(model_devi.get_array('step').tolist(), model_devi.get_array('max_devi_f'), strict=True))
+    assert all(1.0 <= devi[step] < 1.5 for step in statistics['selected_steps'])
+
+
+def test_paper_levels_looked_up(exploration):
+    """Without explicit levels the SI's table gives [0.15, 0.30] eV/Å for bulk Li at 800 K."""
+    model_devi, trajectory = exploration
+    parameters = {'system': 'bcc_lithium', 'temperature': 800, 'fp_task_max': 100}
+    statistics = select_candidates(model_devi, trajectory, orm.Dict(parameters), orm.Int(7))['statistics']
+    assert statistics['trust_levels'] == {'f_lo': 0.15, 'f_hi': 0.30, 'v_lo': 1e10, 'v_hi': 1e10}
+    assert statistics['counts'] == {'accurate': 6, 'candidate': 4, 'failed': 31}
+    assert statistics['selected_steps'] == [30, 35, 65, 70]  # every candidate: fewer than fp_task_max
+
+
+def test_explicit_levels_skip_and_no_candidate(exploration):
+    """Explicit levels replace the table; with no candidate there is no ``candidates`` output."""
+    model_devi, trajectory = exploration
+    parameters = {'f_trust_lo': 50.0, 'f_trust_hi': 60.0, 'fp_task_max': 5, 'model_devi_skip': 100}
+    results = select_candidates(model_devi, trajectory, orm.Dict(parameters), orm.Int(1))
+    statistics = results['statistics'].get_dict()
+    assert 'candidates' not in results
+    assert statistics['counts'] == {'accurate': 21, 'candidate': 0, 'failed': 0}  # steps 100..200, stride 5
+    assert statistics['task_max'] == 0 and statistics['selected_steps'] == []
+
+
+@pytest.mark.parametrize(
+    ('parameters', 'error', 'match'),
+    [
+        ({'system': 'interface', 'temperature': 550, 'fp_task_max': 5}, KeyError, '200-500 K, 600-1000 K'),
+        ({'f_trust_lo': 0.3, 'f_trust_hi': 0.2, 'fp_task_max': 5}, ValueError, 'trust levels out of order'),
+        ({'f_trust_lo': 0.1, 'fp_task_max': 5}, ValueError, 'both'),
+        ({'system': 'bcc_lithium', 'temperature': 300}, ValueError, 'fp_task_max'),
+        ({'system': 'bcc_lithium', 'temperature': 300, 'fp_task_max': 1, 'seed': 3}, ValueError, 'unknown'),
+    ],
+)
+def test_invalid_parameters(parameters, error, match):
+    """Bad selection parameters are refused with a clear message."""
+    with pytest.raises(error, match=match):
+        check_selection_parameters(parameters)
