@@ -29,7 +29,7 @@ from aiida.common.datastructures import CalcInfo, CodeInfo, CodeRunMode
 from aiida.common.folders import Folder
 from aiida.engine import CalcJob, CalcJobProcessSpec
 
-from aiida_lisei.data.deep_potential import DeepPotentialData
+from aiida_lisei.data.deep_potential import MODEL_FILENAME, DeepPotentialData
 from aiida_lisei.data.training_set import TrainingSetData
 
 __all__ = (
@@ -53,8 +53,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
 #: Checkpoint files copied from ``restart_folder``: the TF checkpoint of prefix ``model.ckpt`` (the
 #: ``model.ckpt.*`` names are symbolic links to the latest ``model.ckpt-<step>.*`` files) and its index.
 CHECKPOINT_PATTERNS = ('checkpoint', 'model.ckpt*')
-#: The last checkpoint under the fixed prefix ``model.ckpt`` (symbolic links dereferenced on retrieval).
-RETRIEVED_CHECKPOINT = ('checkpoint', 'model.ckpt.index', 'model.ckpt.data-*')
+#: The last checkpoint under the fixed prefix ``model.ckpt`` (symbolic links dereferenced on retrieval);
+#: ``dp train --restart`` reads the graph (``.meta``) as well as the weights.
+RETRIEVED_CHECKPOINT = ('checkpoint', 'model.ckpt.index', 'model.ckpt.meta', 'model.ckpt.data-*')
 
 
 def check_parameters(parameters: Mapping[str, Any]) -> str | None:
@@ -315,7 +316,7 @@ class DpTrainCalculation(CalcJob):
             train_params += ['--restart', 'model.ckpt']
         if 'init_model' in self.inputs:
             model = self.inputs.init_model
-            calcinfo.local_copy_list.append((model.uuid, 'model.pb', self._INIT_MODEL_FILE))
+            calcinfo.local_copy_list.append((model.uuid, MODEL_FILENAME, self._INIT_MODEL_FILE))
             train_params += ['--init-frz-model', self._INIT_MODEL_FILE]
         if settings['skip_neighbor_stat']:
             train_params.append('--skip-neighbor-stat')

@@ -8,7 +8,7 @@ the tabulation error). Attributes make models queryable and self-describing:
   ``rcut`` and ``rcut_smth`` (Å), ``sel`` (maximum neighbours per type within ``rcut``),
   ``neurons`` (``{'embedding': [...], 'fitting': [...]}``);
 * ``training_steps`` (steps done), ``seed`` (the one seed of descriptor, fitting net and training);
-* ``deepmd_version``, ``deepmd_backend`` (``'tensorflow'``), ``compressed`` (whether a compressed model exists);
+* ``deepmd_version``, ``deepmd_backend`` (``'tensorflow'``), ``compressed`` (a compressed model exists);
 * ``level_of_theory_key`` of the training set (see :mod:`aiida_lisei.data.level_of_theory`), so that a
   model is never used to explore or compared with labels at another level of theory.
 
@@ -28,7 +28,7 @@ from aiida.orm import Data
 if TYPE_CHECKING:
     from deepmd.infer import DeepPot
 
-__all__ = ('DeepPotentialData', 'model_metadata')
+__all__ = ('COMPRESSED_FILENAME', 'MODEL_FILENAME', 'DeepPotentialData', 'model_metadata')
 
 #: Repository names of the frozen and the compressed model.
 MODEL_FILENAME = 'model.pb'

@@ -19,7 +19,7 @@ from aiida.parsers import Parser
 from aiida_lisei.calculations.dp_train import DpTrainCalculation, resolve_settings
 from aiida_lisei.data.deep_potential import DeepPotentialData, model_metadata
 
-__all__ = ('DpTrainParser', 'parse_lcurve', 'parse_train_log')
+__all__ = ('DpTrainParser', 'first_nonfinite_step', 'parse_lcurve', 'parse_train_log')
 
 #: Columns of ``lcurve.out`` whose non-finite value means the loss diverged (total loss, train/valid).
 LOSS_COLUMNS = ('rmse_trn', 'rmse_val')
@@ -28,6 +28,7 @@ _VERSION = re.compile(r'Source:\s+v?(\S+)')
 _WALL_TIME = re.compile(r'wall time:\s+([0-9.eE+-]+)\s*s')
 _BATCH_TIME = re.compile(r'average training time:\s+([0-9.eE+-]+)\s*s/batch')
 _FINISHED = 'finished training'
+_NAN = re.compile(r'NaN detected at batch\s+(\d+)')
 
 
 def parse_lcurve(text: str) -> dict[str, np.ndarray]:
@@ -63,9 +64,17 @@ def parse_lcurve(text: str) -> dict[str, np.ndarray]:
     return columns
 
 
+def first_nonfinite_step(lcurve: dict[str, np.ndarray]) -> int | None:
+    """Return the first step whose total loss (train or validation RMSE) is NaN/inf, else ``None``."""
+    finite = np.all([np.isfinite(lcurve[name]) for name in LOSS_COLUMNS if name in lcurve], axis=0)
+    bad = np.nonzero(~finite)[0]
+    return int(lcurve['step'][bad[0]]) if bad.size else None
+
+
 def parse_train_log(text: str) -> dict[str, Any]:
-    """Return ``finished``, ``deepmd_version``, ``wall_time`` (s), ``time_per_batch`` (s) and DeePMD
-    ``warnings`` (e.g. a ``sel`` smaller than the neighbours found) from the log of ``dp train``."""
+    """Return ``finished``, ``deepmd_version``, ``wall_time`` (s), ``time_per_batch`` (s), ``nan_step``
+    (DeePMD >= 3 stops with "NaN detected at batch N") and DeePMD ``warnings`` (e.g. a ``sel`` smaller
+    than the neighbours found) from the log of ``dp train``."""
     result: dict[str, Any] = {'finished': _FINISHED in text, 'warnings': []}
     for key, pattern, kind in (
         ('deepmd_version', _VERSION, str),
@@ -74,6 +83,8 @@ def parse_train_log(text: str) -> dict[str, Any]:
     ):
         matches = pattern.findall(text)
         result[key] = kind(matches[-1]) if matches else None
+    nan = _NAN.search(text)
+    result['nan_step'] = int(nan.group(1)) if nan else None
     result['warnings'] = [
         line.split('WARNING', 1)[1].strip() for line in text.splitlines() if 'DEEPMD WARNING' in line
     ]
@@ -93,32 +104,33 @@ class DpTrainParser(Parser):
     def parse(self, **kwargs: Any) -> ExitCode | None:
         """Attach ``learning_curve``; then ``model`` and ``output_parameters`` if training finished."""
         calc = DpTrainCalculation
-        walltime = self.node.exit_status == self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
-        text = self._read(calc._LCURVE_FILE)
-        if text is None:
-            return (
-                self.exit_codes.ERROR_OUT_OF_WALLTIME.format(step=0)
-                if walltime
-                else (self.exit_codes.ERROR_LCURVE_MISSING)
-            )
-        try:
-            lcurve = parse_lcurve(text)
-        except ValueError as exception:
-            return self.exit_codes.ERROR_LCURVE_UNREADABLE.format(exception=exception)
-        curve = orm.ArrayData()
-        for name, values in lcurve.items():
-            curve.set_array(name, values)
-        self.out('learning_curve', curve)
-
-        last_step = int(lcurve['step'][-1])
-        if walltime:
-            return self.exit_codes.ERROR_OUT_OF_WALLTIME.format(step=last_step)
-        for name in LOSS_COLUMNS:
-            bad = np.nonzero(~np.isfinite(lcurve.get(name, np.zeros(1))))[0]
-            if bad.size:
-                return self.exit_codes.ERROR_NAN_LOSS.format(step=int(lcurve['step'][bad[0]]))
-
         log = parse_train_log(self._read(calc._TRAIN_LOG) or '')
+        text = self._read(calc._LCURVE_FILE)
+        lcurve, error = None, None
+        if text is not None:
+            try:
+                lcurve = parse_lcurve(text)
+            except ValueError as exception:
+                error = exception
+        if lcurve is not None:
+            curve = orm.ArrayData()
+            for name, values in lcurve.items():
+                curve.set_array(name, values)
+            self.out('learning_curve', curve)
+        last_step = int(lcurve['step'][-1]) if lcurve is not None else 0
+
+        if self.node.exit_status == self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status:
+            return self.exit_codes.ERROR_OUT_OF_WALLTIME.format(step=last_step)
+        nan_step = log['nan_step']
+        if nan_step is None and lcurve is not None:
+            nan_step = first_nonfinite_step(lcurve)
+        if nan_step is not None:
+            return self.exit_codes.ERROR_NAN_LOSS.format(step=nan_step)
+        if text is None:
+            return self.exit_codes.ERROR_LCURVE_MISSING
+        if lcurve is None:
+            return self.exit_codes.ERROR_LCURVE_UNREADABLE.format(exception=error)
+
         parameters = self._full_parameters()
         numb_steps = parameters['training']['numb_steps']
         if not log['finished']:
@@ -126,7 +138,7 @@ class DpTrainParser(Parser):
         model = self._read(calc._MODEL_FILE, mode='rb')
         if model is None:
             return self.exit_codes.ERROR_MODEL_MISSING
-        settings = resolve_settings(self.node.inputs['settings'] if 'settings' in self.node.inputs else None)
+        settings = resolve_settings(self.node.inputs.settings if 'settings' in self.node.inputs else None)
         compressed = self._read(calc._COMPRESSED_FILE, mode='rb') if settings['compress'] else None
         if settings['compress'] and compressed is None:
             return self.exit_codes.ERROR_COMPRESSED_MODEL_MISSING

@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import BaseRestartWorkChain, ProcessHandlerReport, calcfunction, process_handler, while_
+from aiida.engine import ProcessHandlerReport, calcfunction, process_handler, while_
 from aiida.plugins import CalculationFactory
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import atomic_numbers
 from ase.neighborlist import neighbor_list
 
 from aiida_lisei.data.training_set import FrameSystem, TrainingSetData, TrainingSetError
-from aiida_lisei.protocols import ProtocolMixin
+from aiida_lisei.workchains.restart import LiseiBaseRestartWorkChain
 
 __all__ = (
     'Cp2kLabelWorkChain',
@@ -273,7 +273,7 @@ def _validate_inputs(inputs: Mapping[str, Any], _ctx: Any) -> str | None:
 # ----------------------------------------------------------------------------------------------------------
 
 
-class Cp2kLabelWorkChain(ProtocolMixin, BaseRestartWorkChain):
+class Cp2kLabelWorkChain(LiseiBaseRestartWorkChain):
     """Label one structure with CP2K (energy eV, forces eV/Å, virial eV) and restart on recoverable errors."""
 
     _process_class = Cp2kCalculation
@@ -469,14 +469,6 @@ class Cp2kLabelWorkChain(ProtocolMixin, BaseRestartWorkChain):
         self.report(
             f'labels {labels.level_of_theory_key} <PK={labels.pk}> from {node.process_label}<{node.pk}>'
         )
-
-    def report_error_handled(self, calculation: orm.CalcJobNode, action: str) -> None:
-        """Report the failure of ``calculation`` and the action a handler takes."""
-        status, message = calculation.exit_status, calculation.exit_message
-        self.report(
-            f'{calculation.process_label}<{calculation.pk}> failed with exit status {status}: {message}'
-        )
-        self.report(f'action taken: {action}')
 
     @process_handler(priority=500, exit_codes=[Cp2kCalculation.exit_codes.ERROR_OUT_OF_WALLTIME])
     def handle_out_of_walltime(self, calculation):
