@@ -62,3 +62,20 @@ def test_exit_codes_are_outside_the_reserved_ranges(group, entry_point):
         label: code.status for label, code in cls.spec().exit_codes.items() if code.status not in inherited
     }
     assert all(300 <= status < 800 for status in own.values()), own
+
+
+CALCJOB_ENTRY_POINTS = [ep for group, ep in PROCESS_ENTRY_POINTS if group == 'aiida.calculations']
+
+
+@pytest.mark.parametrize('entry_point', CALCJOB_ENTRY_POINTS, ids=lambda ep: ep.name)
+def test_missing_outputs_invalidate_the_cache(entry_point):
+    """Every CalcJob exit code below 400 (outputs missing or unreadable) invalidates the cache."""
+    import inspect
+
+    from aiida.engine import CalcJob
+
+    cls = entry_point.load()
+    if not (inspect.isclass(cls) and issubclass(cls, CalcJob)):
+        pytest.skip('not a CalcJob')
+    stale = [label for label, code in cls.spec().exit_codes.items() if 300 <= code.status < 400]
+    assert all(cls.spec().exit_codes[label].invalidates_cache for label in stale), stale

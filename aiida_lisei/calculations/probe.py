@@ -5,12 +5,14 @@ from __future__ import annotations
 from aiida import orm
 from aiida.common.datastructures import CalcInfo, CodeInfo
 from aiida.common.folders import Folder
-from aiida.engine import CalcJob, CalcJobProcessSpec
+from aiida.engine import CalcJobProcessSpec
+
+from aiida_lisei.calculations.base import LiseiCalcJob
 
 __all__ = ('EngineProbeCalculation',)
 
 
-class EngineProbeCalculation(CalcJob):
+class EngineProbeCalculation(LiseiCalcJob):
     """Report which engines of the study (DeePMD, LAMMPS, PLUMED, CP2K, ...) are usable on a computer.
 
     The code is the ``lisei-probe`` console script of an ``aiida-lisei`` installation on the target computer
@@ -26,20 +28,14 @@ class EngineProbeCalculation(CalcJob):
     * 310 ``ERROR_OUTPUT_UNREADABLE``: the report file is not valid JSON or lacks the ``engines`` table.
     """
 
+    _DEFAULT_PARSER = 'lisei.probe'
+
     _DEFAULT_OUTPUT_FILE = 'probe.json'
-    _DEFAULT_STDOUT_FILE = 'aiida.out'
 
     @classmethod
     def define(cls, spec: CalcJobProcessSpec) -> None:  # type: ignore[override]
         """Define the process specification: options, outputs and exit codes."""
         super().define(spec)
-        spec.inputs['metadata']['options']['resources'].default = lambda: {
-            'num_machines': 1,
-            'num_mpiprocs_per_machine': 1,
-        }
-        spec.inputs['metadata']['options']['withmpi'].default = False
-        spec.inputs['metadata']['options']['parser_name'].default = 'lisei.probe'
-        spec.inputs['metadata']['options']['output_filename'].default = cls._DEFAULT_STDOUT_FILE
         spec.input(
             'metadata.options.report_filename',
             valid_type=str,

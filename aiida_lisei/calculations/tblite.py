@@ -9,8 +9,9 @@ from typing import Any
 from aiida import orm
 from aiida.common.datastructures import CalcInfo, CodeInfo
 from aiida.common.folders import Folder
-from aiida.engine import CalcJob, CalcJobProcessSpec
+from aiida.engine import CalcJobProcessSpec
 
+from aiida_lisei.calculations.base import LiseiCalcJob
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.engines.tblite_label import MAX_ATOMIC_NUMBER, check_atoms, check_parameters, write_frames
 
@@ -88,7 +89,7 @@ def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
     return message
 
 
-class TbliteCalculation(CalcJob):
+class TbliteCalculation(LiseiCalcJob):
     """Label a batch of frames of one system with tblite: energy (eV), forces (eV/Å), virial (eV).
 
     The code is the ``lisei-tblite`` console script of an ``aiida-lisei`` installation
@@ -117,20 +118,16 @@ class TbliteCalculation(CalcJob):
     * 410 ``ERROR_ALL_FRAMES_FAILED``: no frame could be labelled (``failed_frames`` attached).
     """
 
+    _DEFAULT_PARSER = 'lisei.tblite'
+
     _FRAMES_FILE = 'frames.npz'
     _PARAMETERS_FILE = 'parameters.json'
     _RESULTS_FILE = 'results.jsonl'
-    _STDOUT_FILE = 'aiida.out'
 
     @classmethod
     def define(cls, spec: CalcJobProcessSpec) -> None:  # type: ignore[override]
         """Define the process specification: inputs, outputs and exit codes."""
         super().define(spec)
-        options = spec.inputs['metadata']['options']
-        options['resources'].default = lambda: {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
-        options['withmpi'].default = False
-        options['parser_name'].default = 'lisei.tblite'
-        options['output_filename'].default = cls._STDOUT_FILE
 
         spec.input_namespace(
             'structures',

@@ -1,0 +1,29 @@
+"""Base class of the CalcJobs of aiida-lisei: serial one-rank defaults, parser and stdout names."""
+
+from __future__ import annotations
+
+from aiida.engine import CalcJob, CalcJobProcessSpec
+
+__all__ = ('LiseiCalcJob',)
+
+
+class LiseiCalcJob(CalcJob):
+    """A CalcJob with one machine, one rank, no MPI by default, its own parser and a stdout file.
+
+    Subclasses set ``_DEFAULT_PARSER`` (the parser's entry point, the CalcJob's own name). Exit
+    codes below 400 mean that outputs are missing or unreadable: they must invalidate the cache
+    (a test checks it for every CalcJob of the package).
+    """
+
+    _DEFAULT_PARSER: str = ''
+    _STDOUT_FILE = 'aiida.out'
+
+    @classmethod
+    def define(cls, spec: CalcJobProcessSpec) -> None:  # type: ignore[override]
+        """Set the defaults of the scheduler options."""
+        super().define(spec)
+        options = spec.inputs['metadata']['options']
+        options['resources'].default = lambda: {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
+        options['withmpi'].default = False
+        options['parser_name'].default = cls._DEFAULT_PARSER
+        options['output_filename'].default = cls._STDOUT_FILE
