@@ -31,6 +31,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # ASE and tblite are imported lazily (heavy)
     from ase import Atoms
+    from ase.calculators.calculator import Calculator
 
 __all__ = (
     'DEFAULT_PARAMETERS',
@@ -42,6 +43,7 @@ __all__ = (
     'label_frame',
     'label_frames',
     'main',
+    'make_calculator',
     'read_frames',
     'tblite_version',
     'write_frames',
@@ -158,22 +160,27 @@ def read_frames(path: str | Path) -> list[tuple[str, Atoms]]:
     return [(str(atoms.info.get('key', f'frame_{i:04d}')), atoms) for i, atoms in enumerate(images)]
 
 
-def label_frame(atoms: Atoms, parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """Return energy (eV), forces (eV/Å) and stress (eV/Å³, 3x3) of ``atoms`` from a fresh tblite calculator.
-
-    Raises whatever tblite raises (``CalculationFailed`` for an unconverged SCF, ``InputError``, ...) and
-    ``ValueError`` for non-finite results.
-    """
+def make_calculator(parameters: Mapping[str, Any]) -> Calculator:
+    """Return a silent tblite ASE calculator (method, electronic_temperature K, accuracy, max_iterations)."""
     from tblite.ase import TBLite
 
-    atoms = atoms.copy()
-    atoms.calc = TBLite(
+    return TBLite(
         method=parameters['method'],
         electronic_temperature=parameters['electronic_temperature'],
         accuracy=parameters['accuracy'],
         max_iterations=parameters['max_iterations'],
         verbosity=0,
     )
+
+
+def label_frame(atoms: Atoms, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Return energy (eV), forces (eV/Å) and stress (eV/Å³, 3x3) of ``atoms`` from a fresh tblite calculator.
+
+    Raises whatever tblite raises (``CalculationFailed`` for an unconverged SCF, ``InputError``, ...) and
+    ``ValueError`` for non-finite results.
+    """
+    atoms = atoms.copy()
+    atoms.calc = make_calculator(parameters)
     energy = float(atoms.get_potential_energy())
     forces = atoms.get_forces()
     stress = atoms.get_stress(voigt=False)

@@ -1,0 +1,177 @@
+"""``TbliteMdCalculation``: relax a structure or run NVT MD (Nosé-Hoover chain) with tblite in one job."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiida import orm
+from aiida.common.datastructures import CalcInfo, CodeInfo
+from aiida.common.folders import Folder
+from aiida.engine import CalcJob, CalcJobProcessSpec
+
+from aiida_lisei.engines.tblite_label import check_atoms, write_frames
+from aiida_lisei.engines.tblite_md import check_parameters
+
+__all__ = ('TbliteMdCalculation',)
+
+
+def validate_parameters(parameters: orm.Dict, _ctx: Any = None) -> str | None:
+    """Return an error message if the parameters are invalid (see ``tblite_md.DEFAULT_PARAMETERS``)."""
+    try:
+        check_parameters(parameters.get_dict())
+    except ValueError as exception:
+        return str(exception)
+    return None
+
+
+def validate_structure(structure: orm.StructureData, _ctx: Any = None) -> str | None:
+    """Return an error message unless the structure is 3D periodic with no overlapping atoms."""
+    reason = check_atoms(structure.get_ase())
+    return None if reason is None else f'structure: {reason}'
+
+
+def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
+    """An MD run needs a ``seed`` (its initial velocities are random)."""
+    if ctx is not None and 'seed' not in ctx:
+        return None  # exposed by a parent that sets the seed itself
+    parameters = inputs.get('parameters')
+    if parameters is not None and parameters.get('task', 'md') == 'md' and 'seed' not in inputs:
+        return 'an MD run (task `md`) needs a `seed` for its initial velocities'
+    return None
+
+
+class TbliteMdCalculation(CalcJob):
+    """Relax a structure (BFGS/FIRE, optionally the cell) or run NVT MD with tblite (GFN1-xTB).
+
+    The code is the ``lisei-tblite-md`` console script of an ``aiida-lisei`` installation, run serially as
+    ``lisei-tblite-md --structure structure.npz --parameters parameters.json --seed N --output
+    trajectory.jsonl``; tblite threads follow ``OMP_NUM_THREADS``.
+
+    Inputs: ``structure`` (Å), ``parameters`` (``Dict``: ``task`` = ``relax`` | ``md``, ``tblite`` calculator
+    settings, ``relax`` = {optimizer, fmax eV/Å, max_steps, cell, stride}, ``md`` = {temperature K,
+    timestep fs, n_steps, stride, tdamp fs, tchain}; defaults in
+    :data:`~aiida_lisei.engines.tblite_md.DEFAULT_PARAMETERS`), ``seed`` (``Int``, the Maxwell-Boltzmann
+    velocities; required for MD).
+
+    Outputs: ``structure`` (the last geometry, same node class and atom groups as the input),
+    ``trajectory`` (``TrajectoryData``: the written steps with ``positions``, ``cells``, ``times`` (fs) and
+    the arrays ``energies`` eV, ``forces`` eV/Å, ``stresses`` eV/Å³ (ASE sign), ``temperatures`` K),
+    ``output_parameters`` (task, steps, converged, final energy eV, wall time s, tblite version, mean
+    temperature K of an MD run).
+
+    Exit codes (outputs are attached first, so a restart can continue from ``structure``):
+
+    * 302 ``ERROR_OUTPUT_MISSING``: the results file was not retrieved.
+    * 310 ``ERROR_OUTPUT_UNREADABLE``: the results file has no valid header or a corrupt line.
+    * 312 ``ERROR_OUTPUT_INCOMPLETE``: the engine stopped without its footer line.
+    * 400 ``ERROR_OUT_OF_WALLTIME``: the scheduler killed the job on walltime.
+    * 410 ``ERROR_RELAX_NOT_CONVERGED``: the relaxation did not reach ``fmax`` within ``max_steps``.
+    * 411 ``ERROR_TBLITE_FAILED``: tblite failed during the run (e.g. SCF not converged).
+    """
+
+    _STRUCTURE_FILE = 'structure.npz'
+    _PARAMETERS_FILE = 'parameters.json'
+    _RESULTS_FILE = 'trajectory.jsonl'
+    _STDOUT_FILE = 'aiida.out'
+
+    @classmethod
+    def define(cls, spec: CalcJobProcessSpec) -> None:  # type: ignore[override]
+        """Define the process specification: inputs, outputs and exit codes."""
+        super().define(spec)
+        options = spec.inputs['metadata']['options']
+        options['resources'].default = lambda: {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
+        options['withmpi'].default = False
+        options['parser_name'].default = 'lisei.tblite_md'
+        options['output_filename'].default = cls._STDOUT_FILE
+
+        spec.input(
+            'structure',
+            valid_type=orm.StructureData,
+            validator=validate_structure,
+            help='Starting structure (Å), 3D periodic.',
+        )
+        spec.input(
+            'parameters',
+            valid_type=orm.Dict,
+            serializer=orm.to_aiida_type,
+            validator=validate_parameters,
+            help='task (`relax` | `md`), and the `tblite`, `relax` and `md` settings.',
+        )
+        spec.input(
+            'seed',
+            valid_type=orm.Int,
+            required=False,
+            serializer=orm.to_aiida_type,
+            help='Seed of the Maxwell-Boltzmann initial velocities (required for MD).',
+        )
+        spec.inputs.validator = validate_inputs
+
+        spec.output('structure', valid_type=orm.StructureData, help='The last geometry of the run.')
+        spec.output(
+            'trajectory',
+            valid_type=orm.TrajectoryData,
+            help='Written steps: positions, cells, times (fs), energies, forces, stresses, temperatures.',
+        )
+        spec.output('output_parameters', valid_type=orm.Dict, help='Summary of the run.')
+        spec.default_output_node = 'output_parameters'
+
+        spec.exit_code(
+            302,
+            'ERROR_OUTPUT_MISSING',
+            invalidates_cache=True,
+            message='The results file `{filename}` was not retrieved.',
+        )
+        spec.exit_code(
+            310,
+            'ERROR_OUTPUT_UNREADABLE',
+            invalidates_cache=True,
+            message='The results file `{filename}` could not be read: {exception}',
+        )
+        spec.exit_code(
+            312,
+            'ERROR_OUTPUT_INCOMPLETE',
+            invalidates_cache=True,
+            message='The engine stopped early, after {steps} steps (no footer line).',
+        )
+        spec.exit_code(
+            400,
+            'ERROR_OUT_OF_WALLTIME',
+            invalidates_cache=True,
+            message='The job ran out of walltime after {steps} steps.',
+        )
+        spec.exit_code(
+            410,
+            'ERROR_RELAX_NOT_CONVERGED',
+            message='The relaxation did not converge within {steps} steps (the last structure is attached).',
+        )
+        spec.exit_code(411, 'ERROR_TBLITE_FAILED', message='tblite failed after {steps} steps: {reason}')
+
+    def prepare_for_submission(self, folder: Folder) -> CalcInfo:
+        """Write the structure and the complete parameters; run ``lisei-tblite-md`` on them."""
+        with folder.open(self._STRUCTURE_FILE, 'wb') as handle:
+            write_frames(handle, {'structure': self.inputs.structure.get_ase()})
+        with folder.open(self._PARAMETERS_FILE, 'w') as handle:
+            json.dump(check_parameters(self.inputs.parameters.get_dict()), handle, indent=2, sort_keys=True)
+
+        codeinfo = CodeInfo()
+        codeinfo.code_uuid = self.inputs.code.uuid
+        codeinfo.cmdline_params = [
+            '--structure',
+            self._STRUCTURE_FILE,
+            '--parameters',
+            self._PARAMETERS_FILE,
+            '--seed',
+            str(self.inputs.seed.value if 'seed' in self.inputs else 0),
+            '--output',
+            self._RESULTS_FILE,
+        ]
+        codeinfo.stdout_name = self.inputs.metadata.options.output_filename
+        codeinfo.withmpi = self.inputs.metadata.options.withmpi
+
+        calcinfo = CalcInfo()
+        calcinfo.codes_info = [codeinfo]
+        calcinfo.local_copy_list = []
+        calcinfo.remote_copy_list = []
+        calcinfo.retrieve_list = [self._RESULTS_FILE, self.inputs.metadata.options.output_filename]
+        return calcinfo
