@@ -8,8 +8,9 @@ from typing import Any
 from aiida import orm
 from aiida.common.datastructures import CalcInfo, CodeInfo
 from aiida.common.folders import Folder
-from aiida.engine import CalcJob, CalcJobProcessSpec
+from aiida.engine import CalcJobProcessSpec
 
+from aiida_lisei.calculations.base import LiseiCalcJob
 from aiida_lisei.engines.tblite_label import check_atoms, write_frames
 from aiida_lisei.engines.tblite_md import check_parameters
 
@@ -41,7 +42,7 @@ def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
     return None
 
 
-class TbliteMdCalculation(CalcJob):
+class TbliteMdCalculation(LiseiCalcJob):
     """Relax a structure (BFGS/FIRE, optionally the cell) or run NVT MD with tblite (GFN1-xTB).
 
     The code is the ``lisei-tblite-md`` console script of an ``aiida-lisei`` installation, run serially as
@@ -73,17 +74,12 @@ class TbliteMdCalculation(CalcJob):
     _STRUCTURE_FILE = 'structure.npz'
     _PARAMETERS_FILE = 'parameters.json'
     _RESULTS_FILE = 'trajectory.jsonl'
-    _STDOUT_FILE = 'aiida.out'
+    _DEFAULT_PARSER = 'lisei.tblite_md'
 
     @classmethod
     def define(cls, spec: CalcJobProcessSpec) -> None:  # type: ignore[override]
         """Define the process specification: inputs, outputs and exit codes."""
         super().define(spec)
-        options = spec.inputs['metadata']['options']
-        options['resources'].default = lambda: {'num_machines': 1, 'num_mpiprocs_per_machine': 1}
-        options['withmpi'].default = False
-        options['parser_name'].default = 'lisei.tblite_md'
-        options['output_filename'].default = cls._STDOUT_FILE
 
         spec.input(
             'structure',
