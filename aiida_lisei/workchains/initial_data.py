@@ -13,7 +13,8 @@ with caching enabled recomputes nothing.
 The relax/MD engine is the process class :attr:`InitialDataWorkChain._engine_process` (``lisei.tblite_md``,
 GFN1-xTB): any process with the same contract (inputs ``structure``, ``parameters`` with ``task`` =
 ``relax`` | ``md``, ``seed``; outputs ``structure``, ``trajectory``) can replace it in a subclass. The
-paper's AIMD (PBE, 20 ps) needs a CP2K/VASP process of that contract, which is not wired yet.
+paper's AIMD (PBE, 20 ps) runs with ``lisei.initial_data.cp2k``
+(:class:`~aiida_lisei.workchains.cp2k_md.InitialDataCp2kWorkChain`, engine ``lisei.cp2k.md``).
 """
 
 from __future__ import annotations
@@ -203,9 +204,7 @@ class InitialDataWorkChain(ProtocolMixin, WorkChain):
         builder.sampling = orm.Dict(inputs['sampling'])
         builder.relax_must_converge = orm.Bool(inputs['relax_must_converge'])
         for namespace in ('relax', 'md'):
-            builder[namespace].code = code
-            builder[namespace].parameters = orm.Dict(inputs[namespace]['parameters'])
-            builder[namespace].metadata.options = inputs[namespace]['metadata']['options']
+            cls._set_engine_inputs(builder[namespace], code, inputs[namespace])
         builder.system_overrides = {
             label: orm.Dict(value)
             for label, value in inputs.get('system_overrides', {}).items()
@@ -222,6 +221,16 @@ class InitialDataWorkChain(ProtocolMixin, WorkChain):
             key: value for key, value in label._inputs(prune=True).items() if key not in LABEL_EXCLUDED
         }
         return builder
+
+    # --- engine hook (added for lisei.cp2k.md; see InitialDataCp2kWorkChain) ---
+    @classmethod
+    def _set_engine_inputs(cls, namespace: Any, code: orm.AbstractCode, inputs: Mapping[str, Any]) -> None:
+        """Fill the ``relax`` or ``md`` namespace of a builder from the protocol's section ``inputs``."""
+        namespace.code = code
+        namespace.parameters = orm.Dict(inputs['parameters'])
+        namespace.metadata.options = inputs['metadata']['options']
+
+    # --- end of engine hook ---
 
     @property
     def _systems(self) -> list[str]:

@@ -46,24 +46,27 @@ def generate_workchain(dp_code, training_set):
     return factory
 
 
-def failed_child(exit_code, last_step: int | None = None, walltime: int = 1800) -> orm.CalcJobNode:
-    """Return a finished ``lisei.dp_train`` node with ``exit_code``, a remote folder and a learning curve."""
-    node = orm.CalcJobNode(
-        computer=orm.load_code(label='dp').computer, process_type='aiida.calculations:lisei.dp_train'
-    )
-    node.set_option('max_wallclock_seconds', walltime)
-    node.set_process_state('finished')
-    node.set_exit_status(exit_code.status)
-    node.store()
-    remote = orm.RemoteData(computer=node.computer, remote_path='/tmp/run')
-    remote.base.links.add_incoming(node, LinkType.CREATE, 'remote_folder')
-    remote.store()
-    if last_step is not None:
-        curve = orm.ArrayData()
-        curve.set_array('step', np.arange(0, last_step + 1, 10))
-        curve.base.links.add_incoming(node, LinkType.CREATE, 'learning_curve')
-        curve.store()
-    return node
+@pytest.fixture
+def failed_child(dp_code):
+    """Return a factory of finished `lisei.dp_train` nodes: exit code, remote folder, learning curve."""
+
+    def factory(exit_code, last_step: int | None = None, walltime: int = 1800) -> orm.CalcJobNode:
+        node = orm.CalcJobNode(computer=dp_code.computer, process_type='aiida.calculations:lisei.dp_train')
+        node.set_option('max_wallclock_seconds', walltime)
+        node.set_process_state('finished')
+        node.set_exit_status(exit_code.status)
+        node.store()
+        remote = orm.RemoteData(computer=node.computer, remote_path='/tmp/run')
+        remote.base.links.add_incoming(node, LinkType.CREATE, 'remote_folder')
+        remote.store()
+        if last_step is not None:
+            curve = orm.ArrayData()
+            curve.set_array('step', np.arange(0, last_step + 1, 10))
+            curve.base.links.add_incoming(node, LinkType.CREATE, 'learning_curve')
+            curve.store()
+        return node
+
+    return factory
 
 
 def test_protocols(dp_code, training_set):
@@ -108,7 +111,7 @@ def test_decay_steps_follow_numb_steps(dp_code, training_set):
     assert builder.dp_train.parameters['learning_rate']['decay_steps'] == 5
 
 
-def test_handle_out_of_walltime_restarts_from_checkpoint(generate_workchain):
+def test_handle_out_of_walltime_restarts_from_checkpoint(generate_workchain, failed_child):
     """A child out of walltime after its first checkpoint: the next run restarts from its remote folder."""
     process = generate_workchain()
     child = failed_child(DpTrainCalculation.exit_codes.ERROR_OUT_OF_WALLTIME, last_step=250)
@@ -120,7 +123,7 @@ def test_handle_out_of_walltime_restarts_from_checkpoint(generate_workchain):
     assert process.ctx.inputs.metadata['options']['max_wallclock_seconds'] == 1800
 
 
-def test_handle_out_of_walltime_before_first_checkpoint(generate_workchain):
+def test_handle_out_of_walltime_before_first_checkpoint(generate_workchain, failed_child):
     """Stopped before the first checkpoint (save_freq 100 in demo): from scratch with twice the walltime."""
     process = generate_workchain()
     report = process.handle_out_of_walltime(
@@ -131,7 +134,7 @@ def test_handle_out_of_walltime_before_first_checkpoint(generate_workchain):
     assert process.ctx.inputs.metadata['options']['max_wallclock_seconds'] == 3600
 
 
-def test_handle_nan_loss(generate_workchain):
+def test_handle_nan_loss(generate_workchain, failed_child):
     """NaN: start_lr divided by 10 from scratch; after max_nan_restarts the work chain fails with 410."""
     process = generate_workchain()
     child = failed_child(DpTrainCalculation.exit_codes.ERROR_NAN_LOSS)
