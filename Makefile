@@ -66,7 +66,7 @@ docs: install  ## build the documentation, warnings are errors
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 
 test-unit: engines  ## unit tests on a throw-away SQLite + ZeroMQ profile
-	AIIDA_PATH=$(CURDIR)/.aiida-test $(BIN)/pytest tests --ignore=tests/integration
+	AIIDA_PATH=$(CURDIR)/.aiida-test $(BIN)/pytest tests --ignore=tests/integration --durations=15
 
 test-integration: engines hpc  ## daemon tests on PostgreSQL + RabbitMQ, and CalcJobs through SSH + Slurm
 	LISEI_REQUIRE_SERVICES=1 AIIDA_PATH=$(CURDIR)/.aiida-test $(BIN)/pytest tests/integration
