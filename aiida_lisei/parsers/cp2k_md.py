@@ -1,0 +1,167 @@
+"""``Cp2kMdParser``: trajectory, final structure and summary of a CP2K ``MD``/``GEO_OPT``/``CELL_OPT`` run.
+
+Use it on aiida-cp2k's ``cp2k`` CalcJob with ``metadata.options.parser_name = 'lisei.cp2k.md'`` (as
+:class:`~aiida_lisei.workchains.cp2k_md.Cp2kMdWorkChain` does); add ``aiida-1.ener`` to the retrieved
+files (``settings.additional_retrieve_list``) for the temperatures. The files are read by
+:mod:`aiida_lisei.parsers.parse_raw.cp2k_md` and the main output by :mod:`aiida_lisei.parsers.parse_raw.cp2k`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from aiida import orm
+from aiida.engine import ExitCode
+
+from aiida_lisei.workchains.functions import with_geometry
+
+from .cp2k import Cp2kLabelParser
+from .parse_raw.cp2k import Cp2kOutputError, parse_cp2k_output
+from .parse_raw.cp2k_md import parse_cp2k_energies, parse_cp2k_restart_geometry, parse_cp2k_trajectory
+
+__all__ = ('ENERGY_FILE', 'Cp2kMdParser')
+
+#: The ``MD/PRINT/ENERGY`` file of aiida-cp2k's project ``aiida``.
+ENERGY_FILE = 'aiida-1.ener'
+_MAX_STEPS_REACHED = 'MAXIMUM NUMBER OF OPTIMIZATION STEPS REACHED'
+
+
+class Cp2kMdParser(Cp2kLabelParser):
+    """Parse a CP2K MD or geometry/cell optimisation with the trajectory printed by ``MOTION/PRINT``.
+
+    Outputs, attached whenever they were written (also when the run then fails, so a walltime-killed MD
+    keeps its frames):
+
+    * ``output_trajectory`` (TrajectoryData): positions (Å), cells (Å), step ids, times (fs; MD only),
+      arrays ``energies`` (eV, CP2K's potential energy of each printed frame) and ``forces`` (eV/Å);
+    * ``output_structure`` (StructureData): the geometry of the restart file (the last step), with the
+      kinds of the input structure;
+    * ``output_parameters`` (Dict): ``cp2k_version``, ``run_type``, ``steps`` (last step), ``nframes``,
+      ``final_energy`` (eV), ``final_fmax`` (eV/Å), ``scf_converged`` (every SCF of the run),
+      ``wall_time_seconds``; with an ``.ener`` file ``mean_temperature`` (K) and ``conserved_energy_drift``
+      (eV/atom, last minus first).
+
+    Exit codes (aiida-cp2k's): 210 output missing, 301/302 unreadable, 400 walltime, 304 ``[ABORT]``,
+    450 an SCF did not converge (not for MD: a warning and ``scf_converged`` false), 501 optimisation
+    not converged in ``MAX_ITER``, 303 incomplete.
+    """
+
+    def parse(self, **kwargs: Any) -> ExitCode | None:
+        """Parse the main output and the trajectory files, attach the outputs, return the exit code."""
+        filename = self.node.get_option('output_filename')
+        try:
+            text = self.retrieved.base.repository.get_object_content(filename, mode='r')
+        except FileNotFoundError:
+            return self._walltime_exit_code() or self.exit_codes.ERROR_OUTPUT_MISSING
+        except (OSError, UnicodeDecodeError):
+            return self.exit_codes.ERROR_OUTPUT_READ
+        try:
+            results = parse_cp2k_output(text)
+            frames = self._parse_frames()
+            structure = self._final_structure()
+        except Cp2kOutputError as exception:
+            self.logger.error(f'cannot parse the CP2K output: {exception}')
+            return self.exit_codes.ERROR_OUTPUT_PARSE
+
+        parameters = {
+            'cp2k_version': results['version'],
+            'run_type': self.node.inputs.parameters['GLOBAL']['RUN_TYPE'],
+            'scf_converged': results['scf_converged'],
+            'wall_time_seconds': results['wall_time_seconds'],
+            'nframes': 0 if frames is None else len(frames['steps']),
+        }
+        if frames is not None and len(frames['steps']):
+            self.out('output_trajectory', self._trajectory(frames))
+            parameters.update(
+                {
+                    'steps': int(frames['steps'][-1]),
+                    'final_energy': float(frames['energies'][-1]),
+                    'final_fmax': float(np.linalg.norm(frames['forces'][-1], axis=1).max()),
+                }
+            )
+            parameters.update(self._thermodynamics(len(frames['symbols'])))
+        if structure is not None:
+            self.out('output_structure', structure)
+        self.out('output_parameters', orm.Dict(parameters))
+
+        if results['walltime_exceeded'] or (not results['completed'] and self._walltime_exit_code()):
+            return self.exit_codes.ERROR_OUT_OF_WALLTIME
+        if results['abort'] is not None:
+            self.logger.error(f'CP2K aborted: {results["abort"]}')
+            return self.exit_codes.ERROR_OUTPUT_CONTAINS_ABORT
+        if not results['scf_converged'] and results['n_scf_steps']:
+            if parameters['run_type'] != 'MD':
+                return self.exit_codes.ERROR_SCF_NOT_CONVERGED
+            # CP2K goes on after an unconverged SCF step; failing would throw away a long AIMD run
+            self.logger.warning('an SCF of the MD did not converge (`scf_converged` false)')
+        if _MAX_STEPS_REACHED in text:
+            return self.exit_codes.ERROR_MAXIMUM_NUMBER_OPTIMIZATION_STEPS_REACHED
+        if not results['completed'] or structure is None:  # no frame: a continuation with no step left
+            return self.exit_codes.ERROR_OUTPUT_INCOMPLETE
+        return None
+
+    def _read(self, name: str) -> str | None:
+        """Return the text of a retrieved file, or ``None`` if it is absent."""
+        if name not in self.retrieved.base.repository.list_object_names():
+            return None
+        return self.retrieved.base.repository.get_object_content(name, mode='r')
+
+    def _parse_frames(self) -> dict[str, Any] | None:
+        """Return the frames of the positions, forces and cell files (``None`` without positions)."""
+        calculation = self.node.process_class
+        positions = self._read(calculation._DEFAULT_TRAJECT_XYZ_FILE_NAME)
+        if positions is None:
+            return None
+        return parse_cp2k_trajectory(
+            positions,
+            self._read(calculation._DEFAULT_TRAJECT_FORCES_FILE_NAME),
+            self._read(calculation._DEFAULT_TRAJECT_CELL_FILE_NAME),
+        )
+
+    def _trajectory(self, frames: dict[str, Any]) -> orm.TrajectoryData:
+        """Return the TrajectoryData of the parsed frames (the input cell for every frame if none printed)."""
+        cells = frames['cells']
+        if cells is None:
+            cells = np.repeat(np.array(self.node.inputs.structure.cell)[None], len(frames['steps']), axis=0)
+        energies = self._read(ENERGY_FILE)
+        times = None
+        if energies is not None:
+            table = parse_cp2k_energies(energies)
+            by_step = dict(zip(table['steps'].tolist(), table['times'].tolist(), strict=True))
+            if all(int(step) in by_step for step in frames['steps']):
+                times = np.array([by_step[int(step)] for step in frames['steps']])
+        trajectory = orm.TrajectoryData()
+        trajectory.set_trajectory(
+            symbols=frames['symbols'],
+            positions=frames['positions'],
+            stepids=frames['steps'],
+            cells=cells,
+            times=times,
+        )
+        trajectory.set_array('energies', frames['energies'])
+        if frames['forces'] is not None:
+            trajectory.set_array('forces', frames['forces'])
+        return trajectory
+
+    def _thermodynamics(self, natoms: int) -> dict[str, float]:
+        """Return the mean temperature (K) and conserved-energy drift (eV/atom) of an MD run's ``.ener``."""
+        text = self._read(ENERGY_FILE)
+        if text is None:
+            return {}
+        table = parse_cp2k_energies(text)
+        if not len(table['steps']):
+            return {}
+        conserved = table['conserved_energies']
+        return {
+            'mean_temperature': float(table['temperatures'].mean()),
+            'conserved_energy_drift': float((conserved[-1] - conserved[0]) / natoms),
+        }
+
+    def _final_structure(self) -> orm.StructureData | None:
+        """Return the input structure with the cell and positions of the restart file, or ``None``."""
+        text = self._read(self.node.process_class._DEFAULT_RESTART_FILE_NAME)
+        if text is None:
+            return None
+        cell, positions = parse_cp2k_restart_geometry(text)
+        return with_geometry(self.node.inputs.structure, cell, positions)
