@@ -14,6 +14,7 @@ from aiida.engine import CalcJobProcessSpec
 from aiida_lisei.calculations.base import LiseiCalcJob
 from aiida_lisei.data.deep_potential import COMPRESSED_FILENAME, MODEL_FILENAME, DeepPotentialData
 from aiida_lisei.data.frames import STUDY_TYPE_MAP
+from aiida_lisei.validation import dict_port_validator
 
 __all__ = (
     'DEFAULT_PARAMETERS',
@@ -147,13 +148,7 @@ def models_type_map(models: Mapping[str, ModelNode]) -> tuple[str, ...]:
     return maps.pop() if maps else DEFAULT_TYPE_MAP
 
 
-def validate_parameters(parameters: orm.Dict, _ctx: Any = None) -> str | None:
-    """Return an error message if the exploration parameters are invalid."""
-    try:
-        check_parameters(parameters.get_dict())
-    except ValueError as exception:
-        return str(exception)
-    return None
+validate_parameters = dict_port_validator(check_parameters)
 
 
 def validate_seed(seed: orm.Int, _ctx: Any = None) -> str | None:

@@ -14,6 +14,7 @@ from aiida.engine import CalcJobProcessSpec
 from aiida_lisei.calculations.base import LiseiCalcJob
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.engines.tblite_label import MAX_ATOMIC_NUMBER, check_atoms, check_parameters, write_frames
+from aiida_lisei.validation import dict_port_validator
 
 __all__ = ('TbliteCalculation', 'resolve_frame_tags', 'validate_structures', 'validate_tags')
 
@@ -69,13 +70,7 @@ def validate_structures(
     return None
 
 
-def validate_parameters(parameters: orm.Dict, _ctx: Any = None) -> str | None:
-    """Return an error message if the tblite parameters are invalid (see ``DEFAULT_PARAMETERS``)."""
-    try:
-        check_parameters(parameters.get_dict())
-    except ValueError as exception:
-        return str(exception)
-    return None
+validate_parameters = dict_port_validator(check_parameters)
 
 
 def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:

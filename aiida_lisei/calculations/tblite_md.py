@@ -13,17 +13,12 @@ from aiida.engine import CalcJobProcessSpec
 from aiida_lisei.calculations.base import LiseiCalcJob
 from aiida_lisei.engines.tblite_label import check_atoms, write_frames
 from aiida_lisei.engines.tblite_md import check_parameters
+from aiida_lisei.validation import dict_port_validator
 
 __all__ = ('TbliteMdCalculation',)
 
 
-def validate_parameters(parameters: orm.Dict, _ctx: Any = None) -> str | None:
-    """Return an error message if the parameters are invalid (see ``tblite_md.DEFAULT_PARAMETERS``)."""
-    try:
-        check_parameters(parameters.get_dict())
-    except ValueError as exception:
-        return str(exception)
-    return None
+validate_parameters = dict_port_validator(check_parameters)
 
 
 def validate_structure(structure: orm.StructureData, _ctx: Any = None) -> str | None:

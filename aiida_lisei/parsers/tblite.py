@@ -14,7 +14,7 @@ from aiida.parsers import Parser
 from aiida_lisei.calculations.tblite import TbliteCalculation, resolve_frame_tags
 from aiida_lisei.data.training_set import TrainingSetData
 
-__all__ = ('TbliteParser', 'TbliteResults', 'parse_results', 'tblite_level_of_theory')
+__all__ = ('TbliteParser', 'TbliteResults', 'parse_results', 'read_results_file', 'tblite_level_of_theory')
 
 #: Reason recorded for a frame that has no line in the results file.
 NO_RESULT = 'no result: the engine stopped before labelling this frame (see aiida.out)'
@@ -70,6 +70,24 @@ def tblite_level_of_theory(header: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def read_results_file(parser: Parser, filename: str) -> tuple[str, Any] | ExitCode:
+    """Return ``(text, parse_results(text))`` of a retrieved JSON Lines results file, or the exit code.
+
+    A missing file keeps the scheduler's diagnosis (e.g. 120, out of walltime) when there is one, else
+    gives ``ERROR_OUTPUT_MISSING``; an unreadable one gives ``ERROR_OUTPUT_UNREADABLE``.
+    """
+    try:
+        text = parser.retrieved.base.repository.get_object_content(filename, mode='r')
+    except (FileNotFoundError, OSError):
+        if parser.node.exit_status:
+            return ExitCode(parser.node.exit_status, parser.node.exit_message or '')
+        return parser.exit_codes.ERROR_OUTPUT_MISSING.format(filename=filename)
+    try:
+        return text, parse_results(text)
+    except ValueError as exception:
+        return parser.exit_codes.ERROR_OUTPUT_UNREADABLE.format(filename=filename, exception=exception)
+
+
 class TbliteParser(Parser):
     """Parser of ``TbliteCalculation`` (entry point ``lisei.tblite``).
 
@@ -81,17 +99,10 @@ class TbliteParser(Parser):
 
     def parse(self, **kwargs: Any) -> ExitCode | None:
         """Attach ``labels`` and ``failed_frames``; return an exit code if results are incomplete or empty."""
-        filename = TbliteCalculation._RESULTS_FILE
-        try:
-            text = self.retrieved.base.repository.get_object_content(filename, mode='r')
-        except (FileNotFoundError, OSError):
-            if self.node.exit_status:  # keep the scheduler's diagnosis (e.g. 120, out of walltime)
-                return ExitCode(self.node.exit_status, self.node.exit_message or '')
-            return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=filename)
-        try:
-            results = parse_results(text)
-        except ValueError as exception:
-            return self.exit_codes.ERROR_OUTPUT_UNREADABLE.format(filename=filename, exception=exception)
+        read = read_results_file(self, TbliteCalculation._RESULTS_FILE)
+        if isinstance(read, ExitCode):
+            return read
+        _, results = read
 
         keys = sorted(self.node.inputs.structures)
         failed = {key: results.failures.get(key, NO_RESULT) for key in keys if key not in results.frames}

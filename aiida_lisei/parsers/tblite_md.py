@@ -11,7 +11,7 @@ from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
 from aiida_lisei.calculations.tblite_md import TbliteMdCalculation
-from aiida_lisei.parsers.tblite import parse_results
+from aiida_lisei.parsers.tblite import read_results_file
 from aiida_lisei.workchains.functions import with_geometry
 
 __all__ = ('TbliteMdParser', 'build_trajectory')
@@ -49,17 +49,10 @@ class TbliteMdParser(Parser):
 
     def parse(self, **kwargs: Any) -> ExitCode | None:
         """Attach the outputs; return an exit code if the run is incomplete, failed or did not converge."""
-        filename = TbliteMdCalculation._RESULTS_FILE
-        try:
-            text = self.retrieved.base.repository.get_object_content(filename, mode='r')
-        except (FileNotFoundError, OSError):
-            if self.node.exit_status:  # keep the scheduler's diagnosis (e.g. 120, out of walltime)
-                return ExitCode(self.node.exit_status, self.node.exit_message or '')
-            return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=filename)
-        try:
-            results = parse_results(text)
-        except ValueError as exception:
-            return self.exit_codes.ERROR_OUTPUT_UNREADABLE.format(filename=filename, exception=exception)
+        read = read_results_file(self, TbliteMdCalculation._RESULTS_FILE)
+        if isinstance(read, ExitCode):
+            return read
+        text, results = read
         footer = json.loads(text.splitlines()[-1]) if results.complete else {}
         frames = list(results.frames.values())
         steps = footer.get('steps', frames[-1]['step'] if frames else 0)

@@ -16,6 +16,7 @@ from aiida.engine import WorkChain, calcfunction
 from aiida_lisei.data.structure import GroupedStructureData
 from aiida_lisei.protocols import ProtocolMixin
 from aiida_lisei.structures import functions, parameters
+from aiida_lisei.validation import dict_port_validator
 
 __all__ = ('AtomicModelsWorkChain',)
 
@@ -26,19 +27,6 @@ MODELS = {
     'interface': (functions.build_interface, parameters.validate_interface_parameters),
     'sandwich': (functions.build_sandwich, parameters.validate_sandwich_parameters),
 }
-
-
-def _parameter_validator(validate):
-    """Wrap a pure parameter validator as a port validator (returns the message, raises nothing)."""
-
-    def validator(value: orm.Dict, _ctx: Any) -> str | None:
-        try:
-            validate(value.get_dict())
-        except ValueError as exception:
-            return str(exception)
-        return None
-
-    return validator
 
 
 @calcfunction
@@ -60,7 +48,7 @@ class AtomicModelsWorkChain(ProtocolMixin, WorkChain):
             spec.input(
                 f'{name}.parameters',
                 valid_type=orm.Dict,
-                validator=_parameter_validator(validate),
+                validator=dict_port_validator(validate),
                 help=f'Complete parameters of the {name} model (see `aiida_lisei.structures.parameters`).',
             )
             spec.output(name, valid_type=GroupedStructureData, help=f'The {name} model with atom groups.')

@@ -39,6 +39,7 @@ from aiida.plugins import CalculationFactory
 from aiida_lisei.engines.tblite_md import check_parameters as check_md_parameters
 from aiida_lisei.parsers.cp2k_md import ENERGY_FILE
 from aiida_lisei.parsers.parse_raw.cp2k import BOHR_TO_ANGSTROM, HARTREE_TO_EV
+from aiida_lisei.validation import dict_port_validator
 from aiida_lisei.workchains.cp2k_label import (
     Cp2kLabelWorkChain,
     _add_kinds,
@@ -163,13 +164,7 @@ def join_runs(**outputs: orm.Data) -> dict[str, orm.Data]:
     return {'trajectory': joined, 'output_parameters': orm.Dict(summary)}
 
 
-def _validate_parameters(value: orm.Dict, _ctx: Any = None) -> str | None:
-    """Port validator of ``parameters``."""
-    try:
-        check_parameters(value.get_dict())
-    except ValueError as exception:
-        return str(exception)
-    return None
+_validate_parameters = dict_port_validator(check_parameters)
 
 
 def _validate_inputs(inputs: Mapping[str, Any], ctx: Any = None) -> str | None:

@@ -31,6 +31,7 @@ from aiida_lisei.data.frames import LABEL_PATTERN
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.engines.tblite_md import check_parameters
 from aiida_lisei.protocols import ProtocolMixin
+from aiida_lisei.validation import dict_port_validator
 from aiida_lisei.workchains.functions import (
     check_perturbation_parameters,
     check_sampling_parameters,
@@ -57,19 +58,6 @@ def summarize_training_sets(**training_sets: TrainingSetData) -> orm.Dict:
             for summary in training_set.systems
         }
     )
-
-
-def _checked(check) -> Any:
-    """Wrap a pure ``check_*`` function as a port validator of a ``Dict`` (returns the message)."""
-
-    def validator(value: orm.Dict, _ctx: Any = None) -> str | None:
-        try:
-            check(value.get_dict())
-        except ValueError as exception:
-            return str(exception)
-        return None
-
-    return validator
 
 
 def validate_inputs(inputs: dict[str, Any], _ctx: Any = None) -> str | None:
@@ -116,14 +104,14 @@ class InitialDataWorkChain(ProtocolMixin, WorkChain):
             'perturbation',
             valid_type=orm.Dict,
             serializer=orm.to_aiida_type,
-            validator=_checked(check_perturbation_parameters),
+            validator=dict_port_validator(check_perturbation_parameters),
             help='n_copies, cell_perturbation (fraction), atom_perturbation (Å), style (`uniform`, ...).',
         )
         spec.input(
             'sampling',
             valid_type=orm.Dict,
             serializer=orm.to_aiida_type,
-            validator=_checked(check_sampling_parameters),
+            validator=dict_port_validator(check_sampling_parameters),
             help='Frames of each MD trajectory to label: every `stride`-th written frame after `skip_first`.',
         )
         spec.input(
