@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ('PAPER_SANDWICH', 'format_models_summary', 'format_paper_comparison', 'format_table')
+__all__ = (
+    'PAPER_SANDWICH',
+    'format_iterations_table',
+    'format_models_summary',
+    'format_paper_comparison',
+    'format_table',
+)
 
 #: The sandwich of the paper's SI §3 (cell in Å, strain of Li as a fraction).
 PAPER_SANDWICH: dict[str, Any] = {
@@ -93,3 +99,44 @@ def format_paper_comparison(summary: dict[str, Any]) -> str:
         + note
         + '\n'
     )
+
+
+def format_iterations_table(iterations: dict[str, dict[str, Any]]) -> str:
+    """Return the per-iteration table of a concurrent-learning run.
+
+    :param iterations: ``{'iteration_01': statistics, ...}``, the ``get_dict()`` of the ``iterations`` outputs
+        of ``lisei.concurrent_learning``. One row per iteration, system and temperature (K), then the pooled
+        row of the system: fractions in %, frames selected for labelling and frames labelled.
+    """
+    rows = []
+    for name in sorted(iterations):
+        summary = iterations[name]
+        for system, data in sorted(summary['systems'].items()):
+            for temperature, stats in sorted(data['temperatures'].items(), key=lambda item: float(item[0])):
+                fractions = stats['fractions']
+                rows.append(
+                    [
+                        summary['iteration'],
+                        system,
+                        temperature,
+                        f'{100 * fractions["accurate"]:.1f}',
+                        f'{100 * fractions["candidate"]:.1f}',
+                        f'{100 * fractions["failed"]:.1f}',
+                        stats['n_selected'],
+                        '',
+                    ]
+                )
+            rows.append(
+                [
+                    summary['iteration'],
+                    system,
+                    'all',
+                    f'{100 * data["accurate"]:.1f}',
+                    f'{100 * data["candidate"]:.1f}',
+                    f'{100 * data["failed"]:.1f}',
+                    data['n_selected'],
+                    data['n_labelled'],
+                ]
+            )
+    headers = ['iter', 'system', 'T (K)', 'accurate %', 'candidate %', 'failed %', 'selected', 'labelled']
+    return format_table(headers, rows)

@@ -18,6 +18,7 @@ PURE_MODULES = [
     ),
     'aiida_lisei.data.frames',
     'aiida_lisei.data.level_of_theory',
+    'aiida_lisei.plots',
     'aiida_lisei.structures.builders',
 ]
 

@@ -16,8 +16,8 @@ Seeds: all seeds derive from the root ``seed`` with :func:`derive_seed` (SHA-256
 as ``('train', 2, 3)``), and are inputs of the children, so that two runs with the same inputs draw the same
 frames and a rerun with caching enabled reuses every finished process.
 
-Difference from DP-GEN: ``fp_task_max`` (and the accuracy thresholds that scale it) apply to each
-exploration (system x temperature), where DP-GEN pools all trajectories of a system in an iteration.
+As in DP-GEN, ``fp_task_max`` (and the accuracy thresholds that scale it) apply to the pool of all
+explorations of a system in an iteration; unlike DP-GEN, the draw is seeded.
 """
 
 from __future__ import annotations
@@ -174,26 +174,23 @@ def extend_training_set(training_set: TrainingSetData, **labels: TrainingSetData
 def summarize_iteration(iteration: orm.Int, **kwargs: Any) -> orm.Dict:
     """Return the statistics of one iteration.
 
-    :param kwargs: ``statistics`` (``{system: {temperature key: Dict}}``, the selections' statistics),
-        optional ``labels`` (``{system: TrainingSetData}``) and ``failed_frames`` (``{system: Dict}``).
+    :param kwargs: ``statistics`` (``{system: Dict}``, the pooled selections' statistics), optional
+        ``labels`` (``{system: TrainingSetData}``) and ``failed_frames`` (``{system: Dict}``).
     :return: ``{iteration, systems: {system: {accurate, candidate, failed (fractions pooled over the
         temperatures), counts, n_selected, n_labelled, n_failed_labels, temperatures: {K: statistics}}}}``.
     """
     labels, failed = kwargs.get('labels', {}), kwargs.get('failed_frames', {})
     systems = {}
-    for system, per_temperature in sorted(kwargs['statistics'].items()):
+    for system, node in sorted(kwargs['statistics'].items()):
+        pooled = node.get_dict()
         temperatures = {
-            f'{temperature_of_key(key):g}': node.get_dict() for key, node in per_temperature.items()
+            f'{temperature_of_key(key):g}': stats for key, stats in pooled['explorations'].items()
         }
-        counts = {
-            name: sum(t['counts'][name] for t in temperatures.values())
-            for name in ('accurate', 'candidate', 'failed')
-        }
-        total = sum(counts.values())
         systems[system] = {
-            **{name: (count / total if total else 0.0) for name, count in counts.items()},
-            'counts': counts,
-            'n_selected': sum(t['n_selected'] for t in temperatures.values()),
+            **pooled['fractions'],
+            'counts': pooled['counts'],
+            'n_selected': pooled['n_selected'],
+            'task_max': pooled['task_max'],
             'n_labelled': labels[system].nframes if system in labels else 0,
             'n_failed_labels': len(failed[system].get_dict()) if system in failed else 0,
             'temperatures': temperatures,
@@ -283,7 +280,7 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
             'fp_task_max',
             valid_type=orm.Int,
             serializer=orm.to_aiida_type,
-            help='Most candidates labelled per exploration (system x temperature) and iteration.',
+            help='Most candidates labelled per system and iteration (pooled over its explorations).',
         )
         spec.input(
             'converged_accuracy',
@@ -453,8 +450,6 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
     def setup(self):
         """Check the schedule and trust levels, and start from the initial training set."""
         self.ctx.schedule = check_schedule(self.inputs.schedule.get_list())
-        trust = self.inputs.get('trust_levels')
-        self.ctx.trust_table = PAPER_TRUST_TABLE if trust is None else trust_table_from_dict(trust.get_dict())
         self.ctx.training_set = self.inputs.training_set
         self.ctx.iteration = 0
         self.ctx.converged = False
@@ -481,7 +476,10 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
                 'training_set': self.ctx.training_set,
                 'seed': orm.Int(derive_seed(self.inputs.seed.value, 'train', self.ctx.iteration, index)),
             }
-            inputs.metadata = {**inputs.get('metadata', {}), 'call_link_label': f'train_{index}'}
+            inputs.metadata = {
+                **inputs.get('metadata', {}),
+                'call_link_label': f'{self._prefix()}_train_{index}',
+            }
             futures[f'train_{index}'] = self.submit(DpTrainWorkChain, **inputs)
         pks = ', '.join(str(node.pk) for node in futures.values())
         self.report(
@@ -517,7 +515,10 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
                 inputs.seed = orm.Int(
                     derive_seed(self.inputs.seed.value, 'explore', self.ctx.iteration, system, temperature)
                 )
-                inputs.metadata = {**inputs.get('metadata', {}), 'call_link_label': f'explore_{key}'}
+                inputs.metadata = {
+                    **inputs.get('metadata', {}),
+                    'call_link_label': f'{self._prefix()}_explore_{key}',
+                }
                 futures[f'explore_{key}'] = self.submit(ExplorationCalculation, **inputs)
         pks = ', '.join(str(node.pk) for node in futures.values())
         self.report(f'iteration {self.ctx.iteration}: {len(futures)} explorations <PK={pks}>')
@@ -537,34 +538,45 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
         return None
 
     def run_selection(self):
-        """Classify the frames of every exploration and draw its candidates (seeded)."""
+        """Classify the frames of each system's explorations and draw candidates from the pool (seeded)."""
         settings = self.inputs.selection.get_dict() if 'selection' in self.inputs else {}
         self.ctx.statistics, self.ctx.candidates = {}, {}
+        explored: dict[str, list[float]] = {}
         for system, temperature in self._explored():
-            key = temperature_key(temperature)
-            node = self.ctx[f'explore_{system}_{key}']
-            levels = self.ctx.trust_table.lookup(system, temperature)
+            explored.setdefault(system, []).append(temperature)
+        for system, temperatures in explored.items():
+            explorations, per_exploration = {}, {}
+            for temperature in temperatures:
+                key = temperature_key(temperature)
+                node = self.ctx[f'explore_{system}_{key}']
+                levels = self._trust_table().lookup(system, temperature)
+                explorations[key] = {
+                    'model_devi': node.outputs.model_devi,
+                    'trajectory': node.outputs.trajectory,
+                }
+                per_exploration[key] = {
+                    'temperature': temperature,
+                    'f_trust_lo': levels.f_lo,
+                    'f_trust_hi': levels.f_hi,
+                    'v_trust_lo': levels.v_lo,
+                    'v_trust_hi': levels.v_hi,
+                }
             parameters = {
                 **{name: value for name, value in settings.items() if name in DEFAULT_SELECTION_PARAMETERS},
                 'system': system,
-                'temperature': temperature,
-                'f_trust_lo': levels.f_lo,
-                'f_trust_hi': levels.f_hi,
-                'v_trust_lo': levels.v_lo,
-                'v_trust_hi': levels.v_hi,
                 'fp_task_max': self.inputs.fp_task_max.value,
+                'explorations': per_exploration,
             }
-            seed = derive_seed(self.inputs.seed.value, 'select', self.ctx.iteration, system, temperature)
+            seed = derive_seed(self.inputs.seed.value, 'select', self.ctx.iteration, system)
             results = select_candidates(
-                node.outputs.model_devi,
-                node.outputs.trajectory,
                 orm.Dict(parameters),
                 orm.Int(seed),
-                metadata={'call_link_label': f'select_{system}_{key}'},
+                **explorations,
+                metadata={'call_link_label': f'{self._prefix()}_select_{system}'},
             )
-            self.ctx.statistics.setdefault(system, {})[key] = results['statistics']
+            self.ctx.statistics[system] = results['statistics']
             if 'candidates' in results:
-                self.ctx.candidates.setdefault(system, {})[key] = results['candidates']
+                self.ctx.candidates[system] = results['candidates']
 
     def has_candidates(self) -> bool:
         """Return whether any exploration gave candidates to label."""
@@ -576,14 +588,17 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
         futures = {}
         for system, candidates in sorted(self.ctx.candidates.items()):
             frames = extract_candidates(
-                iteration, **candidates, metadata={'call_link_label': f'extract_{system}'}
+                iteration, **candidates, metadata={'call_link_label': f'{self._prefix()}_extract_{system}'}
             )
             inputs = self._label_inputs(system)
             inputs.update(
                 structures=frames['structures'],
                 system_label=orm.Str(system),
                 tags=frames['tags'],
-                metadata={**inputs.get('metadata', {}), 'call_link_label': f'label_{system}'},
+                metadata={
+                    **inputs.get('metadata', {}),
+                    'call_link_label': f'{self._prefix()}_label_{system}',
+                },
             )
             futures[f'label_{system}'] = self.submit(LabelWorkChain, **inputs)
             self.report(
@@ -616,7 +631,7 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
         self.ctx.training_set = extend_training_set(
             self.ctx.training_set,
             **self.ctx.labels,
-            metadata={'call_link_label': f'merge_iteration_{self.ctx.iteration}'},
+            metadata={'call_link_label': f'{self._prefix()}_merge'},
         )
         self.report(
             f'iteration {self.ctx.iteration}: training set {before} -> {self.ctx.training_set.nframes} '
@@ -631,7 +646,7 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
         if self.has_candidates():
             kwargs.update(labels=self.ctx.labels, failed_frames=self.ctx.failed_frames)
         summary = summarize_iteration(
-            orm.Int(iteration), **kwargs, metadata={'call_link_label': f'summarize_iteration_{iteration}'}
+            orm.Int(iteration), **kwargs, metadata={'call_link_label': f'{self._prefix()}_summarize'}
         )
         self.ctx.iterations[f'iteration_{iteration:02d}'] = summary
         threshold = self.inputs.converged_accuracy.value
@@ -673,6 +688,16 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
         )
 
     # -- helpers ----------------------------------------------------------------------------------------
+
+    def _prefix(self) -> str:
+        """Return the call-link prefix of the current iteration, e.g. ``iteration_02``."""
+        return f'iteration_{self.ctx.iteration:02d}'
+
+    def _trust_table(self) -> TrustTable:
+        """Return the trust-level table: the input's, or the SI's (not kept in the context, which must stay
+        serialisable for checkpoints: a daemon restart reloads the context from the database)."""
+        trust = self.inputs.get('trust_levels')
+        return PAPER_TRUST_TABLE if trust is None else trust_table_from_dict(trust.get_dict())
 
     def _explored(self) -> list[tuple[str, float]]:
         """Return the ``(system, temperature)`` pairs explored in this iteration."""

@@ -1,4 +1,8 @@
-"""Calcfunction that selects the candidate frames of an exploration for labelling (DP-GEN's rules, seeded)."""
+"""Calcfunction that selects the candidate frames of one system for labelling (DP-GEN's rules, seeded).
+
+The explorations of a system in one iteration (one per temperature, say) are pooled as DP-GEN pools the
+model-deviation tasks of a system: ``fp_task_max`` and the accuracy thresholds apply to the pool.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from aiida_lisei.science.selection import DEFAULT_V_TRUST, PAPER_TRUST_TABLE, Tr
 
 __all__ = (
     'DEFAULT_SELECTION_PARAMETERS',
+    'EXPLORATION_KEYS',
     'check_selection_parameters',
+    'exploration_parameters',
     'select_candidates',
     'trust_levels_of',
 )
@@ -27,12 +33,16 @@ DEFAULT_SELECTION_PARAMETERS: dict[str, Any] = {
     'f_trust_hi': None,
     'v_trust_lo': DEFAULT_V_TRUST,
     'v_trust_hi': DEFAULT_V_TRUST,
-    'fp_task_max': None,  # required: most candidates chosen
+    'fp_task_max': None,  # required: most candidates chosen from the pool of the system
     'fp_task_min': 0,  # fewer candidates than this -> none chosen
     'model_devi_skip': 0,  # rows with step < this are ignored (steps, not frames)
     'fp_accurate_threshold': 1.0,
     'fp_accurate_soft_threshold': None,  # default: fp_accurate_threshold
+    'explorations': {},  # {key: {temperature, f_trust_lo, ...}}: per-exploration values over the shared ones
 }
+
+#: Keys that may differ between the pooled explorations of one system (``explorations`` entries).
+EXPLORATION_KEYS = ('temperature', 'f_trust_lo', 'f_trust_hi', 'v_trust_lo', 'v_trust_hi')
 
 
 def trust_levels_of(parameters: Mapping[str, Any]) -> TrustLevels:
@@ -52,6 +62,11 @@ def trust_levels_of(parameters: Mapping[str, Any]) -> TrustLevels:
     return PAPER_TRUST_TABLE.lookup(parameters['system'], parameters['temperature'])
 
 
+def exploration_parameters(parameters: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """Return the shared parameters updated with those of exploration ``key`` (its temperature, levels)."""
+    return {**parameters, **parameters.get('explorations', {}).get(key, {})}
+
+
 def check_selection_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
     """Return the parameters completed with defaults; raise ``ValueError`` (or ``KeyError``) if invalid."""
     unknown = set(parameters) - set(DEFAULT_SELECTION_PARAMETERS)
@@ -62,56 +77,90 @@ def check_selection_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
         value = full[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f'`{name}` must be a non-negative integer, got {value!r}')
-    trust_levels_of(full)
+    for key, values in full['explorations'].items():
+        unknown = set(values) - set(EXPLORATION_KEYS)
+        if unknown:
+            raise ValueError(
+                f'exploration `{key}`: unknown keys {sorted(unknown)}; known: {list(EXPLORATION_KEYS)}'
+            )
+        trust_levels_of(exploration_parameters(full, key))
+    if not full['explorations']:
+        trust_levels_of(full)
     return full
 
 
 @calcfunction
-def select_candidates(
-    model_devi: orm.ArrayData, trajectory: orm.TrajectoryData, parameters: orm.Dict, seed: orm.Int
-) -> dict[str, orm.Data]:
-    """Classify the frames of one exploration and choose at most ``fp_task_max`` candidates with ``seed``.
+def select_candidates(parameters: orm.Dict, seed: orm.Int, **explorations: Any) -> dict[str, Any]:
+    """Classify the frames of the explorations of one system and choose at most ``fp_task_max`` in all.
 
-    :param model_devi: the exploration's ``model_devi`` (arrays ``step``, ``max_devi_f``, ``max_devi_v``).
-    :param trajectory: the exploration's ``trajectory``; frames are matched to rows by step.
-    :param parameters: see :data:`DEFAULT_SELECTION_PARAMETERS`.
-    :param seed: seed of the NumPy generator that draws the candidates.
-    :return: ``statistics`` (``Dict``: counts and fractions of accurate/candidate/failed frames, accurate
-        ratio, effective task max, trust levels, chosen steps) and, when any is chosen, ``candidates``
-        (``TrajectoryData`` of the chosen frames, sorted by step, with their ``stepids`` and ``atom_ids``).
+    :param parameters: see :data:`DEFAULT_SELECTION_PARAMETERS`; ``explorations`` gives each exploration's
+        ``temperature`` (K) or trust levels (eV/Å) where they differ from the shared ones.
+    :param seed: seed of the NumPy generator that draws the candidates from the pool.
+    :param explorations: ``{key: {'model_devi': ArrayData, 'trajectory': TrajectoryData}}``, the outputs of
+        the explorations (key e.g. ``T300``); frames are matched to model-deviation rows by step.
+    :return: ``statistics`` (``Dict``: pooled counts and fractions of accurate/candidate/failed frames,
+        accurate ratio, effective task max, ``n_selected``, and per exploration its counts, fractions,
+        trust levels and chosen steps) and ``candidates`` (``{key: TrajectoryData}`` of the chosen frames,
+        sorted by step, with ``stepids`` and ``atom_ids``) for the explorations with a chosen frame.
     """
+    if not explorations:
+        raise ValueError('no exploration to select from')
     params = check_selection_parameters(parameters.get_dict())
-    levels = trust_levels_of(params)
-    steps = model_devi.get_array('step')
-    classification = classify_frames(
-        steps,
-        model_devi.get_array('max_devi_f'),
-        levels,
-        max_devi_v=model_devi.get_array('max_devi_v'),
-        skip=params['model_devi_skip'],
-    )
+    keys = sorted(explorations)
+    levels, classifications = {}, []
+    for key in keys:
+        levels[key] = trust_levels_of(exploration_parameters(params, key))
+        model_devi = explorations[key]['model_devi']
+        classifications.append(
+            classify_frames(
+                model_devi.get_array('step'),
+                model_devi.get_array('max_devi_f'),
+                levels[key],
+                max_devi_v=model_devi.get_array('max_devi_v'),
+                skip=params['model_devi_skip'],
+            )
+        )
     selection = science.select_candidates(
-        [classification],
+        classifications,
         fp_task_max=params['fp_task_max'],
         seed=seed.value,
         fp_task_min=params['fp_task_min'],
         fp_accurate_threshold=params['fp_accurate_threshold'],
         fp_accurate_soft_threshold=params['fp_accurate_soft_threshold'],
     )
-    chosen_steps = [int(steps[row]) for _, row in selection.chosen]
+    chosen: dict[str, list[int]] = {key: [] for key in keys}
+    for index, row in selection.chosen:
+        key = keys[index]
+        chosen[key].append(int(explorations[key]['model_devi'].get_array('step')[row]))
+    per_exploration = {}
+    for key, classification in zip(keys, classifications, strict=True):
+        level = levels[key]
+        total = sum(classification.counts.values())
+        per_exploration[key] = {
+            'temperature': exploration_parameters(params, key)['temperature'],
+            'counts': classification.counts,
+            'fractions': {name: (n / total if total else 0.0) for name, n in classification.counts.items()},
+            'n_selected': len(chosen[key]),
+            'selected_steps': sorted(chosen[key]),
+            'trust_levels': {'f_lo': level.f_lo, 'f_hi': level.f_hi, 'v_lo': level.v_lo, 'v_hi': level.v_hi},
+        }
     statistics = {
         'counts': selection.counts,
         'fractions': selection.fractions,
         'accurate_ratio': selection.accurate_ratio,
         'task_max': selection.task_max,
-        'n_selected': len(chosen_steps),
-        'selected_steps': chosen_steps,
-        'trust_levels': {'f_lo': levels.f_lo, 'f_hi': levels.f_hi, 'v_lo': levels.v_lo, 'v_hi': levels.v_hi},
+        'n_selected': len(selection.chosen),
         'seed': seed.value,
+        'explorations': per_exploration,
     }
-    outputs: dict[str, orm.Data] = {'statistics': orm.Dict(statistics)}
-    if chosen_steps:
-        outputs['candidates'] = _frames_at_steps(trajectory, chosen_steps)
+    candidates = {
+        key: _frames_at_steps(explorations[key]['trajectory'], per_exploration[key]['selected_steps'])
+        for key in keys
+        if chosen[key]
+    }
+    outputs: dict[str, Any] = {'statistics': orm.Dict(statistics)}
+    if candidates:
+        outputs['candidates'] = candidates
     return outputs
 
 

@@ -102,7 +102,7 @@ def test_protocols(aiida_code_installed):
             }
         ]
     ]
-    assert demo.max_iterations.value == 2 and demo.fp_task_max.value == 4 and demo.num_models.value == 4
+    assert demo.max_iterations.value == 2 and demo.fp_task_max.value == 6 and demo.num_models.value == 4
     assert demo.train.dp_train.parameters['training']['numb_steps'] == 400
     assert 'seed' not in demo.train.dp_train and demo.label.engine.value == 'tblite'
     assert 'trust_levels' not in demo  # the SI table
@@ -147,8 +147,9 @@ def selected_steps(node: orm.WorkflowNode) -> dict:
 def test_real_run_and_cached_rerun(venv_code):
     """Two iterations on bcc Li16 with tiny models, real LAMMPS and tblite; a cached rerun computes nothing.
 
-    Trust levels [1e-6, 1e3] eV/Å make every frame a candidate, so each exploration yields fp_task_max = 2
-    labels whatever the (barely trained) models predict; step 0 is skipped (model_devi_skip).
+    Trust levels [1e-6, 1e3] eV/Å make every frame a candidate, so each iteration draws fp_task_max = 3
+    labels from the pool of both temperatures whatever the (barely trained) models predict; step 0 is skipped
+    (model_devi_skip).
     """
     tblite = venv_code('lisei-tblite', 'lisei.tblite')
     dp = venv_code('dp', 'lisei.dp_train', prepend_text=THREADS)
@@ -173,7 +174,7 @@ def test_real_run_and_cached_rerun(venv_code):
         'schedule': [[{'system': 'bcc_lithium', 'temperatures': [300, 600], 'n_steps': 60, 'stride': 10}]],
         'trust_levels': {'bcc_lithium': {'f_lo': 1e-6, 'f_hi': 1e3}},
         'selection': {'model_devi_skip': 1},  # step 0 (the perfect lattice) has no deviation
-        'fp_task_max': 2,
+        'fp_task_max': 3,
         'max_iterations': 2,
     }
     builder = ConcurrentLearningWorkChain.get_builder_from_protocol(
@@ -191,7 +192,7 @@ def test_real_run_and_cached_rerun(venv_code):
         data = summary['systems']['bcc_lithium']
         assert set(data['temperatures']) == {'300', '600'}
         assert data['candidate'] == pytest.approx(1.0)
-        assert data['n_selected'] == 4
+        assert data['n_selected'] == 3 == sum(t['n_selected'] for t in data['temperatures'].values())
         labelled += data['n_labelled']
     assert labelled > 0
     assert results['training_set'].nframes == training_set.nframes + labelled

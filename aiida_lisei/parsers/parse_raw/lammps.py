@@ -143,13 +143,15 @@ def box_to_cell(bounds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @dataclass
 class DumpFrames:
     """Frames of a text dump: steps (F,), cells (F, 3, 3) Å, positions (F, N, 3) Å from the cell origin,
-    atom ids (N,) and LAMMPS types (N,), taken from the first frame."""
+    atom ids (N,) and LAMMPS types (N,), taken from the first frame, and image flags (F, N, 3) when the
+    dump has ``ix iy iz`` (unwrapped position = position + images @ cell)."""
 
     steps: np.ndarray
     cells: np.ndarray
     positions: np.ndarray
     ids: np.ndarray
     types: np.ndarray
+    images: np.ndarray | None = None
 
 
 def parse_dump(text: str) -> DumpFrames:
@@ -160,7 +162,7 @@ def parse_dump(text: str) -> DumpFrames:
     frames or a column is missing.
     """
     lines = text.splitlines()
-    steps, cells, positions = [], [], []
+    steps, cells, positions, images = [], [], [], []
     ids = types = None
     index = 0
     while index < len(lines):
@@ -192,12 +194,18 @@ def parse_dump(text: str) -> DumpFrames:
         elif not (np.array_equal(ids, frame_ids) and np.array_equal(types, frame_types)):
             raise ValueError(f'the atoms of the frame at step {step} differ from those of the first frame')
         cell, origin = box_to_cell(bounds)
+        if step in steps[-1:]:  # a continued run repeats the frame of its first step: keep the last copy
+            steps.pop(), cells.pop(), positions.pop()
+            images = images[:-1]
         steps.append(step)
         cells.append(cell)
         positions.append(table[:, order[2:]] - origin)
+        if all(name in columns for name in ('ix', 'iy', 'iz')):
+            images.append(table[:, [columns.index(name) for name in ('ix', 'iy', 'iz')]].astype(int))
         index += 9 + natoms
     if ids is None:
         return DumpFrames(
             np.zeros(0, int), np.zeros((0, 3, 3)), np.zeros((0, 0, 3)), np.zeros(0, int), np.zeros(0, int)
         )
-    return DumpFrames(np.array(steps), np.array(cells), np.array(positions), ids, types)
+    frame_images = np.array(images) if len(images) == len(steps) else None
+    return DumpFrames(np.array(steps), np.array(cells), np.array(positions), ids, types, frame_images)

@@ -1,0 +1,161 @@
+"""Resume after a daemon crash: ``lisei.concurrent_learning`` killed mid-iteration finishes, no CalcJob twice.
+
+The work chain is submitted to the daemon of the production profile; while the ensemble trains (some
+``lisei.dp_train`` jobs finished, others running) every daemon process is killed with SIGKILL, then the
+daemon is started again. The checkpoints in the database and the unacknowledged tasks in RabbitMQ let the
+new workers take the processes over: running jobs are polled and retrieved, finished ones are not redone.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from aiida import orm
+from aiida.common.links import LinkType
+from aiida.engine import run_get_node, submit
+from ase.build import bulk
+
+from aiida_lisei.workchains.concurrent_learning import ConcurrentLearningWorkChain
+from aiida_lisei.workchains.label import LabelWorkChain
+
+pytestmark = pytest.mark.production
+
+THREADS = (
+    'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 '
+    'TF_CPP_MIN_LOG_LEVEL=2'
+)
+
+
+def li16(amplitude: float = 0.0, seed: int = 7) -> orm.StructureData:
+    """bcc Li16 (a = 3.42 Å), optionally displaced by seeded normal noise of ``amplitude`` (Å)."""
+    atoms = bulk('Li', 'bcc', a=3.42, cubic=True).repeat(2)
+    atoms.positions += np.random.default_rng(seed).normal(scale=amplitude, size=atoms.positions.shape)
+    return orm.StructureData(ase=atoms)
+
+
+def calcjobs_below(node: orm.WorkflowNode) -> list[tuple[orm.WorkflowNode, orm.CalcJobNode]]:
+    """Return ``(caller, calcjob)`` for every CalcJob called at any depth below ``node``."""
+    found = []
+    for child in node.called:
+        if isinstance(child, orm.CalcJobNode):
+            found.append((node, child))
+        elif isinstance(child, orm.WorkflowNode):
+            found.extend(calcjobs_below(child))
+    return found
+
+
+def kill_daemon_hard(daemon_client) -> int:
+    """SIGKILL the daemon (circus), its workers and helpers; return how many processes were killed.
+
+    The jobs of ``core.direct`` are not among them: their submission shell exits at once, so they are
+    children of init, as on a real machine where the scheduler owns them.
+    """
+    circus = psutil.Process(daemon_client.get_daemon_pid())
+    victims = [circus, *circus.children(recursive=True)]
+    for process in victims:
+        process.send_signal(signal.SIGKILL)
+    psutil.wait_procs(victims, timeout=30)
+    return len(victims)
+
+
+def wait_for(condition, timeout: float, message: str, interval: float = 1.0):
+    """Poll ``condition()`` until it returns a truthy value; fail with ``message`` after ``timeout`` (s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f'timed out after {timeout:g} s: {message}')
+
+
+def test_concurrent_learning_survives_daemon_kill(started_daemon_client, venv_code) -> None:
+    """Kill -9 the daemon while the ensemble trains; after a restart the run finishes, no job ran twice."""
+    tblite = venv_code('lisei-tblite', 'lisei.tblite')
+    dp = venv_code('dp', 'lisei.dp_train', prepend_text=THREADS)
+    lmp = venv_code('lmp', 'lisei.exploration', prepend_text=THREADS)
+    initial = LabelWorkChain.get_builder_from_protocol(
+        tblite, [li16(0.05, seed) for seed in range(4)], system_label='bcc_lithium'
+    )
+    _, initial_node = run_get_node(initial)
+    assert initial_node.is_finished_ok, initial_node.exit_message
+
+    overrides = {
+        'train': {
+            'overrides': {
+                'dp_train': {
+                    'parameters': {'training': {'numb_steps': 300, 'disp_freq': 50, 'save_freq': 300}},
+                    'settings': {'skip_neighbor_stat': True},
+                }
+            }
+        },
+        'schedule': [[{'system': 'bcc_lithium', 'temperatures': [300], 'n_steps': 40, 'stride': 10}]],
+        'trust_levels': {'bcc_lithium': {'f_lo': 1e-6, 'f_hi': 1e3}},  # every frame a candidate
+        'selection': {'model_devi_skip': 1},
+        'fp_task_max': 2,
+        'max_iterations': 1,
+    }
+    builder = ConcurrentLearningWorkChain.get_builder_from_protocol(
+        dp,
+        lmp,
+        tblite,
+        initial_node.outputs.training_set,
+        {'bcc_lithium': li16()},
+        overrides=overrides,
+        seed=5,
+    )
+    node = submit(builder)
+
+    def training_half_done():
+        jobs = [
+            job for _, job in calcjobs_below(node) if job.process_type == 'aiida.calculations:lisei.dp_train'
+        ]
+        finished = [job for job in jobs if job.is_terminated]
+        return jobs if len(jobs) == 4 and 0 < len(finished) < 4 else None
+
+    before = wait_for(training_half_done, 300, 'the ensemble of iteration 1 never was partly trained', 0.2)
+    killed = kill_daemon_hard(started_daemon_client)
+    assert killed >= 2  # circus and at least one worker
+    unfinished = {job.pk for job in before if not job.is_terminated}
+    assert unfinished, 'every training finished before the kill: nothing was interrupted'
+    time.sleep(2)
+    started_daemon_client.start_daemon()
+
+    wait_for(
+        lambda: node.is_terminated, 900, f'{node.process_label}<{node.pk}> did not finish after the restart'
+    )
+    assert node.is_finished_ok, diagnose(node, started_daemon_client)
+
+    pairs = calcjobs_below(node)
+    labels = Counter(
+        (caller.pk, job.base.attributes.get('process_label'), _call_label(job)) for caller, job in pairs
+    )
+    assert all(count == 1 for count in labels.values()), labels  # no CalcJob ran twice
+    assert all(job.is_finished_ok for _, job in pairs)
+    trainings = [job for _, job in pairs if job.process_type == 'aiida.calculations:lisei.dp_train']
+    assert len(trainings) == 4  # 4 models, none resubmitted
+    assert {job.pk for job in before} <= {job.pk for job in trainings}  # the interrupted ones were taken over
+    assert not any(job.base.caching.is_created_from_cache for _, job in pairs)
+
+
+def diagnose(node: orm.ProcessNode, daemon_client) -> str:
+    """Return the state, exception and report of ``node`` and the tail of the daemon log (for a failure)."""
+    from aiida.cmdline.utils.common import get_workchain_report
+
+    log = Path(daemon_client.daemon_log_file)
+    tail = '\n'.join(log.read_text().splitlines()[-60:]) if log.is_file() else '(no daemon log)'
+    return (
+        f'{node.process_state} {node.exit_status} {node.exit_message}\n{node.exception}\n'
+        f'{get_workchain_report(node, "REPORT")}\n--- daemon log ---\n{tail}'
+    )
+
+
+def _call_label(node: orm.ProcessNode) -> str:
+    """Return the ``CALL`` link label by which ``node`` was called."""
+    return node.base.links.get_incoming(link_type=(LinkType.CALL_CALC, LinkType.CALL_WORK)).one().link_label

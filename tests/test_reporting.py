@@ -1,0 +1,39 @@
+"""Tests of the plain-text tables in ``aiida_lisei.reporting``."""
+
+from __future__ import annotations
+
+from aiida_lisei.reporting import format_iterations_table, format_table
+
+
+def test_format_table_aligns_columns():
+    """Columns are padded to the widest cell; a rule follows the header."""
+    lines = format_table(['a', 'long'], [[1, 'x'], [100, 'yy']]).splitlines()
+    assert lines == ['a    long', '---  ----', '1    x   ', '100  yy  ']
+
+
+def test_format_iterations_table_rows_per_temperature_and_pooled():
+    """One row per iteration, system and temperature (sorted by value), then the system's pooled row."""
+    stats = {
+        'fractions': {'accurate': 0.5, 'candidate': 0.25, 'failed': 0.25},
+        'n_selected': 2,
+    }
+    iterations = {
+        'iteration_01': {
+            'iteration': 1,
+            'systems': {
+                'bcc_lithium': {
+                    'accurate': 0.6,
+                    'candidate': 0.3,
+                    'failed': 0.1,
+                    'n_selected': 3,
+                    'n_labelled': 3,
+                    'temperatures': {'1000': stats, '300': {**stats, 'n_selected': 1}},
+                }
+            },
+        }
+    }
+    lines = format_iterations_table(iterations).splitlines()
+    assert lines[0].split()[-2:] == ['selected', 'labelled'] and 'accurate %' in lines[0]
+    assert lines[2].split() == ['1', 'bcc_lithium', '300', '50.0', '25.0', '25.0', '1']
+    assert lines[3].split() == ['1', 'bcc_lithium', '1000', '50.0', '25.0', '25.0', '2']
+    assert lines[4].split() == ['1', 'bcc_lithium', 'all', '60.0', '30.0', '10.0', '3', '3']
