@@ -16,7 +16,13 @@ import math
 import numpy as np
 from scipy.special import erfc
 
-__all__ = ('COULOMB_CONSTANT', 'default_alpha', 'ewald_energy', 'ewald_energy_matrix')
+__all__ = (
+    'COULOMB_CONSTANT',
+    'default_alpha',
+    'ewald_energy',
+    'ewald_energy_matrix',
+    'gaussian_ewald_energy_matrix',
+)
 
 #: e² / (4 π ε0) in eV·Å (CODATA 2018, as in ASE's units).
 COULOMB_CONSTANT = 14.399645353
@@ -125,3 +131,44 @@ def ewald_energy(
     if matrix.shape[0] != charges.size:
         raise ValueError(f'got {charges.size} charges for {matrix.shape[0]} positions')
     return float(0.5 * charges @ matrix @ charges)
+
+
+def gaussian_ewald_energy_matrix(
+    positions: np.ndarray,
+    cell: np.ndarray,
+    widths: np.ndarray,
+    alpha: float | None = None,
+    accuracy: float = 1e-8,
+    self_energy: bool = True,
+) -> np.ndarray:
+    """Return ``M`` (eV/e²) with ``E = ½ qᵀ M q`` for spherical Gaussian charges in a periodic ``cell``.
+
+    Charge ``i`` is ``q_i (2π s_i²)^(-3/2) exp(-|r - r_i|²/(2 s_i²))`` with width ``s_i = widths[i]``;
+    two such charges interact through ``k_e erf(r/√(2(s_i²+s_j²)))/r``. ``M`` is :func:`ewald_energy_matrix`
+    (point charges) minus ``k_e erfc(r/√(2(s_i²+s_j²)))/r`` summed over all pairs and periodic images (a
+    charge's own images included) plus, with ``self_energy``, the self-energy ``k_e/(√π s_i)`` on the
+    diagonal.
+
+    :param widths: (N,) Gaussian standard deviations ``s_i`` in Å.
+    :param accuracy: truncation of the Ewald sums and of the erfc correction.
+    """
+    positions = np.asarray(positions, dtype=float).reshape(-1, 3)
+    cell = np.asarray(cell, dtype=float).reshape(3, 3)
+    widths = np.asarray(widths, dtype=float).ravel()
+    if widths.shape != (len(positions),) or np.any(widths <= 0.0):
+        raise ValueError('widths must hold one positive width per position')
+    matrix = ewald_energy_matrix(positions, cell, alpha=alpha, accuracy=accuracy) / COULOMB_CONSTANT
+
+    pair_width = np.sqrt(2.0 * (widths[:, None] ** 2 + widths[None, :] ** 2))
+    r_cut = float(pair_width.max()) * math.sqrt(-math.log(accuracy)) * 1.1  # erfc(x) < e^{-x²}
+    fractional = np.linalg.solve(cell.T, positions.T).T
+    frac_delta = fractional[:, None, :] - fractional[None, :, :]
+    delta = (frac_delta - np.round(frac_delta)) @ cell
+    for shift in _lattice_grid(cell, r_cut, half_width=0.5) @ cell:
+        dist = np.linalg.norm(delta + shift, axis=-1)
+        mask = (dist < r_cut) & (dist > 1e-10)
+        matrix[mask] -= erfc(dist[mask] / pair_width[mask]) / dist[mask]
+    if self_energy:
+        matrix[np.diag_indices_from(matrix)] += 1.0 / (math.sqrt(math.pi) * widths)
+    matrix = 0.5 * (matrix + matrix.T)
+    return COULOMB_CONSTANT * matrix
