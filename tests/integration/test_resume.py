@@ -159,3 +159,45 @@ def diagnose(node: orm.ProcessNode, daemon_client) -> str:
 def _call_label(node: orm.ProcessNode) -> str:
     """Return the ``CALL`` link label by which ``node`` was called."""
     return node.base.links.get_incoming(link_type=(LinkType.CALL_CALC, LinkType.CALL_WORK)).one().link_label
+
+
+def test_restraint_md_survives_daemon_kill(started_daemon_client, venv_code) -> None:
+    """Kill -9 the daemon while a segment of ``lisei.restraint_md`` runs; the run finishes, nothing redone."""
+    from aiida_lisei.structures.functions import argyrodite_node, sandwich_node
+    from aiida_lisei.workchains.restraint_md import RestraintMdWorkChain
+
+    code = venv_code('lisei-lmp-plumed', 'lisei.restraint_md', prepend_text=THREADS)
+    structure = sandwich_node(
+        argyrodite_node(seed=20241125),
+        electrolyte_repeat_xy=1,
+        electrolyte_repeat_z=1,
+        anode_layers=2,
+        source_layers=2,
+        vacuum=12.0,
+    )
+    overrides = {
+        'md': {'parameters': {'ensemble': 'nvt', 'n_steps': 600, 'dump_stride': 50, 'restart_stride': 100}},
+        'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 10},
+        'segment_steps': 200,
+    }
+    model = orm.SinglefileData(Path(__file__).parents[1] / 'fixtures' / 'models' / 'model_1.pb')
+    node = submit(RestraintMdWorkChain.get_builder_from_protocol(code, structure, model, overrides=overrides))
+
+    def segment_running():
+        jobs = [job for _, job in calcjobs_below(node)]
+        return jobs if jobs and not jobs[-1].is_terminated and jobs[-1].get_job_id() else None
+
+    before = wait_for(segment_running, 300, 'no segment started', 0.2)
+    kill_daemon_hard(started_daemon_client)
+    time.sleep(2)
+    started_daemon_client.start_daemon()
+
+    wait_for(
+        lambda: node.is_terminated, 600, f'{node.process_label}<{node.pk}> did not finish after the restart'
+    )
+    assert node.is_finished_ok, diagnose(node, started_daemon_client)
+    segments = [job for _, job in calcjobs_below(node)]
+    assert len(segments) == 3 and all(job.is_finished_ok for job in segments)  # nothing ran twice
+    assert {job.pk for job in before} <= {job.pk for job in segments}
+    time_ps = node.outputs.colvar.get_array('time')
+    assert np.allclose(time_ps, np.arange(0, 601, 10) * 1e-3)  # one continuous series

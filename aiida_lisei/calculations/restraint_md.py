@@ -1,0 +1,370 @@
+"""``RestraintMdCalculation``: moving-restraint DeePMD MD (LAMMPS + PLUMED) on a grouped structure (SI §4).
+
+The CalcJob writes a standard LAMMPS input with ``fix restraint all plumed plumedfile plumed.dat`` and the
+``plumed.dat`` of the paper's coordination-number CV, generated from the structure's atom groups. The same
+two files run unchanged on any LAMMPS built with PLUMED and the DeePMD pair style (code ``lmp``), or here
+through ``lisei-lmp-plumed`` (the LAMMPS Python module with ``fix external`` and the PLUMED kernel, or the
+fast CV proven equal to PLUMED's; ``settings.cmdline`` passes e.g. ``['--route', 'plumed']``).
+
+A segment of a longer run gets ``parent_folder`` (the previous segment's remote folder): its restart files
+``restart.<step>`` are copied and LAMMPS reads the newest (``read_restart restart.*``: the final one, or the
+last periodic one of a segment killed by the scheduler: positions, velocities, box, timestep, thermostat and
+barostat state) and runs ``up to`` step ``parameters.n_steps``; the restraint's schedule ``s0(step)`` spans
+the whole simulation (``restraint.step_start`` .. ``restraint.step_end``), so it continues where the previous
+segment stopped.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from aiida import orm
+from aiida.common.datastructures import CalcInfo, CodeInfo
+from aiida.common.folders import Folder
+from aiida.engine import CalcJobProcessSpec
+
+from aiida_lisei.calculations.base import LiseiCalcJob
+from aiida_lisei.calculations.exploration import TIMEOUT_FRACTION, model_filename, validate_seed
+from aiida_lisei.data.deep_potential import DeepPotentialData
+from aiida_lisei.data.frames import STUDY_TYPE_MAP
+from aiida_lisei.data.structure import GroupedStructureData
+from aiida_lisei.engines.plumed_input import write_plumed_input
+from aiida_lisei.engines.restraint_input import (
+    RESTART_PATTERN,
+    check_restraint_md_parameters,
+    generate_restraint_md_script,
+)
+from aiida_lisei.science.restraint_cv import (
+    PAPER_KAPPA,
+    CoordinationCV,
+    MovingRestraint,
+    build_paper_cv,
+)
+from aiida_lisei.validation import dict_port_validator
+
+__all__ = (
+    'DEFAULT_RESTRAINT_PARAMETERS',
+    'RestraintMdCalculation',
+    'build_restraint',
+    'cell_widths',
+    'check_restraint_parameters',
+    'lammps_data_text',
+)
+
+#: Restraint parameters and defaults (``None``: required). Units: Å, eV, CV units, MD steps.
+DEFAULT_RESTRAINT_PARAMETERS: dict[str, Any] = {
+    'kappa': PAPER_KAPPA,  # eV per (CV unit)^2; the CV is normalised per electrolyte Li by default
+    'normalisation': 'group_a',  # 'group_a' (divide by the number of electrolyte Li), 'none', or a number
+    'd_max': 10.0,  # Å, cut-off of every switching function: part of the CV's definition
+    'anode_layers': 8,  # anode Li layers (1 = touching the electrolyte) in group B of Li-Li (paper: 8)
+    'r_0': {},  # Å per term label ('Li-Li', 'Li-S', 'Li-P', 'Li-Cl') over the paper's 3.2, 3.0, 4.0, 4.0
+    'at_start': None,  # CV value of s0 at step_start (required; the work chain uses the initial CV)
+    'at_end': None,  # CV value of s0 at step_end (required)
+    'step_start': 0,  # MD step where s0 starts moving
+    'step_end': None,  # MD step where s0 reaches at_end (required; the last step of the whole simulation)
+    'colvar_stride': 10,  # steps between COLVAR rows
+    'nl_stride': None,  # PLUMED neighbour list update stride (None: no neighbour list, exact)
+    'nl_cutoff': None,  # Å, PLUMED neighbour list cut-off (default d_max + 2)
+}
+
+
+def check_restraint_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the parameters completed with :data:`DEFAULT_RESTRAINT_PARAMETERS`; raise ``ValueError``."""
+    unknown = sorted(set(parameters) - set(DEFAULT_RESTRAINT_PARAMETERS))
+    if unknown:
+        raise ValueError(
+            f'unknown restraint parameters {unknown}; known: {sorted(DEFAULT_RESTRAINT_PARAMETERS)}'
+        )
+    full = {**DEFAULT_RESTRAINT_PARAMETERS, **parameters}
+    missing = [name for name in ('at_start', 'at_end', 'step_end') if full[name] is None]
+    if missing:
+        raise ValueError(f'restraint parameters {missing} are required')
+    normalisation = full['normalisation']
+    if normalisation not in ('group_a', 'none') and not (
+        isinstance(normalisation, int | float) and not isinstance(normalisation, bool) and normalisation > 0
+    ):
+        raise ValueError(
+            f"`normalisation` must be 'group_a', 'none' or a positive number, got {normalisation!r}"
+        )
+    stride = full['colvar_stride']
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f'`colvar_stride` must be a positive integer, got {stride!r}')
+    if not isinstance(full['d_max'], int | float) or not full['d_max'] > 0:
+        raise ValueError(f'`d_max` must be a positive number (Å), got {full["d_max"]!r}')
+    MovingRestraint(full['kappa'], full['at_start'], full['at_end'], full['step_start'], full['step_end'])
+    return full
+
+
+validate_restraint = dict_port_validator(check_restraint_parameters)
+validate_parameters = dict_port_validator(check_restraint_md_parameters)
+
+
+def build_restraint(
+    structure: GroupedStructureData, parameters: Mapping[str, Any]
+) -> tuple[CoordinationCV, MovingRestraint]:
+    """Return the paper's CV on ``structure``'s atom groups and the moving restraint of ``parameters``."""
+    p = check_restraint_parameters(parameters)
+    cv = build_paper_cv(
+        structure.atom_groups,
+        structure.atom_layers,
+        d_max=p['d_max'],
+        normalisation=p['normalisation'],
+        anode_layers=p['anode_layers'],
+        r_0=p['r_0'] or None,
+    )
+    restraint = MovingRestraint(p['kappa'], p['at_start'], p['at_end'], p['step_start'], p['step_end'])
+    return cv, restraint
+
+
+def lammps_data_text(structure: orm.StructureData, type_map: tuple[str, ...]) -> str:
+    """Return ``structure`` as a LAMMPS data file (``atom_style atomic``, types in ``type_map`` order).
+
+    Atom ids are the site indices + 1, so LAMMPS ids, PLUMED serials and the structure's sites agree.
+    """
+    from ase.io import write
+
+    buffer = io.StringIO()
+    write(
+        buffer,
+        structure.get_ase(),
+        format='lammps-data',
+        specorder=list(type_map),
+        masses=True,
+        units='metal',
+        atom_style='atomic',
+    )
+    return buffer.getvalue()
+
+
+def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
+    """Check that the structure has the CV's groups, fits the model's type map and the restraint's range."""
+    if ctx is not None and not {'structure', 'model', 'restraint', 'parameters'} <= set(ctx):
+        return None
+    structure = inputs['structure']
+    type_map = tuple(inputs['model'].base.attributes.get('type_map', STUDY_TYPE_MAP))
+    missing = structure.get_symbols_set() - set(type_map)
+    if missing:
+        return f'elements {sorted(missing)} of the structure are not in the model type map {list(type_map)}'
+    if not all(structure.pbc):
+        return 'the structure must be periodic in all three directions (add vacuum along z for a slab)'
+    try:
+        cv, _ = build_restraint(structure, inputs['restraint'].get_dict())
+    except ValueError as exception:
+        return f'restraint: {exception}'
+    half_width = 0.5 * min(cell_widths(structure.cell))
+    if cv.d_max > half_width:
+        return (
+            f'restraint: d_max = {cv.d_max:g} Å exceeds half the narrowest cell width ({half_width:.3f} Å): '
+            'the CV (minimum image, as PLUMED) would jump when a pair changes image; lower d_max or use a '
+            'larger cell'
+        )
+    return None
+
+
+def cell_widths(cell: Any) -> np.ndarray:
+    """Return the distances (Å) between opposite faces of ``cell`` (rows = lattice vectors, Å)."""
+    cell = np.asarray(cell, dtype=float)
+    volume = abs(np.linalg.det(cell))
+    return volume / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
+
+
+class RestraintMdCalculation(LiseiCalcJob):
+    """DeePMD MD in LAMMPS under PLUMED's moving harmonic restraint on the paper's coordination CV.
+
+    Inputs: ``structure`` (``GroupedStructureData``: the CV's groups come from its atom groups and layers),
+    ``model`` (one frozen model, its compressed version when it has one), ``parameters`` (MD settings,
+    :data:`~aiida_lisei.engines.restraint_input.DEFAULT_RESTRAINT_MD_PARAMETERS`: K, bar, fs, steps;
+    ``n_steps`` is the step to run up to), ``restraint`` (:data:`DEFAULT_RESTRAINT_PARAMETERS`), ``seed``
+    (initial velocities; unused when continuing), optional ``parent_folder`` (continue from its restart
+    file) and ``settings`` (``cmdline``: extra arguments of the code).
+
+    Outputs (``lisei.restraint_md`` parser): ``colvar`` (``ArrayData``: time ps, cv, each CN, s0, bias eV,
+    work eV), ``thermo`` (``ArrayData``: one array per thermo column), ``trajectory`` (``TrajectoryData``:
+    positions Å, cells, ``stepids``, times ps, ``atom_ids``, ``images``), ``structure`` (the last frame
+    with the input's atom groups), ``restart`` (``SinglefileData``, LAMMPS binary restart) and
+    ``output_parameters`` (``Dict``).
+    """
+
+    _DEFAULT_PARSER = 'lisei.restraint_md'
+
+    _INPUT_FILE = 'input.lammps'
+    _DATA_FILE = 'structure.data'
+    _LOG_FILE = 'log.lammps'
+    _PLUMED_FILE = 'plumed.dat'
+    _PLUMED_LOG = 'plumed.log'
+    _COLVAR_FILE = 'COLVAR'
+    _DUMP_FILE = 'traj.dump'
+    _MODEL_FILE = 'model.pb'
+    _RESTART_PATTERN = RESTART_PATTERN
+
+    @classmethod
+    def define(cls, spec: CalcJobProcessSpec) -> None:  # type: ignore[override]
+        """Define the process specification: inputs, outputs and exit codes."""
+        super().define(spec)
+        spec.input(
+            'structure',
+            valid_type=GroupedStructureData,
+            help='Start configuration (Å) with atom groups and layers (e.g. the sandwich of step 1).',
+        )
+        spec.input(
+            'model',
+            valid_type=(DeepPotentialData, orm.SinglefileData),
+            help='Frozen DeePMD model (its compressed version is used when it has one).',
+        )
+        spec.input(
+            'parameters',
+            valid_type=orm.Dict,
+            serializer=orm.to_aiida_type,
+            validator=validate_parameters,
+            help='MD settings: ensemble, temperature (K), pressure (bar, x and y), n_steps (run up to), '
+            'timestep (fs), dampings (fs), thermo/dump/restart strides.',
+        )
+        spec.input(
+            'restraint',
+            valid_type=orm.Dict,
+            serializer=orm.to_aiida_type,
+            validator=validate_restraint,
+            help='CV and moving restraint: kappa (eV per CV unit²), normalisation, d_max (Å), anode_layers, '
+            'r_0, at_start, at_end, step_start, step_end, colvar_stride, nl_stride, nl_cutoff.',
+        )
+        spec.input(
+            'seed',
+            valid_type=orm.Int,
+            serializer=orm.to_aiida_type,
+            validator=validate_seed,
+            help='Seed of the initial velocities (unused when continuing from `parent_folder`).',
+        )
+        spec.input(
+            'parent_folder',
+            valid_type=orm.RemoteData,
+            required=False,
+            help='Remote folder of the previous segment: continue from its final restart file.',
+        )
+        spec.input(
+            'settings',
+            valid_type=orm.Dict,
+            required=False,
+            serializer=orm.to_aiida_type,
+            help='`cmdline`: extra command-line arguments (e.g. ["--route", "plumed"] for lisei-lmp-plumed).',
+        )
+        spec.inputs.validator = validate_inputs
+
+        spec.output(
+            'colvar', valid_type=orm.ArrayData, help='COLVAR: time (ps), cv, CNs, s0, bias and work (eV).'
+        )
+        spec.output('thermo', valid_type=orm.ArrayData, help='Thermo columns (metal units).')
+        spec.output(
+            'trajectory', valid_type=orm.TrajectoryData, help='Dumped frames with atom ids and images.'
+        )
+        spec.output('structure', valid_type=GroupedStructureData, help='Last frame, with the atom groups.')
+        spec.output('restart', valid_type=orm.SinglefileData, required=False, help='LAMMPS restart file.')
+        spec.output('output_parameters', valid_type=orm.Dict, help='Steps, final CV, bias, work, timings.')
+        spec.default_output_node = 'output_parameters'
+
+        spec.exit_code(
+            302,
+            'ERROR_OUTPUT_MISSING',
+            invalidates_cache=True,
+            message='The file `{filename}` was not retrieved.',
+        )
+        spec.exit_code(
+            310,
+            'ERROR_OUTPUT_UNREADABLE',
+            invalidates_cache=True,
+            message='The file `{filename}` could not be read: {exception}',
+        )
+        spec.exit_code(
+            312,
+            'ERROR_OUTPUT_INCOMPLETE',
+            invalidates_cache=True,
+            message='LAMMPS stopped at step {step} of {n_steps} without an error message.',
+        )
+        spec.exit_code(
+            350, 'ERROR_LAMMPS', invalidates_cache=True, message='LAMMPS stopped with an error: {error}'
+        )
+        spec.exit_code(
+            400,
+            'ERROR_OUT_OF_WALLTIME',
+            invalidates_cache=True,
+            message='The segment ran out of walltime at step {step} of {n_steps} (outputs and restart kept).',
+        )
+        spec.exit_code(410, 'ERROR_LOST_ATOMS', message='LAMMPS lost atoms: {error}')
+        spec.exit_code(411, 'ERROR_NAN_ENERGY', message='The energy became NaN at step {step}.')
+        spec.exit_code(
+            412, 'ERROR_RESTRAINT', message='The restraint failed (PLUMED or the fast CV route): {error}'
+        )
+
+    def prepare_for_submission(self, folder: Folder) -> CalcInfo:
+        """Write the data file (fresh start), plumed.dat and the LAMMPS input; copy model and restart."""
+        structure = self.inputs.structure
+        model = self.inputs.model
+        type_map = tuple(model.base.attributes.get('type_map', STUDY_TYPE_MAP))
+        restraint_parameters = check_restraint_parameters(self.inputs.restraint.get_dict())
+        cv, restraint = build_restraint(structure, restraint_parameters)
+        continuing = 'parent_folder' in self.inputs
+
+        if not continuing:
+            with folder.open(self._DATA_FILE, 'w') as handle:
+                handle.write(lammps_data_text(structure, type_map))
+        with folder.open(self._PLUMED_FILE, 'w') as handle:
+            handle.write(
+                write_plumed_input(
+                    cv,
+                    restraint,
+                    stride=restraint_parameters['colvar_stride'],
+                    colvar_file=self._COLVAR_FILE,
+                    nl_stride=restraint_parameters['nl_stride'],
+                    nl_cutoff=restraint_parameters['nl_cutoff'],
+                )
+            )
+        walltime = self.inputs.metadata.options.get('max_wallclock_seconds')
+        script = generate_restraint_md_script(
+            self.inputs.parameters.get_dict(),
+            self._MODEL_FILE,
+            type_map,
+            self.inputs.seed.value,
+            data_file=self._DATA_FILE,
+            restart_file=self._RESTART_PATTERN if continuing else None,
+            plumed_file=self._PLUMED_FILE,
+            plumed_log=self._PLUMED_LOG,
+            dump_file=self._DUMP_FILE,
+            timeout_seconds=None if walltime is None else int(TIMEOUT_FRACTION * walltime),
+        )
+        with folder.open(self._INPUT_FILE, 'w') as handle:
+            handle.write(script)
+
+        settings = self.inputs.settings.get_dict() if 'settings' in self.inputs else {}
+        codeinfo = CodeInfo()
+        codeinfo.code_uuid = self.inputs.code.uuid
+        codeinfo.cmdline_params = [
+            '-in',
+            self._INPUT_FILE,
+            '-log',
+            self._LOG_FILE,
+            '-nocite',
+            *map(str, settings.get('cmdline', [])),
+        ]
+        codeinfo.stdout_name = self.inputs.metadata.options.output_filename
+        codeinfo.withmpi = self.inputs.metadata.options.withmpi
+
+        calcinfo = CalcInfo()
+        calcinfo.codes_info = [codeinfo]
+        calcinfo.local_copy_list = [(model.uuid, model_filename(model), self._MODEL_FILE)]
+        calcinfo.remote_copy_list = []
+        if continuing:
+            parent = self.inputs.parent_folder
+            calcinfo.remote_copy_list.append(  # LAMMPS reads the one with the largest timestep
+                (parent.computer.uuid, f'{parent.get_remote_path()}/{self._RESTART_PATTERN}', '.')
+            )
+        calcinfo.retrieve_list = [
+            self._LOG_FILE,
+            self._COLVAR_FILE,
+            self._DUMP_FILE,
+            self._PLUMED_LOG,
+            self.inputs.metadata.options.output_filename,
+        ]
+        calcinfo.retrieve_temporary_list = [self._RESTART_PATTERN]  # the parser keeps the newest
+        return calcinfo

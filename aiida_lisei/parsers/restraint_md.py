@@ -1,0 +1,196 @@
+"""``RestraintMdParser``: thermo, COLVAR, frames, last structure and restart of ``RestraintMdCalculation``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiida import orm
+from aiida.engine import ExitCode
+from aiida.parsers import Parser
+
+from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
+from aiida_lisei.data.structure import GroupedStructureData
+from aiida_lisei.engines.plumed_input import CV_LABEL, RESTRAINT_LABEL, read_colvar
+from aiida_lisei.engines.restraint_input import check_restraint_md_parameters
+from aiida_lisei.parsers.exploration import summarize_log
+from aiida_lisei.parsers.parse_raw.lammps import DumpFrames, LammpsLog, parse_dump, parse_log
+
+__all__ = ('COLVAR_ARRAY_NAMES', 'RestraintMdParser', 'colvar_arrays')
+
+#: COLVAR fields renamed for ``ArrayData`` (the rest, ``cv`` and ``cn_<A>_<B>``, keep their names).
+COLVAR_ARRAY_NAMES = {
+    f'{RESTRAINT_LABEL}.{CV_LABEL}_cntr': 's0',
+    f'{RESTRAINT_LABEL}.bias': 'bias',
+    f'{RESTRAINT_LABEL}.work': 'work',
+}
+
+#: LAMMPS error markers -> exit-code label (checked in this order).
+ERROR_MARKERS: tuple[tuple[str, str], ...] = (('Lost atoms', 'ERROR_LOST_ATOMS'),)
+
+
+def colvar_arrays(text: str) -> dict[str, np.ndarray]:
+    """Return the COLVAR columns with array-safe names: ``time`` (ps), ``cv``, ``cn_*``, ``s0``, ``bias``,
+    ``work`` (eV).
+
+    Rows with a repeated time (a continued run prints its first step again) keep the last copy.
+    """
+    columns = read_colvar(text)
+    arrays = {COLVAR_ARRAY_NAMES.get(name, name): values for name, values in columns.items()}
+    time = arrays['time']
+    keep = np.ones(time.size, dtype=bool)
+    if time.size > 1:
+        keep[:-1] = ~np.isclose(time[:-1], time[1:], rtol=0.0, atol=1e-9)
+    return {name: values[keep] for name, values in arrays.items()}
+
+
+class RestraintMdParser(Parser):
+    """Parser of ``RestraintMdCalculation`` (entry point ``lisei.restraint_md``).
+
+    Attaches what was written (``thermo``, ``colvar``, ``trajectory``, ``structure``, ``restart``,
+    ``output_parameters``), then decides the exit code: lost atoms 410, NaN energy 411, a restraint error
+    412, another LAMMPS error 350, a stop on ``timer timeout`` or the scheduler's walltime 400 (the restart
+    file lets the work chain continue), an unfinished run 312, a missing file 302.
+    """
+
+    def parse(self, **kwargs: Any) -> ExitCode | None:
+        """Parse the log, COLVAR and dump; attach the outputs; return an exit code on failure."""
+        calc = RestraintMdCalculation
+        files = self.retrieved.base.repository.list_object_names()
+        if calc._LOG_FILE not in files:
+            if self.node.exit_status:  # keep the scheduler's diagnosis (e.g. 120, out of walltime)
+                return ExitCode(self.node.exit_status, self.node.exit_message or '')
+            return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=calc._LOG_FILE)
+        log = parse_log(self._read(calc._LOG_FILE))
+        summary = summarize_log(log)
+
+        thermo = orm.ArrayData()
+        for name, values in log.thermo.items():
+            thermo.set_array(name.replace('_', '').lower() if name.startswith('f_') else name.lower(), values)
+        if log.thermo:
+            self.out('thermo', thermo)
+
+        exit_code = None
+        frames: DumpFrames | None = None
+        try:
+            if calc._COLVAR_FILE in files:
+                colvar = colvar_arrays(self._read(calc._COLVAR_FILE))
+                array = orm.ArrayData()
+                for name, values in colvar.items():
+                    array.set_array(name, values)
+                self.out('colvar', array)
+                summary.update(_colvar_summary(colvar))
+            if calc._DUMP_FILE in files:
+                frames = parse_dump(self._read(calc._DUMP_FILE))
+        except ValueError as exception:
+            name = calc._DUMP_FILE if 'colvar' in self.outputs else calc._COLVAR_FILE
+            exit_code = self.exit_codes.ERROR_OUTPUT_UNREADABLE.format(filename=name, exception=exception)
+
+        if frames is not None and frames.steps.size:
+            timestep_ps = (
+                check_restraint_md_parameters(self.node.inputs.parameters.get_dict())['timestep'] / 1000
+            )
+            self.out('trajectory', self._trajectory(frames, timestep_ps))
+            self.out('structure', self._last_structure(frames))
+        summary['n_frames'] = 0 if frames is None else int(frames.steps.size)
+        restart = newest_restart_file(kwargs.get('retrieved_temporary_folder'))
+        if restart is not None:
+            self.out('restart', orm.SinglefileData(restart, filename=restart.name))
+            summary['restart_step'] = int(restart.suffix[1:])
+        self.out('output_parameters', orm.Dict(summary))
+        return exit_code or self._exit_code(log, files, restart is not None)
+
+    def _read(self, filename: str) -> str:
+        """Return the content of a retrieved text file."""
+        return self.retrieved.base.repository.get_object_content(filename, mode='r')
+
+    def _trajectory(self, frames: DumpFrames, timestep_ps: float) -> orm.TrajectoryData:
+        """Return the frames as ``TrajectoryData`` in the order of the atom ids (= structure sites)."""
+        structure = self.node.inputs.structure
+        order = np.argsort(frames.ids)
+        trajectory = orm.TrajectoryData()
+        trajectory.set_trajectory(
+            symbols=[site.kind_name for site in structure.sites],
+            positions=frames.positions[:, order],
+            stepids=frames.steps,
+            cells=frames.cells,
+            times=frames.steps * timestep_ps,
+            pbc=structure.pbc,
+        )
+        trajectory.set_array('atom_ids', frames.ids[order])
+        if frames.images is not None:
+            trajectory.set_array('images', frames.images[:, order])
+        return trajectory
+
+    def _last_structure(self, frames: DumpFrames) -> GroupedStructureData:
+        """Return the last frame with the input structure's kinds, atom groups and layers."""
+        initial = self.node.inputs.structure
+        order = np.argsort(frames.ids)
+        structure = GroupedStructureData(cell=frames.cells[-1].tolist(), pbc=initial.pbc)
+        for kind in initial.kinds:
+            structure.append_kind(kind)
+        for site, position in zip(initial.sites, frames.positions[-1][order], strict=True):
+            structure.append_site(type(site)(kind_name=site.kind_name, position=position.tolist()))
+        structure.set_atom_groups(initial.atom_groups, initial.atom_layers.tolist())
+        return structure
+
+    def _exit_code(self, log: LammpsLog, files: list[str], has_restart: bool) -> ExitCode | None:
+        """Decide the exit code once the outputs are attached."""
+        calc = RestraintMdCalculation
+        for marker, label in ERROR_MARKERS:
+            for error in log.errors:
+                if marker in error:
+                    return self.exit_codes[label].format(error=error)
+        for column in ('PotEng', 'TotEng', 'Press'):
+            values = log.thermo.get(column)
+            if values is not None and not np.isfinite(values).all():
+                step = int(log.thermo['Step'][~np.isfinite(values)][0])
+                return self.exit_codes.ERROR_NAN_ENERGY.format(step=step)
+        stdout = self.node.base.attributes.get('output_filename', calc._STDOUT_FILE)
+        text = self._read(stdout) if stdout in files else ''
+        restraint_errors = [
+            line for line in text.splitlines() if 'restraint callback' in line or 'PLUMED' in line
+        ]
+        if restraint_errors and not log.completed:
+            return self.exit_codes.ERROR_RESTRAINT.format(error=restraint_errors[-1].strip())
+        if log.errors:
+            return self.exit_codes.ERROR_LAMMPS.format(error=log.errors[0])
+
+        n_steps = check_restraint_md_parameters(self.node.inputs.parameters.get_dict())['n_steps']
+        step = (
+            int(log.thermo['Step'][-1])
+            if log.thermo.get('Step') is not None and log.thermo['Step'].size
+            else 0
+        )
+        walltime = self.node.exit_status == self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
+        if log.timeout or walltime:
+            return self.exit_codes.ERROR_OUT_OF_WALLTIME.format(step=step, n_steps=n_steps)
+        if not log.completed or step < n_steps:
+            return self.exit_codes.ERROR_OUTPUT_INCOMPLETE.format(step=step, n_steps=n_steps)
+        for filename in (calc._COLVAR_FILE, calc._DUMP_FILE):
+            if filename not in files:
+                return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=filename)
+        if not has_restart:
+            return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=calc._RESTART_PATTERN)
+        return None
+
+
+def newest_restart_file(folder: str | None) -> Path | None:
+    """Return the ``restart.<step>`` file with the largest step in ``folder`` (``None`` if there is none)."""
+    if folder is None:
+        return None
+    candidates = [path for path in Path(folder).glob('restart.*') if path.suffix[1:].isdigit()]
+    return max(candidates, key=lambda path: int(path.suffix[1:]), default=None)
+
+
+def _colvar_summary(colvar: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Return the first and last CV, s0, bias and work of a COLVAR (CV units, eV)."""
+    if not colvar['time'].size:
+        return {'n_colvar_rows': 0}
+    summary: dict[str, Any] = {'n_colvar_rows': int(colvar['time'].size)}
+    for name in ('cv', 's0', 'bias', 'work'):
+        if name in colvar:
+            summary[f'{name}_initial'] = float(colvar[name][0])
+            summary[f'{name}_final'] = float(colvar[name][-1])
+    return summary

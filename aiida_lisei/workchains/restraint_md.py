@@ -1,0 +1,404 @@
+"""``lisei.restraint_md``: a long moving-restraint DeePMD run in segments, stitched into one series (SI §4).
+
+A 150 ps run spans many scheduler jobs. The work chain runs ``lisei.restraint_md`` CalcJobs of at most
+``segment_steps`` steps each; every segment continues from the restart files of the previous one (the
+restraint's ``s0(step)`` spans the whole run, so it continues where it stopped). A segment stopped by the
+walltime (exit 400, LAMMPS' ``timer timeout`` or the scheduler's kill) is continued from its latest restart
+file, not restarted from zero. The segments' COLVAR, thermo and frames are stitched into single outputs
+(a later segment wins where they overlap), and the CV, the coordination numbers and the bias/work are
+plotted as PNGs in the graph.
+
+The restraint's start defaults to the CV of the starting structure, computed by a calcfunction with exactly
+the definition of the run (so it is in the graph); its end defaults to start + ``delta`` (docs/restraint.md).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from aiida import orm
+from aiida.common import AttributeDict
+from aiida.engine import ProcessHandlerReport, calcfunction, process_handler, while_
+
+from aiida_lisei.calculations.restraint_md import (
+    DEFAULT_RESTRAINT_PARAMETERS,
+    RestraintMdCalculation,
+    build_restraint,
+)
+from aiida_lisei.data.structure import GroupedStructureData
+from aiida_lisei.engines.restraint_input import check_restraint_md_parameters
+from aiida_lisei.plots import restraint_figures
+from aiida_lisei.science.restraint_cv import DEFAULT_S0_DELTA, FastCoordinationCV
+from aiida_lisei.workchains.restart import LiseiBaseRestartWorkChain
+
+__all__ = (
+    'RestraintMdWorkChain',
+    'initial_restraint',
+    'plot_restraint',
+    'resolve_restraint_parameters',
+    'stitch_columns',
+    'stitch_segments',
+)
+
+#: Workchain-level restraint keys besides those of the CalcJob (``delta``: at_end = at_start + delta).
+WORKCHAIN_RESTRAINT_KEYS = ('delta',)
+
+
+def resolve_restraint_parameters(
+    parameters: Mapping[str, Any], initial_cv: float, n_steps: int
+) -> dict[str, Any]:
+    """Return the CalcJob's restraint parameters: ``at_start`` defaults to ``initial_cv``, ``at_end`` to
+    ``at_start + delta`` (CV units), ``step_end`` to ``n_steps`` (the last MD step of the whole run)."""
+    unknown = set(parameters) - set(DEFAULT_RESTRAINT_PARAMETERS) - set(WORKCHAIN_RESTRAINT_KEYS)
+    if unknown:
+        raise ValueError(f'unknown restraint parameters {sorted(unknown)}')
+    resolved = {key: value for key, value in parameters.items() if key not in WORKCHAIN_RESTRAINT_KEYS}
+    if resolved.get('at_start') is None:
+        resolved['at_start'] = float(initial_cv)
+    if resolved.get('at_end') is None:
+        resolved['at_end'] = resolved['at_start'] + float(parameters.get('delta', DEFAULT_S0_DELTA))
+    if resolved.get('step_end') is None:
+        resolved['step_end'] = int(n_steps)
+    return resolved
+
+
+def stitch_columns(segments: list[dict[str, np.ndarray]], key: str) -> dict[str, np.ndarray]:
+    """Concatenate column tables of consecutive segments ordered by ``key`` (e.g. ``time`` or ``step``).
+
+    Where segments overlap (a continued segment starts at or before the last row of the previous one: the
+    restart file may be older than the last row), the later segment wins.
+    """
+    tables = [segment for segment in segments if segment and segment[key].size]
+    if not tables:
+        return {}
+    names = list(tables[0])
+    pieces: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for index, table in enumerate(tables):
+        keep = np.ones(table[key].size, dtype=bool)
+        if index + 1 < len(tables):
+            keep = table[key] < tables[index + 1][key][0] - 1e-9
+        for name in names:
+            pieces[name].append(table[name][keep])
+    return {name: np.concatenate(values) for name, values in pieces.items()}
+
+
+def _work_continued(segments: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Return the COLVAR tables with the accumulated ``work`` (eV) continued across segments.
+
+    PLUMED starts ``work`` at 0 in every new run; the offset of a segment is the previous segment's work at
+    its first time (the last row at or before it).
+    """
+    continued, offset_table = [], None
+    for table in segments:
+        table = dict(table)
+        if offset_table is not None and 'work' in table and table['time'].size:
+            rows = np.flatnonzero(offset_table['time'] <= table['time'][0] + 1e-9)
+            offset = offset_table['work'][rows[-1]] if rows.size else offset_table['work'][-1]
+            table['work'] = table['work'] + offset
+        continued.append(table)
+        offset_table = table
+    return continued
+
+
+def _arrays(node: orm.ArrayData) -> dict[str, np.ndarray]:
+    return {name: node.get_array(name) for name in node.get_arraynames()}
+
+
+@calcfunction
+def initial_restraint(structure: GroupedStructureData, restraint: orm.Dict, parameters: orm.Dict) -> orm.Dict:
+    """Return the CalcJob restraint parameters with ``at_start`` = the CV of ``structure`` (defaults filled).
+
+    :param restraint: the work chain's ``restraint`` input (CV definition, kappa, optional ends, ``delta``).
+    :param parameters: the MD parameters (``n_steps``: the whole run, the default end of the pull).
+    """
+    n_steps = check_restraint_md_parameters(parameters.get_dict())['n_steps']
+    provisional = resolve_restraint_parameters(restraint.get_dict(), 0.0, n_steps)
+    cv, _ = build_restraint(structure, provisional)
+    value = FastCoordinationCV(cv, len(structure.sites))(
+        np.array([site.position for site in structure.sites]), np.array(structure.cell)
+    ).value
+    return orm.Dict(resolve_restraint_parameters(restraint.get_dict(), value, n_steps))
+
+
+@calcfunction
+def stitch_segments(**segments: Any) -> dict[str, orm.Data]:
+    """Stitch consecutive segments (``segment_01``, ...: each ``colvar``, ``thermo``, ``trajectory``).
+
+    :return: ``colvar`` (work continued across segments), ``thermo`` and ``trajectory`` as single series.
+    """
+    order = sorted(segments)
+    outputs: dict[str, orm.Data] = {}
+    colvars = [_arrays(segments[key]['colvar']) for key in order if 'colvar' in segments[key]]
+    if colvars:
+        outputs['colvar'] = _array_node(stitch_columns(_work_continued(colvars), 'time'))
+    thermos = [_arrays(segments[key]['thermo']) for key in order if 'thermo' in segments[key]]
+    if thermos:
+        outputs['thermo'] = _array_node(stitch_columns(thermos, 'step'))
+    trajectories = [segments[key]['trajectory'] for key in order if 'trajectory' in segments[key]]
+    if trajectories:
+        outputs['trajectory'] = _stitch_trajectories(trajectories)
+    return outputs
+
+
+def _array_node(columns: dict[str, np.ndarray]) -> orm.ArrayData:
+    node = orm.ArrayData()
+    for name, values in columns.items():
+        node.set_array(name, values)
+    return node
+
+
+def _stitch_trajectories(trajectories: list[orm.TrajectoryData]) -> orm.TrajectoryData:
+    """Return one trajectory of the frames of consecutive segments (the later segment wins on overlaps)."""
+    tables = []
+    for trajectory in trajectories:
+        table = {
+            'step': trajectory.get_stepids(),
+            'positions': trajectory.get_positions(),
+            'cells': trajectory.get_cells(),
+            'times': trajectory.get_times(),
+        }
+        if 'images' in trajectory.get_arraynames():
+            table['images'] = trajectory.get_array('images')
+        tables.append(table)
+    merged = stitch_columns(tables, 'step')
+    first = trajectories[0]
+    stitched = orm.TrajectoryData()
+    stitched.set_trajectory(
+        symbols=first.symbols,
+        positions=merged['positions'],
+        stepids=merged['step'],
+        cells=merged['cells'],
+        times=merged['times'],
+        pbc=first.pbc,
+    )
+    if 'atom_ids' in first.get_arraynames():
+        stitched.set_array('atom_ids', first.get_array('atom_ids'))
+    if 'images' in merged:
+        stitched.set_array('images', merged['images'])
+    return stitched
+
+
+@calcfunction
+def plot_restraint(colvar: orm.ArrayData) -> dict[str, orm.SinglefileData]:
+    """Return PNG figures of a COLVAR: ``cv`` (CV and s0 vs time), ``coordination`` (each CN vs time),
+    ``bias_work`` (bias energy and accumulated work, eV)."""
+    import io
+
+    figures = restraint_figures(_arrays(colvar))
+    return {
+        name: orm.SinglefileData(io.BytesIO(content), filename=f'{name}.png')
+        for name, content in figures.items()
+    }
+
+
+def validate_segment_steps(value: orm.Int, _ctx: Any = None) -> str | None:
+    """Return an error message unless ``segment_steps`` is positive."""
+    return (
+        None if value.value > 0 else f'`segment_steps` must be a positive number of steps, got {value.value}'
+    )
+
+
+class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
+    """Moving-restraint DeePMD MD in segments (``lisei.restraint_md`` CalcJobs), stitched, with plots."""
+
+    _process_class = RestraintMdCalculation
+    _protocol_file = 'restraint_md'
+
+    @classmethod
+    def define(cls, spec):
+        """Define the process specification."""
+        super().define(spec)
+        spec.expose_inputs(
+            RestraintMdCalculation,
+            namespace='md',
+            exclude=('restraint', 'parent_folder'),
+            namespace_options={'help': 'Inputs of every segment (`parameters.n_steps`: the whole run).'},
+        )
+        spec.input(
+            'restraint',
+            valid_type=orm.Dict,
+            serializer=orm.to_aiida_type,
+            help='CV and moving restraint (see DEFAULT_RESTRAINT_PARAMETERS); at_start defaults to the '
+            'initial CV, at_end to at_start + delta, step_end to the last step.',
+        )
+        spec.input(
+            'segment_steps',
+            valid_type=orm.Int,
+            required=False,
+            serializer=orm.to_aiida_type,
+            validator=validate_segment_steps,
+            help='Most MD steps per segment (scheduler job); default: the whole run in one.',
+        )
+        spec.outline(
+            cls.setup,
+            cls.resolve_restraint,
+            while_(cls.should_run_process)(
+                cls.run_process,
+                cls.inspect_process,
+            ),
+            cls.stitch,
+            cls.results,
+        )
+        spec.expose_outputs(RestraintMdCalculation, exclude=('colvar', 'thermo', 'trajectory'))
+        spec.output(
+            'colvar',
+            valid_type=orm.ArrayData,
+            help='COLVAR of the whole run: time ps, cv, CNs, s0, bias, work.',
+        )
+        spec.output('thermo', valid_type=orm.ArrayData, help='Thermo of the whole run.')
+        spec.output(
+            'trajectory', valid_type=orm.TrajectoryData, help='Frames of the whole run (atom ids, images).'
+        )
+        spec.output(
+            'restraint', valid_type=orm.Dict, help='The restraint as run (at_start, at_end resolved).'
+        )
+        spec.output_namespace('plots', valid_type=orm.SinglefileData, dynamic=True, help='PNG figures.')
+        spec.exit_code(
+            410,
+            'ERROR_RESTRAINT_DEFINITION',
+            message='The restraint cannot be built on the structure: {message}',
+        )
+        spec.exit_code(411, 'ERROR_NO_OUTPUT', message='No segment produced a COLVAR: nothing to stitch.')
+
+    @classmethod
+    def get_builder_from_protocol(
+        cls,
+        code: orm.AbstractCode,
+        structure: GroupedStructureData,
+        model: orm.Data,
+        protocol: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        seed: int | None = None,
+        options: dict[str, Any] | None = None,
+    ):
+        """Return a builder from a protocol (``demo`` by default, or ``paper``); no node is stored.
+
+        :param code: ``lisei-lmp-plumed`` here, or an HPC ``lmp`` with PLUMED and the DeePMD pair style.
+        :param structure: the sandwich (``GroupedStructureData`` with atom groups and layers).
+        :param model: the frozen DeePMD model (``DeepPotentialData`` or ``SinglefileData``).
+        :param overrides: nested dict merged over the protocol.
+        :param seed: velocity seed (default: the protocol's).
+        :param options: merged into ``md.metadata.options``.
+        """
+        inputs = cls.get_protocol_inputs(protocol, overrides)
+        builder = cls.get_builder()
+        builder.md.code = code
+        builder.md.structure = structure
+        builder.md.model = model
+        builder.md.parameters = orm.Dict(inputs['md']['parameters'])
+        builder.md.seed = orm.Int(inputs['seed'] if seed is None else seed)
+        if inputs['md'].get('settings'):
+            builder.md.settings = orm.Dict(inputs['md']['settings'])
+        metadata = copy.deepcopy(inputs['md'].get('metadata', {}))
+        metadata.setdefault('options', {}).update(options or {})
+        builder.md.metadata = metadata
+        builder.restraint = orm.Dict(inputs['restraint'])
+        if inputs.get('segment_steps'):
+            builder.segment_steps = orm.Int(inputs['segment_steps'])
+        builder.max_iterations = orm.Int(inputs['max_iterations'])
+        builder.clean_workdir = orm.Bool(inputs['clean_workdir'])
+        return builder
+
+    def setup(self):
+        """Collect the segment inputs; the first segment starts from the structure."""
+        super().setup()
+        self.ctx.inputs = AttributeDict(self.exposed_inputs(RestraintMdCalculation, 'md'))
+        parameters = check_restraint_md_parameters(self.ctx.inputs.parameters.get_dict())
+        self.ctx.total_steps = parameters['n_steps']
+        self.ctx.segment_steps = self.inputs.segment_steps.value if 'segment_steps' in self.inputs else None
+        self.ctx.segments = []
+        self._set_segment_end(0)
+
+    def resolve_restraint(self):
+        """Fill the restraint's defaults (start = the initial CV) by a calcfunction (in the graph)."""
+        try:
+            self.ctx.inputs.restraint = initial_restraint(  # the whole run's parameters: step_end = its end
+                self.ctx.inputs.structure, self.inputs.restraint, self.inputs.md.parameters
+            )
+        except ValueError as exception:
+            return self.exit_codes.ERROR_RESTRAINT_DEFINITION.format(message=str(exception))
+        restraint = self.ctx.inputs.restraint
+        self.report(
+            f'restraint: s0 from {restraint["at_start"]:.6g} to {restraint["at_end"]:.6g} over steps '
+            f'{restraint.get("step_start", 0)}-{restraint["step_end"]}, '
+            f'kappa {restraint.get("kappa", DEFAULT_RESTRAINT_PARAMETERS["kappa"])} eV; '
+            f'{self.ctx.total_steps} steps in segments of {self.ctx.segment_steps or self.ctx.total_steps}'
+        )
+        return None
+
+    def _set_segment_end(self, start: int) -> None:
+        """Set ``parameters.n_steps`` of the next segment: ``start + segment_steps``, at most the total."""
+        end = self.ctx.total_steps if self.ctx.segment_steps is None else start + self.ctx.segment_steps
+        end = min(end, self.ctx.total_steps)
+        self.ctx.segment_end = end
+        parameters = self.ctx.inputs.parameters.get_dict()
+        if parameters.get('n_steps') != end:
+            self.ctx.inputs.parameters = orm.Dict({**parameters, 'n_steps': end})
+
+    def _continue_from(self, calculation: orm.CalcJobNode) -> None:
+        """Make the next segment continue from the restart files in ``calculation``'s remote folder."""
+        self.ctx.inputs.parent_folder = calculation.outputs.remote_folder
+
+    @process_handler(priority=600)
+    def handle_segment_done(self, calculation):
+        """After a complete segment short of the total, run the next one from its restart file."""
+        if not calculation.is_finished_ok:
+            return None
+        self.ctx.segments.append(calculation)
+        step = calculation.outputs.output_parameters.get('n_steps_done', self.ctx.segment_end)
+        if step >= self.ctx.total_steps:
+            return None
+        self._continue_from(calculation)
+        self._set_segment_end(step)
+        self.report(
+            f'segment {len(self.ctx.segments)} done at step {step} of {self.ctx.total_steps}; next one up '
+            f'to step {self.ctx.segment_end}'
+        )
+        return ProcessHandlerReport(True)
+
+    @process_handler(priority=500, exit_codes=[RestraintMdCalculation.exit_codes.ERROR_OUT_OF_WALLTIME])
+    def handle_out_of_walltime(self, calculation):
+        """Continue a segment stopped by the walltime from its latest restart file (not from zero)."""
+        self.ctx.segments.append(calculation)
+        self._continue_from(calculation)
+        step = calculation.outputs.output_parameters.get('n_steps_done', 0)
+        self.report_error_handled(calculation, f'continuing from its restart files (last thermo step {step})')
+        return ProcessHandlerReport(True)
+
+    def stitch(self):
+        """Stitch the segments' outputs into one series and plot it."""
+        segments = {}
+        for index, node in enumerate(self.ctx.segments, start=1):
+            outputs = {
+                name: node.outputs[name]
+                for name in ('colvar', 'thermo', 'trajectory')
+                if name in node.outputs
+            }
+            if outputs:
+                segments[f'segment_{index:02d}'] = outputs
+        if not any('colvar' in outputs for outputs in segments.values()):
+            return self.exit_codes.ERROR_NO_OUTPUT
+        self.ctx.stitched = stitch_segments(**segments)
+        self.ctx.plots = plot_restraint(self.ctx.stitched['colvar'])
+        colvar = self.ctx.stitched['colvar']
+        time, cv = colvar.get_array('time'), colvar.get_array('cv')
+        self.report(
+            f'{len(segments)} segment(s) stitched: {time.size} COLVAR rows, {time[0]:g}-{time[-1]:g} ps, CV '
+            f'{cv[0]:.6g} -> {cv[-1]:.6g}; plots <PK={", ".join(str(n.pk) for n in self.ctx.plots.values())}>'
+        )
+        return None
+
+    def results(self):
+        """Attach the stitched series, the last segment's outputs, the restraint and the plots."""
+        node = self.ctx.children[self.ctx.iteration - 1]
+        self.report(
+            f'work chain completed after {len(self.ctx.segments)} segment(s), {self.ctx.iteration} job(s)'
+        )
+        self.out_many(self.exposed_outputs(node, RestraintMdCalculation))
+        for name, node in self.ctx.stitched.items():
+            self.out(name, node)
+        self.out('restraint', self.ctx.inputs.restraint)
+        self.out('plots', dict(self.ctx.plots))

@@ -1,0 +1,187 @@
+"""Tests of ``lisei.restraint_md`` (CalcJob + parser): inputs, validation, a real LAMMPS + DeePMD run.
+
+The system is the smallest sandwich of the paper's shape (1x1x1 electrolyte cell, 2 anode and 2 source Li
+layers: 88 atoms); the model is the tiny test model (trained on bcc Li only: stable, not physical).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiida import orm
+from aiida.common.folders import Folder
+from aiida.engine import run_get_node
+from aiida.engine.utils import instantiate_process
+from aiida.manage import get_manager
+
+from aiida_lisei.calculations.restraint_md import (
+    RestraintMdCalculation,
+    build_restraint,
+    cell_widths,
+    check_restraint_parameters,
+)
+from aiida_lisei.engines.plumed_input import read_plumed_input
+from aiida_lisei.parsers.restraint_md import colvar_arrays
+from aiida_lisei.science.restraint_cv import evaluate_cv
+from aiida_lisei.structures.functions import argyrodite_node, sandwich_node
+
+MODEL = Path(__file__).parents[1] / 'fixtures' / 'models' / 'model_1.pb'
+THREADS = (
+    'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 '
+    'TF_CPP_MIN_LOG_LEVEL=2'
+)
+RESTRAINT = {'kappa': 500.0, 'd_max': 5.0, 'anode_layers': 2, 'at_start': 0.0, 'at_end': 0.5, 'step_end': 100}
+PARAMETERS = {'n_steps': 40, 'thermo_stride': 10, 'dump_stride': 10, 'restart_stride': 20}
+
+
+@pytest.fixture(scope='module')
+def small_sandwich(aiida_profile):
+    """The 88-atom sandwich (Li42 P4 S20 Cl4) with its atom groups, stored by the structure calcfunctions."""
+    electrolyte = argyrodite_node(seed=20241125)
+    return sandwich_node(
+        electrolyte,
+        electrolyte_repeat_xy=1,
+        electrolyte_repeat_z=1,
+        anode_layers=2,
+        source_layers=2,
+        vacuum=12.0,
+    )
+
+
+@pytest.fixture
+def lmp_plumed(venv_code):
+    """``lisei-lmp-plumed`` of this environment as a code on localhost, one thread."""
+    return venv_code('lisei-lmp-plumed', 'lisei.restraint_md', prepend_text=THREADS)
+
+
+def builder_for(code, structure, parameters=None, restraint=None, seed=4321):
+    builder = RestraintMdCalculation.get_builder()
+    builder.code = code
+    builder.structure = structure
+    builder.model = orm.SinglefileData(MODEL)
+    builder.parameters = orm.Dict({**PARAMETERS, **(parameters or {})})
+    builder.restraint = orm.Dict({**RESTRAINT, **(restraint or {})})
+    builder.seed = orm.Int(seed)
+    return builder
+
+
+def test_check_restraint_parameters():
+    """Defaults fill in; missing ends, unknown keys, bad normalisation and reversed steps are refused."""
+    full = check_restraint_parameters(RESTRAINT)
+    assert full['normalisation'] == 'group_a' and full['colvar_stride'] == 10
+    with pytest.raises(ValueError, match='required'):
+        check_restraint_parameters({'kappa': 1.0})
+    with pytest.raises(ValueError, match='unknown'):
+        check_restraint_parameters({**RESTRAINT, 'kapa': 1.0})
+    with pytest.raises(ValueError, match='normalisation'):
+        check_restraint_parameters({**RESTRAINT, 'normalisation': 'per_atom'})
+    with pytest.raises(ValueError, match='step_start'):
+        check_restraint_parameters({**RESTRAINT, 'step_start': 200})
+
+
+def test_cell_widths():
+    """Face distances of an orthorhombic and of a sheared cell."""
+    assert np.allclose(cell_widths(np.diag([3.0, 4.0, 5.0])), [3.0, 4.0, 5.0])
+    sheared = np.array([[4.0, 0, 0], [2.0, 4.0, 0], [0, 0, 6.0]])
+    assert np.allclose(cell_widths(sheared), [4.0 * 4.0 / np.hypot(4.0, 2.0), 4.0, 6.0])
+
+
+def test_prepare_for_submission(lmp_plumed, small_sandwich, tmp_path):
+    """plumed.dat holds the CV of the structure's groups; the script has fix plumed before the integrator."""
+    builder = builder_for(lmp_plumed, small_sandwich)
+    builder.metadata.options.max_wallclock_seconds = 100
+    builder.settings = orm.Dict({'cmdline': ['--route', 'plumed']})
+    process = instantiate_process(get_manager().get_runner(), RestraintMdCalculation, **builder)
+    calc_info = process.prepare_for_submission(Folder(str(tmp_path)))
+
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        'input.lammps',
+        'plumed.dat',
+        'structure.data',
+    ]
+    cv, restraint, stride, colvar = read_plumed_input((tmp_path / 'plumed.dat').read_text())
+    expected, _ = build_restraint(small_sandwich, RESTRAINT)
+    assert [term.label for term in cv.terms] == ['Li-Li', 'Li-S', 'Li-P', 'Li-Cl']
+    for term, reference in zip(cv.terms, expected.terms, strict=True):
+        assert np.array_equal(term.group_a, reference.group_a) and np.array_equal(
+            term.group_b, reference.group_b
+        )
+    assert cv.normalisation == small_sandwich.group_counts['electrolyte_Li'] == len(cv.terms[0].group_a)
+    assert (restraint.kappa, restraint.at_end, restraint.step_end, stride, colvar) == (
+        500.0,
+        0.5,
+        100,
+        10,
+        'COLVAR',
+    )
+    script = (tmp_path / 'input.lammps').read_text().splitlines()
+    plumed = script.index('fix restraint all plumed plumedfile plumed.dat outfile plumed.log')
+    assert plumed < next(i for i, line in enumerate(script) if line.startswith('fix md all npt'))
+    assert 'read_data structure.data' in script and 'timer timeout 0:01:30 every 10' in script
+    (code_info,) = calc_info.codes_info
+    assert code_info.cmdline_params == [
+        '-in',
+        'input.lammps',
+        '-log',
+        'log.lammps',
+        '-nocite',
+        '--route',
+        'plumed',
+    ]
+    assert [target for _, _, target in calc_info.local_copy_list] == ['model.pb']
+
+
+@pytest.mark.parametrize(
+    ('restraint', 'match'),
+    [
+        ({'d_max': 6.0}, 'exceeds half the narrowest cell width'),
+        ({'anode_layers': 8}, 'anode'),
+        ({'at_start': None}, 'required'),
+    ],
+)
+def test_invalid_inputs(lmp_plumed, small_sandwich, restraint, match):
+    """A cut-off longer than half the cell, missing anode layers or a missing end are refused up front."""
+    with pytest.raises(ValueError, match=match):  # the builder checks the port, the process the whole
+        run_get_node(builder_for(lmp_plumed, small_sandwich, restraint=restraint))
+
+
+def test_real_run(lmp_plumed, small_sandwich):
+    """40 NPT steps with lisei-lmp-plumed: COLVAR, thermo, frames with ids and images, restart, structure."""
+    results, node = run_get_node(builder_for(lmp_plumed, small_sandwich))
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+
+    colvar = results['colvar']
+    time = colvar.get_array('time')
+    assert np.allclose(time, np.arange(0, 41, 10) * 1e-3)
+    assert np.allclose(colvar.get_array('s0'), 0.5 * np.arange(0, 41, 10) / 100)
+    bias = 0.5 * 500.0 * (colvar.get_array('cv') - colvar.get_array('s0')) ** 2
+    assert np.allclose(colvar.get_array('bias'), bias, rtol=1e-8)
+
+    trajectory = results['trajectory']
+    assert trajectory.get_stepids().tolist() == [0, 10, 20, 30, 40]
+    assert trajectory.get_array('atom_ids').tolist() == list(range(1, 89))
+    assert trajectory.get_array('images').shape == (5, 88, 3)
+    cv, _ = build_restraint(small_sandwich, RESTRAINT)
+    for index in (0, 4):  # the CV of the dumped frames is the CV PLUMED printed
+        value = evaluate_cv(cv, trajectory.get_positions()[index], trajectory.get_cells()[index]).value
+        assert value == pytest.approx(colvar.get_array('cv')[index], rel=1e-8)
+    assert results['structure'].atom_groups == small_sandwich.atom_groups
+    assert results['restart'].filename == 'restart.40'
+    assert set(results['thermo'].get_arraynames()) >= {'step', 'temp', 'press', 'poteng', 'lz', 'frestraint'}
+    parameters = results['output_parameters'].get_dict()
+    assert parameters['n_steps_done'] == 40 and parameters['n_frames'] == 5
+
+
+def test_colvar_arrays_drop_repeated_rows():
+    """A continued run repeats its first row: the copy is dropped, names are array-safe."""
+    text = (
+        '#! FIELDS time cv restraint.cv_cntr restraint.bias restraint.work\n'
+        ' 0 1 1 0 0\n 0.01 1.1 1.05 0.1 0.01\n'
+        '#! FIELDS time cv restraint.cv_cntr restraint.bias restraint.work\n'
+        ' 0.01 1.1 1.05 0.1 0\n 0.02 1.2 1.1 0.2 0.02\n'
+    )
+    arrays = colvar_arrays(text)
+    assert sorted(arrays) == ['bias', 'cv', 's0', 'time', 'work']
+    assert arrays['time'].tolist() == [0.0, 0.01, 0.02]

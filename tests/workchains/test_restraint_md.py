@@ -1,0 +1,142 @@
+"""Tests of the ``lisei.restraint_md`` work chain: segments stitch into one run's series, plots, protocols."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiida import orm
+from aiida.engine import run_get_node
+
+from aiida_lisei.calculations.restraint_md import build_restraint
+from aiida_lisei.plots import PNG_SIGNATURE
+from aiida_lisei.science.restraint_cv import DEFAULT_S0_DELTA, evaluate_cv
+from aiida_lisei.structures.functions import argyrodite_node, sandwich_node
+from aiida_lisei.workchains.restraint_md import (
+    RestraintMdWorkChain,
+    resolve_restraint_parameters,
+    stitch_columns,
+)
+
+MODEL = Path(__file__).parents[1] / 'fixtures' / 'models' / 'model_1.pb'
+THREADS = (
+    'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 '
+    'TF_CPP_MIN_LOG_LEVEL=2'
+)
+
+
+@pytest.fixture(scope='module')
+def small_sandwich(aiida_profile):
+    """The 88-atom sandwich (1x1x1 electrolyte cell, 2 anode and 2 source Li layers)."""
+    electrolyte = argyrodite_node(seed=20241125)
+    return sandwich_node(
+        electrolyte,
+        electrolyte_repeat_xy=1,
+        electrolyte_repeat_z=1,
+        anode_layers=2,
+        source_layers=2,
+        vacuum=12.0,
+    )
+
+
+def test_resolve_restraint_parameters():
+    """Start at the initial CV, end delta higher, over the whole run; explicit values win."""
+    resolved = resolve_restraint_parameters({'kappa': 500.0}, 1.25, 3000)
+    assert resolved == {'kappa': 500.0, 'at_start': 1.25, 'at_end': 1.25 + DEFAULT_S0_DELTA, 'step_end': 3000}
+    explicit = resolve_restraint_parameters(
+        {'at_start': 0.0, 'at_end': 2.0, 'delta': 9.0, 'step_end': 10}, 1.0, 99
+    )
+    assert (explicit['at_start'], explicit['at_end'], explicit['step_end']) == (0.0, 2.0, 10)
+    with pytest.raises(ValueError, match='unknown'):
+        resolve_restraint_parameters({'kapa': 1}, 0.0, 1)
+
+
+def test_stitch_columns_later_segment_wins():
+    """Overlapping rows (a segment restarted from an older restart file) come from the later segment."""
+    first = {'time': np.array([0.0, 1.0, 2.0, 3.0]), 'cv': np.array([0.0, 1.0, 2.0, 3.0])}
+    second = {'time': np.array([2.0, 3.0, 4.0]), 'cv': np.array([20.0, 30.0, 40.0])}
+    stitched = stitch_columns([first, second], 'time')
+    assert stitched['time'].tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert stitched['cv'].tolist() == [0.0, 1.0, 20.0, 30.0, 40.0]
+    assert stitch_columns([], 'time') == {}
+
+
+def test_protocols(aiida_code_installed, small_sandwich):
+    """``demo``: 3 ps in three segments with d_max 5 Å; ``paper``: 150 ps, the SI's MD and kappa."""
+    code = aiida_code_installed(label='stand-in', filepath_executable='/bin/true')
+    model = orm.SinglefileData(MODEL)
+    assert set(RestraintMdWorkChain.get_available_protocols()) == {'demo', 'paper'}
+    demo = RestraintMdWorkChain.get_builder_from_protocol(code, small_sandwich, model)
+    assert demo.md.parameters['n_steps'] == 3000 and demo.segment_steps.value == 1000
+    assert demo.restraint['d_max'] == 5.0 and demo.restraint['kappa'] == 500.0
+    paper = RestraintMdWorkChain.get_builder_from_protocol(code, small_sandwich, model, protocol='paper')
+    parameters = paper.md.parameters.get_dict()
+    assert (
+        parameters['n_steps'],
+        parameters['ensemble'],
+        parameters['temperature'],
+        parameters['pressure'],
+    ) == (
+        150000,
+        'npt',
+        300.0,
+        1.0,
+    )
+    assert paper.restraint['d_max'] == 10.0 and paper.restraint['normalisation'] == 'group_a'
+
+
+def run_restraint(code, structure, n_steps, segment_steps=None):
+    """Run the work chain on ``structure`` (NVT 300 K, tiny model) and return its node."""
+    overrides = {
+        'md': {
+            'parameters': {
+                'ensemble': 'nvt',
+                'n_steps': n_steps,
+                'thermo_stride': 10,
+                'dump_stride': 10,
+                'restart_stride': 10,
+            }
+        },
+        'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 5},
+        'segment_steps': segment_steps or n_steps,
+    }
+    builder = RestraintMdWorkChain.get_builder_from_protocol(
+        code, structure, orm.SinglefileData(MODEL), overrides=overrides, seed=77
+    )
+    _, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    return node
+
+
+@pytest.mark.slow
+def test_three_segments_equal_one_run(venv_code, small_sandwich):
+    """60 steps in three segments of 20 give the CV series of one 60-step run (same seed); plots."""
+    code = venv_code('lisei-lmp-plumed', 'lisei.restraint_md', prepend_text=THREADS)
+    single = run_restraint(code, small_sandwich, 60)
+    split = run_restraint(code, small_sandwich, 60, segment_steps=20)
+
+    segments = [child for child in split.called if child.process_label == 'RestraintMdCalculation']
+    assert len(segments) == 3 and all(segment.is_finished_ok for segment in segments)
+    assert 'parent_folder' not in segments[0].inputs
+    assert segments[1].inputs.parent_folder.uuid == segments[0].outputs.remote_folder.uuid
+    one, three = single.outputs.colvar, split.outputs.colvar
+    assert np.allclose(three.get_array('time'), np.arange(0, 61, 5) * 1e-3)
+    for name in ('cv', 's0', 'bias', 'cn_Li_Li', 'cn_Li_S'):
+        assert np.allclose(three.get_array(name), one.get_array(name), rtol=1e-6, atol=1e-9), name
+    assert np.allclose(three.get_array('work'), one.get_array('work'), rtol=1e-5, atol=1e-8)
+    assert split.outputs.trajectory.get_stepids().tolist() == list(range(0, 61, 10))
+    assert np.allclose(
+        split.outputs.trajectory.get_positions(), single.outputs.trajectory.get_positions(), atol=1e-6
+    )
+
+    restraint = split.outputs.restraint.get_dict()
+    cv, _ = build_restraint(small_sandwich, restraint)
+    positions = np.array([site.position for site in small_sandwich.sites])
+    initial = evaluate_cv(cv, positions, np.array(small_sandwich.cell)).value
+    assert restraint['at_start'] == pytest.approx(initial, rel=1e-10)
+    assert restraint['at_end'] == pytest.approx(initial + DEFAULT_S0_DELTA)
+    assert restraint['step_end'] == 60
+    assert sorted(split.outputs.plots) == ['bias_work', 'coordination', 'cv']
+    for plot in split.outputs.plots.values():
+        assert plot.get_content(mode='rb').startswith(PNG_SIGNATURE)
