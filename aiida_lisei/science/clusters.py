@@ -93,7 +93,9 @@ class Clusters:
         return self.members(int(candidates[np.argmax(self.sizes[candidates])]))
 
     def attached_members(self) -> np.ndarray:
-        """Atom indices of all components attached to an excluded region."""
+        """Atom indices of all components attached to an excluded region (empty without components)."""
+        if not self.attached.size:
+            return np.zeros(0, dtype=np.int64)
         return np.flatnonzero((self.labels >= 0) & self.attached[np.maximum(self.labels, 0)])
 
 

@@ -185,3 +185,20 @@ def test_colvar_arrays_drop_repeated_rows():
     arrays = colvar_arrays(text)
     assert sorted(arrays) == ['bias', 'cv', 's0', 'time', 'work']
     assert arrays['time'].tolist() == [0.0, 0.01, 0.02]
+
+
+def test_plumed_and_fast_routes_agree(lmp_plumed, small_sandwich):
+    """The same CalcJob inputs through the PLUMED kernel (`--route plumed`) and the fast CV: same COLVAR."""
+    builder = builder_for(lmp_plumed, small_sandwich, parameters={'n_steps': 20})
+    builder.settings = orm.Dict({'cmdline': ['--route', 'plumed']})
+    plumed, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    fast, node = run_get_node(builder_for(lmp_plumed, small_sandwich, parameters={'n_steps': 20}))
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    for name in ('time', 'cv', 'cn_Li_Li', 'cn_Li_S', 'cn_Li_P', 'cn_Li_Cl', 's0', 'bias'):
+        assert np.allclose(
+            plumed['colvar'].get_array(name), fast['colvar'].get_array(name), rtol=1e-6, atol=1e-9
+        )
+    assert np.allclose(
+        plumed['colvar'].get_array('work'), fast['colvar'].get_array('work'), rtol=1e-5, atol=1e-8
+    )

@@ -204,6 +204,7 @@ def test_no_cluster_in_pure_li2s(noise):
     atoms.positions += np.random.default_rng(5).normal(0.0, noise, atoms.positions.shape)
     clusters = _detect(atoms)
     assert len(clusters.sizes) == 0 and len(clusters.largest_isolated()) == 0
+    assert len(clusters.attached_members()) == 0  # no component at all: nothing attached either
 
 
 def test_excluded_region_makes_clusters_attached():
