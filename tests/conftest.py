@@ -28,6 +28,65 @@ def aiida_profile(aiida_config, aiida_profile_factory):
 VENV_BIN = Path(sys.executable).parent
 
 
+#: Prepend text of the DeePMD/LAMMPS codes in tests: one thread each (2 cores), TensorFlow quiet.
+ONE_THREAD = (
+    'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 '
+    'TF_CPP_MIN_LOG_LEVEL=2'
+)
+
+#: The first tiny DeePMD test model (type map Li P S Cl, trained on bcc Li only: stable, not physical).
+TINY_MODEL = Path(__file__).parent / 'fixtures' / 'models' / 'model_1.pb'
+
+
+@pytest.fixture(scope='session')
+def small_sandwich(aiida_profile):
+    """The smallest sandwich of the paper's shape: 1x1x1 electrolyte cell, 2 anode and 2 source Li layers
+    (88 atoms, lateral cell 10.25 Å), built and stored by the structure calcfunctions."""
+    from aiida_lisei.structures.functions import argyrodite_node, sandwich_node
+
+    electrolyte = argyrodite_node(seed=20241125)
+    return sandwich_node(
+        electrolyte,
+        electrolyte_repeat_xy=1,
+        electrolyte_repeat_z=1,
+        anode_layers=2,
+        source_layers=2,
+        vacuum=12.0,
+    )
+
+
+@pytest.fixture
+def tiny_model() -> orm.SinglefileData:
+    """:data:`TINY_MODEL` as an unstored ``SinglefileData``."""
+    return orm.SinglefileData(TINY_MODEL)
+
+
+@pytest.fixture
+def one_thread_code(venv_code):
+    """Return a factory: console script ``name`` as a code for ``plugin`` running on one thread."""
+    return lambda name, plugin: venv_code(name, plugin, prepend_text=ONE_THREAD)
+
+
+@pytest.fixture
+def li16():
+    """Return a factory: bcc Li16 (a = 3.42 Å) as ``StructureData``, displaced by seeded normal noise (Å)."""
+    import numpy as np
+    from ase.build import bulk
+
+    def factory(amplitude: float = 0.0, seed: int = 7) -> orm.StructureData:
+        atoms = bulk('Li', 'bcc', a=3.42, cubic=True).repeat(2)
+        atoms.positions += np.random.default_rng(seed).normal(scale=amplitude, size=atoms.positions.shape)
+        return orm.StructureData(ase=atoms)
+
+    return factory
+
+
+@pytest.fixture
+def restraint_code(venv_code) -> orm.InstalledCode:
+    """``lisei-lmp-plumed`` of this environment as a ``lisei.restraint_md`` code, one thread."""
+    return venv_code('lisei-lmp-plumed', 'lisei.restraint_md', prepend_text=ONE_THREAD)
+
+
 @pytest.fixture
 def venv_code(aiida_code_installed):
     """Return a factory: this environment's console script ``name`` as an installed code on localhost."""

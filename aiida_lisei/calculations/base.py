@@ -27,3 +27,19 @@ class LiseiCalcJob(CalcJob):
         options['withmpi'].default = False
         options['parser_name'].default = cls._DEFAULT_PARSER
         options['output_filename'].default = cls._STDOUT_FILE
+
+    @staticmethod
+    def define_file_exit_codes(spec: CalcJobProcessSpec) -> None:
+        """Define 302 ``ERROR_OUTPUT_MISSING`` and 310 ``ERROR_OUTPUT_UNREADABLE`` (invalidate the cache)."""
+        spec.exit_code(
+            302,
+            'ERROR_OUTPUT_MISSING',
+            invalidates_cache=True,
+            message='The file `{filename}` was not retrieved.',
+        )
+        spec.exit_code(
+            310,
+            'ERROR_OUTPUT_UNREADABLE',
+            invalidates_cache=True,
+            message='The file `{filename}` could not be read: {exception}',
+        )

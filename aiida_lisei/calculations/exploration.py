@@ -248,18 +248,7 @@ class ExplorationCalculation(LiseiCalcJob):
         spec.output('output_parameters', valid_type=orm.Dict, help='Thermo averages, counts, timings.')
         spec.default_output_node = 'output_parameters'
 
-        spec.exit_code(
-            302,
-            'ERROR_OUTPUT_MISSING',
-            invalidates_cache=True,
-            message='The file `{filename}` was not retrieved.',
-        )
-        spec.exit_code(
-            310,
-            'ERROR_OUTPUT_UNREADABLE',
-            invalidates_cache=True,
-            message='The file `{filename}` could not be read: {exception}',
-        )
+        cls.define_file_exit_codes(spec)
         spec.exit_code(
             311,
             'ERROR_FRAMES_MISALIGNED',

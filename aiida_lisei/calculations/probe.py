@@ -48,18 +48,7 @@ class EngineProbeCalculation(LiseiCalcJob):
         )
         spec.default_output_node = 'engines'
 
-        spec.exit_code(
-            302,
-            'ERROR_OUTPUT_MISSING',
-            invalidates_cache=True,
-            message='The probe report `{filename}` was not retrieved.',
-        )
-        spec.exit_code(
-            310,
-            'ERROR_OUTPUT_UNREADABLE',
-            invalidates_cache=True,
-            message='The probe report `{filename}` could not be read: {exception}',
-        )
+        cls.define_file_exit_codes(spec)
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
         """Write nothing into ``folder``; the command line is ``lisei-probe --output <report_filename>``."""

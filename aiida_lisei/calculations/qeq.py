@@ -215,18 +215,7 @@ class QEqCalculation(LiseiCalcJob):
             help='Mean and std of the charges (e) per region group and element, per frame.',
         )
 
-        spec.exit_code(
-            302,
-            'ERROR_OUTPUT_MISSING',
-            invalidates_cache=True,
-            message='The results file `{filename}` was not retrieved.',
-        )
-        spec.exit_code(
-            310,
-            'ERROR_OUTPUT_UNREADABLE',
-            invalidates_cache=True,
-            message='The results file `{filename}` could not be read: {exception}',
-        )
+        cls.define_file_exit_codes(spec)
         spec.exit_code(
             312,
             'ERROR_OUTPUT_INCOMPLETE',

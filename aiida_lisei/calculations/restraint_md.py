@@ -264,18 +264,7 @@ class RestraintMdCalculation(LiseiCalcJob):
         spec.output('output_parameters', valid_type=orm.Dict, help='Steps, final CV, bias, work, timings.')
         spec.default_output_node = 'output_parameters'
 
-        spec.exit_code(
-            302,
-            'ERROR_OUTPUT_MISSING',
-            invalidates_cache=True,
-            message='The file `{filename}` was not retrieved.',
-        )
-        spec.exit_code(
-            310,
-            'ERROR_OUTPUT_UNREADABLE',
-            invalidates_cache=True,
-            message='The file `{filename}` could not be read: {exception}',
-        )
+        cls.define_file_exit_codes(spec)
         spec.exit_code(
             312,
             'ERROR_OUTPUT_INCOMPLETE',

@@ -157,18 +157,7 @@ class TbliteCalculation(LiseiCalcJob):
             'failed_frames', valid_type=orm.Dict, required=False, help='Frames not labelled: key -> reason.'
         )
 
-        spec.exit_code(
-            302,
-            'ERROR_OUTPUT_MISSING',
-            invalidates_cache=True,
-            message='The results file `{filename}` was not retrieved.',
-        )
-        spec.exit_code(
-            310,
-            'ERROR_OUTPUT_UNREADABLE',
-            invalidates_cache=True,
-            message='The results file `{filename}` could not be read: {exception}',
-        )
+        cls.define_file_exit_codes(spec)
         spec.exit_code(
             312,
             'ERROR_OUTPUT_INCOMPLETE',

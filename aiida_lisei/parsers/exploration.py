@@ -13,6 +13,7 @@ from aiida_lisei.calculations.exploration import ExplorationCalculation, check_p
 from aiida_lisei.parsers.parse_raw.lammps import (
     DumpFrames,
     LammpsLog,
+    lammps_failure,
     parse_dump,
     parse_log,
     parse_model_devi,
@@ -20,9 +21,6 @@ from aiida_lisei.parsers.parse_raw.lammps import (
 from aiida_lisei.science.selection import last_rows_per_step
 
 __all__ = ('ExplorationParser', 'summarize_log')
-
-#: LAMMPS error markers -> exit-code label (checked in this order).
-ERROR_MARKERS: tuple[tuple[str, str], ...] = (('Lost atoms', 'ERROR_LOST_ATOMS'),)
 
 #: Thermo columns whose mean is reported in ``output_parameters`` (LAMMPS name -> output key, unit).
 THERMO_AVERAGES = {
@@ -114,15 +112,10 @@ class ExplorationParser(Parser):
     ) -> ExitCode | None:
         """Decide the exit code once the outputs are attached."""
         calc = ExplorationCalculation
-        for marker, label in ERROR_MARKERS:
-            for error in log.errors:
-                if marker in error:
-                    return self.exit_codes[label].format(error=error)
-        for column in ('PotEng', 'TotEng', 'Press'):
-            values = log.thermo.get(column)
-            if values is not None and not np.isfinite(values).all():
-                step = int(log.thermo['Step'][~np.isfinite(values)][0])
-                return self.exit_codes.ERROR_NAN_ENERGY.format(step=step)
+        failure = lammps_failure(log)
+        if failure is not None:
+            label, arguments = failure
+            return self.exit_codes[label].format(**arguments)
         if log.errors:
             return self.exit_codes.ERROR_LAMMPS.format(error=log.errors[0])
 

@@ -15,7 +15,7 @@ from aiida_lisei.data.structure import GroupedStructureData
 from aiida_lisei.engines.plumed_input import CV_LABEL, RESTRAINT_LABEL, read_colvar
 from aiida_lisei.engines.restraint_input import check_restraint_md_parameters
 from aiida_lisei.parsers.exploration import summarize_log
-from aiida_lisei.parsers.parse_raw.lammps import DumpFrames, LammpsLog, parse_dump, parse_log
+from aiida_lisei.parsers.parse_raw.lammps import DumpFrames, LammpsLog, lammps_failure, parse_dump, parse_log
 
 __all__ = ('COLVAR_ARRAY_NAMES', 'RestraintMdParser', 'colvar_arrays')
 
@@ -25,9 +25,6 @@ COLVAR_ARRAY_NAMES = {
     f'{RESTRAINT_LABEL}.bias': 'bias',
     f'{RESTRAINT_LABEL}.work': 'work',
 }
-
-#: LAMMPS error markers -> exit-code label (checked in this order).
-ERROR_MARKERS: tuple[tuple[str, str], ...] = (('Lost atoms', 'ERROR_LOST_ATOMS'),)
 
 
 def colvar_arrays(text: str) -> dict[str, np.ndarray]:
@@ -138,15 +135,10 @@ class RestraintMdParser(Parser):
     def _exit_code(self, log: LammpsLog, files: list[str], has_restart: bool) -> ExitCode | None:
         """Decide the exit code once the outputs are attached."""
         calc = RestraintMdCalculation
-        for marker, label in ERROR_MARKERS:
-            for error in log.errors:
-                if marker in error:
-                    return self.exit_codes[label].format(error=error)
-        for column in ('PotEng', 'TotEng', 'Press'):
-            values = log.thermo.get(column)
-            if values is not None and not np.isfinite(values).all():
-                step = int(log.thermo['Step'][~np.isfinite(values)][0])
-                return self.exit_codes.ERROR_NAN_ENERGY.format(step=step)
+        failure = lammps_failure(log)
+        if failure is not None:
+            label, arguments = failure
+            return self.exit_codes[label].format(**arguments)
         stdout = self.node.base.attributes.get('output_filename', calc._STDOUT_FILE)
         text = self._read(stdout) if stdout in files else ''
         restraint_errors = [

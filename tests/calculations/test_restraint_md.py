@@ -6,8 +6,6 @@ layers: 88 atoms); the model is the tiny test model (trained on bcc Li only: sta
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from aiida import orm
@@ -25,42 +23,16 @@ from aiida_lisei.calculations.restraint_md import (
 from aiida_lisei.engines.plumed_input import read_plumed_input
 from aiida_lisei.parsers.restraint_md import colvar_arrays
 from aiida_lisei.science.restraint_cv import evaluate_cv
-from aiida_lisei.structures.functions import argyrodite_node, sandwich_node
 
-MODEL = Path(__file__).parents[1] / 'fixtures' / 'models' / 'model_1.pb'
-THREADS = (
-    'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 '
-    'TF_CPP_MIN_LOG_LEVEL=2'
-)
 RESTRAINT = {'kappa': 500.0, 'd_max': 5.0, 'anode_layers': 2, 'at_start': 0.0, 'at_end': 0.5, 'step_end': 100}
 PARAMETERS = {'n_steps': 40, 'thermo_stride': 10, 'dump_stride': 10, 'restart_stride': 20}
 
 
-@pytest.fixture(scope='module')
-def small_sandwich(aiida_profile):
-    """The 88-atom sandwich (Li42 P4 S20 Cl4) with its atom groups, stored by the structure calcfunctions."""
-    electrolyte = argyrodite_node(seed=20241125)
-    return sandwich_node(
-        electrolyte,
-        electrolyte_repeat_xy=1,
-        electrolyte_repeat_z=1,
-        anode_layers=2,
-        source_layers=2,
-        vacuum=12.0,
-    )
-
-
-@pytest.fixture
-def lmp_plumed(venv_code):
-    """``lisei-lmp-plumed`` of this environment as a code on localhost, one thread."""
-    return venv_code('lisei-lmp-plumed', 'lisei.restraint_md', prepend_text=THREADS)
-
-
-def builder_for(code, structure, parameters=None, restraint=None, seed=4321):
+def builder_for(code, structure, model, parameters=None, restraint=None, seed=4321):
     builder = RestraintMdCalculation.get_builder()
     builder.code = code
     builder.structure = structure
-    builder.model = orm.SinglefileData(MODEL)
+    builder.model = model
     builder.parameters = orm.Dict({**PARAMETERS, **(parameters or {})})
     builder.restraint = orm.Dict({**RESTRAINT, **(restraint or {})})
     builder.seed = orm.Int(seed)
@@ -88,9 +60,9 @@ def test_cell_widths():
     assert np.allclose(cell_widths(sheared), [4.0 * 4.0 / np.hypot(4.0, 2.0), 4.0, 6.0])
 
 
-def test_prepare_for_submission(lmp_plumed, small_sandwich, tmp_path):
+def test_prepare_for_submission(restraint_code, small_sandwich, tiny_model, tmp_path):
     """plumed.dat holds the CV of the structure's groups; the script has fix plumed before the integrator."""
-    builder = builder_for(lmp_plumed, small_sandwich)
+    builder = builder_for(restraint_code, small_sandwich, tiny_model)
     builder.metadata.options.max_wallclock_seconds = 100
     builder.settings = orm.Dict({'cmdline': ['--route', 'plumed']})
     process = instantiate_process(get_manager().get_runner(), RestraintMdCalculation, **builder)
@@ -141,15 +113,15 @@ def test_prepare_for_submission(lmp_plumed, small_sandwich, tmp_path):
         ({'at_start': None}, 'required'),
     ],
 )
-def test_invalid_inputs(lmp_plumed, small_sandwich, restraint, match):
+def test_invalid_inputs(restraint_code, small_sandwich, tiny_model, restraint, match):
     """A cut-off longer than half the cell, missing anode layers or a missing end are refused up front."""
     with pytest.raises(ValueError, match=match):  # the builder checks the port, the process the whole
-        run_get_node(builder_for(lmp_plumed, small_sandwich, restraint=restraint))
+        run_get_node(builder_for(restraint_code, small_sandwich, tiny_model, restraint=restraint))
 
 
-def test_real_run(lmp_plumed, small_sandwich):
+def test_real_run(restraint_code, small_sandwich, tiny_model):
     """40 NPT steps with lisei-lmp-plumed: COLVAR, thermo, frames with ids and images, restart, structure."""
-    results, node = run_get_node(builder_for(lmp_plumed, small_sandwich))
+    results, node = run_get_node(builder_for(restraint_code, small_sandwich, tiny_model))
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
 
     colvar = results['colvar']
@@ -187,13 +159,15 @@ def test_colvar_arrays_drop_repeated_rows():
     assert arrays['time'].tolist() == [0.0, 0.01, 0.02]
 
 
-def test_plumed_and_fast_routes_agree(lmp_plumed, small_sandwich):
+def test_plumed_and_fast_routes_agree(restraint_code, small_sandwich, tiny_model):
     """The same CalcJob inputs through the PLUMED kernel (`--route plumed`) and the fast CV: same COLVAR."""
-    builder = builder_for(lmp_plumed, small_sandwich, parameters={'n_steps': 20})
+    builder = builder_for(restraint_code, small_sandwich, tiny_model, parameters={'n_steps': 20})
     builder.settings = orm.Dict({'cmdline': ['--route', 'plumed']})
     plumed, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
-    fast, node = run_get_node(builder_for(lmp_plumed, small_sandwich, parameters={'n_steps': 20}))
+    fast, node = run_get_node(
+        builder_for(restraint_code, small_sandwich, tiny_model, parameters={'n_steps': 20})
+    )
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
     for name in ('time', 'cv', 'cn_Li_Li', 'cn_Li_S', 'cn_Li_P', 'cn_Li_Cl', 's0', 'bias'):
         assert np.allclose(

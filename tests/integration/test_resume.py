@@ -19,24 +19,11 @@ import pytest
 from aiida import orm
 from aiida.common.links import LinkType
 from aiida.engine import run_get_node, submit
-from ase.build import bulk
 
 from aiida_lisei.workchains.concurrent_learning import ConcurrentLearningWorkChain
 from aiida_lisei.workchains.label import LabelWorkChain
 
 pytestmark = pytest.mark.production
-
-THREADS = (
-    'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 '
-    'TF_CPP_MIN_LOG_LEVEL=2'
-)
-
-
-def li16(amplitude: float = 0.0, seed: int = 7) -> orm.StructureData:
-    """bcc Li16 (a = 3.42 Å), optionally displaced by seeded normal noise of ``amplitude`` (Å)."""
-    atoms = bulk('Li', 'bcc', a=3.42, cubic=True).repeat(2)
-    atoms.positions += np.random.default_rng(seed).normal(scale=amplitude, size=atoms.positions.shape)
-    return orm.StructureData(ase=atoms)
 
 
 def calcjobs_below(node: orm.WorkflowNode) -> list[tuple[orm.WorkflowNode, orm.CalcJobNode]]:
@@ -75,11 +62,11 @@ def wait_for(condition, timeout: float, message: str, interval: float = 1.0):
     pytest.fail(f'timed out after {timeout:g} s: {message}')
 
 
-def test_concurrent_learning_survives_daemon_kill(started_daemon_client, venv_code) -> None:
+def test_concurrent_learning_survives_daemon_kill(started_daemon_client, one_thread_code, li16) -> None:
     """Kill -9 the daemon while the ensemble trains; after a restart the run finishes, no job ran twice."""
-    tblite = venv_code('lisei-tblite', 'lisei.tblite')
-    dp = venv_code('dp', 'lisei.dp_train', prepend_text=THREADS)
-    lmp = venv_code('lmp', 'lisei.exploration', prepend_text=THREADS)
+    tblite = one_thread_code('lisei-tblite', 'lisei.tblite')
+    dp = one_thread_code('dp', 'lisei.dp_train')
+    lmp = one_thread_code('lmp', 'lisei.exploration')
     initial = LabelWorkChain.get_builder_from_protocol(
         tblite, [li16(0.05, seed) for seed in range(4)], system_label='bcc_lithium'
     )
@@ -161,27 +148,21 @@ def _call_label(node: orm.ProcessNode) -> str:
     return node.base.links.get_incoming(link_type=(LinkType.CALL_CALC, LinkType.CALL_WORK)).one().link_label
 
 
-def test_restraint_md_survives_daemon_kill(started_daemon_client, venv_code) -> None:
+def test_restraint_md_survives_daemon_kill(
+    started_daemon_client, restraint_code, small_sandwich, tiny_model
+) -> None:
     """Kill -9 the daemon while a segment of ``lisei.restraint_md`` runs; the run finishes, nothing redone."""
-    from aiida_lisei.structures.functions import argyrodite_node, sandwich_node
     from aiida_lisei.workchains.restraint_md import RestraintMdWorkChain
 
-    code = venv_code('lisei-lmp-plumed', 'lisei.restraint_md', prepend_text=THREADS)
-    structure = sandwich_node(
-        argyrodite_node(seed=20241125),
-        electrolyte_repeat_xy=1,
-        electrolyte_repeat_z=1,
-        anode_layers=2,
-        source_layers=2,
-        vacuum=12.0,
-    )
     overrides = {
         'md': {'parameters': {'ensemble': 'nvt', 'n_steps': 600, 'dump_stride': 50, 'restart_stride': 100}},
         'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 10},
         'segment_steps': 200,
     }
-    model = orm.SinglefileData(Path(__file__).parents[1] / 'fixtures' / 'models' / 'model_1.pb')
-    node = submit(RestraintMdWorkChain.get_builder_from_protocol(code, structure, model, overrides=overrides))
+    builder = RestraintMdWorkChain.get_builder_from_protocol(
+        restraint_code, small_sandwich, tiny_model, overrides=overrides
+    )
+    node = submit(builder)
 
     def segment_running():
         jobs = [job for _, job in calcjobs_below(node)]

@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-from aiida import orm
 from aiida.engine import run_get_node
 
 from aiida_lisei.calculations.restraint_md import build_restraint
 from aiida_lisei.plots import PNG_SIGNATURE
 from aiida_lisei.science.restraint_cv import DEFAULT_S0_DELTA, evaluate_cv
-from aiida_lisei.structures.functions import argyrodite_node, sandwich_node
 from aiida_lisei.workchains.restraint_md import (
     RestraintMdWorkChain,
     resolve_restraint_parameters,
     stitch_columns,
 )
-
-MODEL = Path(__file__).parents[1] / 'fixtures' / 'models' / 'model_1.pb'
-THREADS = (
-    'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 '
-    'TF_CPP_MIN_LOG_LEVEL=2'
-)
-
-
-@pytest.fixture(scope='module')
-def small_sandwich(aiida_profile):
-    """The 88-atom sandwich (1x1x1 electrolyte cell, 2 anode and 2 source Li layers)."""
-    electrolyte = argyrodite_node(seed=20241125)
-    return sandwich_node(
-        electrolyte,
-        electrolyte_repeat_xy=1,
-        electrolyte_repeat_z=1,
-        anode_layers=2,
-        source_layers=2,
-        vacuum=12.0,
-    )
 
 
 def test_resolve_restraint_parameters():
@@ -62,10 +38,10 @@ def test_stitch_columns_later_segment_wins():
     assert stitch_columns([], 'time') == {}
 
 
-def test_protocols(aiida_code_installed, small_sandwich):
+def test_protocols(aiida_code_installed, small_sandwich, tiny_model):
     """``demo``: 3 ps in three segments with d_max 5 Å; ``paper``: 150 ps, the SI's MD and kappa."""
     code = aiida_code_installed(label='stand-in', filepath_executable='/bin/true')
-    model = orm.SinglefileData(MODEL)
+    model = tiny_model
     assert set(RestraintMdWorkChain.get_available_protocols()) == {'demo', 'paper'}
     demo = RestraintMdWorkChain.get_builder_from_protocol(code, small_sandwich, model)
     assert demo.md.parameters['n_steps'] == 3000 and demo.segment_steps.value == 1000
@@ -86,7 +62,7 @@ def test_protocols(aiida_code_installed, small_sandwich):
     assert paper.restraint['d_max'] == 10.0 and paper.restraint['normalisation'] == 'group_a'
 
 
-def run_restraint(code, structure, n_steps, segment_steps=None):
+def run_restraint(code, structure, model, n_steps, segment_steps=None):
     """Run the work chain on ``structure`` (NVT 300 K, tiny model) and return its node."""
     overrides = {
         'md': {
@@ -102,7 +78,7 @@ def run_restraint(code, structure, n_steps, segment_steps=None):
         'segment_steps': segment_steps or n_steps,
     }
     builder = RestraintMdWorkChain.get_builder_from_protocol(
-        code, structure, orm.SinglefileData(MODEL), overrides=overrides, seed=77
+        code, structure, model, overrides=overrides, seed=77
     )
     _, node = run_get_node(builder)
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
@@ -110,11 +86,10 @@ def run_restraint(code, structure, n_steps, segment_steps=None):
 
 
 @pytest.mark.slow
-def test_three_segments_equal_one_run(venv_code, small_sandwich):
+def test_three_segments_equal_one_run(restraint_code, small_sandwich, tiny_model):
     """60 steps in three segments of 20 give the CV series of one 60-step run (same seed); plots."""
-    code = venv_code('lisei-lmp-plumed', 'lisei.restraint_md', prepend_text=THREADS)
-    single = run_restraint(code, small_sandwich, 60)
-    split = run_restraint(code, small_sandwich, 60, segment_steps=20)
+    single = run_restraint(restraint_code, small_sandwich, tiny_model, 60)
+    split = run_restraint(restraint_code, small_sandwich, tiny_model, 60, segment_steps=20)
 
     segments = [child for child in split.called if child.process_label == 'RestraintMdCalculation']
     assert len(segments) == 3 and all(segment.is_finished_ok for segment in segments)

@@ -16,6 +16,7 @@ __all__ = (
     'DumpFrames',
     'LammpsLog',
     'box_to_cell',
+    'lammps_failure',
     'parse_dump',
     'parse_log',
     'parse_model_devi',
@@ -100,6 +101,19 @@ def parse_log(text: str) -> LammpsLog:
     log.errors = [message.strip() for message in _ERROR.findall(text)]
     log.warnings = [message.strip() for message in _WARNING.findall(text)]
     return log
+
+
+def lammps_failure(log: LammpsLog) -> tuple[str, dict[str, int | str]] | None:
+    """Return the exit-code label and message arguments of lost atoms (``ERROR_LOST_ATOMS``, ``error``) or a
+    NaN energy or pressure (``ERROR_NAN_ENERGY``, ``step``) in ``log``; ``None`` if there is neither."""
+    for error in log.errors:
+        if 'Lost atoms' in error:
+            return 'ERROR_LOST_ATOMS', {'error': error}
+    for column in ('PotEng', 'TotEng', 'Press'):
+        values = log.thermo.get(column)
+        if values is not None and not np.isfinite(values).all():
+            return 'ERROR_NAN_ENERGY', {'step': int(log.thermo['Step'][~np.isfinite(values)][0])}
+    return None
 
 
 def parse_model_devi(text: str) -> dict[str, np.ndarray]:
