@@ -115,3 +115,32 @@ def test_three_segments_equal_one_run(restraint_code, small_sandwich, tiny_model
     assert sorted(split.outputs.plots) == ['bias_work', 'coordination', 'cv']
     for plot in split.outputs.plots.values():
         assert plot.get_content(mode='rb').startswith(PNG_SIGNATURE)
+
+
+def test_walltime_segment_is_continued_not_restarted(restraint_code, small_sandwich, tiny_model):
+    """A segment stopped by the walltime (exit 400) is continued from its restart file, not from step 0.
+
+    ``max_wallclock_seconds`` 2 s makes LAMMPS stop each 20000-step segment after ~1 s (``timer timeout``)
+    and write its restart file; two jobs are allowed, so the work chain ends with 401 after the second.
+    """
+    overrides = {
+        'md': {
+            'parameters': {'ensemble': 'nvt', 'n_steps': 20000, 'thermo_stride': 10, 'dump_stride': 100},
+            'metadata': {'options': {'max_wallclock_seconds': 2}},
+        },
+        'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 10},
+        'segment_steps': 20000,
+        'max_iterations': 2,
+    }
+    builder = RestraintMdWorkChain.get_builder_from_protocol(
+        restraint_code, small_sandwich, tiny_model, overrides=overrides, seed=77
+    )
+    _, node = run_get_node(builder)
+    assert node.exit_status == RestraintMdWorkChain.exit_codes.ERROR_MAXIMUM_ITERATIONS_EXCEEDED.status
+    first, second = [child for child in node.called if child.process_label == 'RestraintMdCalculation']
+    assert first.exit_status == second.exit_status == 400  # ERROR_OUT_OF_WALLTIME, outputs kept
+    stopped = first.outputs.output_parameters['restart_step']
+    assert 0 < stopped < 20000 and first.outputs.restart.filename == f'restart.{stopped}'
+    assert second.inputs.parent_folder.uuid == first.outputs.remote_folder.uuid
+    assert second.outputs.colvar.get_array('time')[0] == pytest.approx(stopped * 1e-3)  # continued
+    assert second.outputs.output_parameters['restart_step'] > stopped
