@@ -313,8 +313,8 @@ class FastRestraintCallback(_CallbackBase):
     route = 'fast'
 
     def __init__(self, lmp: Any, fix_id: str, plumed_text: str, directory: Path, skin: float = 1.0) -> None:
-        from aiida_lisei.engines.plumed_input import read_plumed_input
-        from aiida_lisei.science.restraint_cv import FastCoordinationCV, RestraintWork
+        from aiida_lisei.engines.plumed_input import colvar_line, read_plumed_input
+        from aiida_lisei.science.restraint_cv import FastCoordinationCV, RestraintWork, restraint_bias
 
         super().__init__(lmp, fix_id)
         self.cv, self.restraint, self.stride, colvar_file = read_plumed_input(plumed_text)
@@ -325,6 +325,9 @@ class FastRestraintCallback(_CallbackBase):
         self.fast = FastCoordinationCV(self.cv, self.natoms, skin=skin)
         self.work = RestraintWork(self.restraint)
         self.positions = np.zeros((self.natoms, 3))
+        self._index = np.zeros(self.natoms, dtype=np.int64)  # LAMMPS order -> atom index (tag - 1)
+        self._labels = [term.label for term in self.cv.terms]
+        self._restraint_bias, self._colvar_line = restraint_bias, colvar_line  # no imports per step
         self.colvar_path = Path(directory) / colvar_file
         self._colvar: IO[str] | None = None
         self.last: dict[str, Any] = {}
@@ -340,19 +343,17 @@ class FastRestraintCallback(_CallbackBase):
         return self._colvar
 
     def apply(self, step: int, nlocal: int, tag: np.ndarray, x: np.ndarray, f: np.ndarray) -> None:
-        from aiida_lisei.engines.plumed_input import colvar_line
-        from aiida_lisei.science.restraint_cv import restraint_bias
-
         if nlocal != self.natoms:
             raise RestraintRunError(_lost_atoms_message(step, nlocal, self.natoms))
-        index = tag - 1
+        index = np.subtract(tag, 1, out=self._index, casting='unsafe')
         self.positions[index] = x
-        cell = cell_from_box(self.lmp)
-        result = self.fast(self.positions, cell)
-        bias, dbias, s0 = restraint_bias(self.restraint, result.value, step)
-        if not np.isfinite(result.value) or not np.all(np.isfinite(result.gradient)):
+        result = self.fast(self.positions, cell_from_box(self.lmp))
+        bias, dbias, s0 = self._restraint_bias(self.restraint, result.value, step)
+        # One pass: a NaN or inf anywhere in the gradient makes its sum non-finite.
+        if not (np.isfinite(result.value) and np.isfinite(result.gradient.sum())):
             raise RestraintRunError(f'the CV is not finite at step {step}')
-        f[:] = -dbias * result.gradient[index]
+        np.take(result.gradient, index, axis=0, out=f)
+        f *= -dbias
         if result.strain_derivative is None:
             raise RestraintRunError('the fast CV gave no strain derivative: the bias virial is unknown')
         w = -dbias * result.strain_derivative  # W = Σ_pairs d ⊗ f = -dbias/ds Σ_pairs d ⊗ ∂s/∂d (eV)
@@ -361,9 +362,9 @@ class FastRestraintCallback(_CallbackBase):
         self.last = {'step': step, 'cv': result.value, 'bias': bias, 's0': s0, 'work': work, 'virial': w}
         if step % self.stride == 0:
             time_ps = step * float(self.lmp.extract_global('dt'))  # PLUMED prints the time with %f
-            components = [result.components[term.label] for term in self.cv.terms]
+            components = [result.components[label] for label in self._labels]
             handle = self._colvar_handle()
-            handle.write(f' {time_ps:f}' + colvar_line([result.value, *components, s0, bias, work]))
+            handle.write(f' {time_ps:f}' + self._colvar_line([result.value, *components, s0, bias, work]))
             handle.flush()
 
     def close(self) -> None:

@@ -65,6 +65,7 @@ def restart_filename(step: int) -> str:
     """Return the name of the restart file LAMMPS writes at ``step`` (:data:`RESTART_PATTERN`)."""
     return RESTART_PATTERN.replace('*', str(int(step)))
 
+
 #: Thermo columns (LAMMPS ``thermo_style custom``); ``f_restraint`` is the bias energy (eV).
 THERMO_COLUMNS: tuple[str, ...] = (
     'step',

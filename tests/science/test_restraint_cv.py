@@ -237,7 +237,7 @@ def test_strain_derivative_matches_finite_differences(demo_sandwich, paper_cv):
     assert np.abs(numeric).max() > 0.1
 
 
-@pytest.mark.parametrize('pair_builder', ['vesin', 'brute'])
+@pytest.mark.parametrize('pair_builder', ['cells', 'brute'])
 def test_fast_cv_equals_reference_along_a_trajectory(demo_sandwich, paper_cv, pair_builder):
     """Random walk beyond the skin (Verlet rebuilds), periodic re-wrapping, and a cell change (NPT).
 
@@ -286,13 +286,62 @@ def test_pair_builders_give_the_same_list(demo_sandwich, paper_cv):
     cell = demo_sandwich.atoms.cell[:]
     positions = _frames(demo_sandwich, 1, seed=21)[0] + 3.0 * cell[0]  # unwrapped
     lists = []
-    for builder in ('vesin', 'brute'):
+    for builder in ('cells', 'brute'):
         fast = FastCoordinationCV(paper_cv, len(positions), skin=1.0, pair_builder=builder)
         fast(positions, cell)
         first, second, mult, term = fast._pairs
         lists.append(sorted(zip(term.tolist(), first.tolist(), second.tolist(), mult.tolist(), strict=True)))
     assert lists[0] == lists[1]
     assert {m for *_, m in lists[0]} == {1.0, 2.0}  # A ∩ B pairs stored once, counted twice
+
+
+def _pair_set(fast: FastCoordinationCV) -> list[tuple]:
+    first, second, mult, term = fast._pairs
+    return sorted(zip(term.tolist(), first.tolist(), second.tolist(), mult.tolist(), strict=True))
+
+
+@pytest.mark.parametrize(
+    'cell',
+    [
+        np.diag([11.0, 12.0, 30.0]),  # >= 5 bins per axis: image shifts from the bins
+        np.diag([11.0, 6.5, 30.0]),  # one thin axis: every bin along it, minimum image per pair
+        np.array([[11.0, 0.0, 0.0], [3.0, 12.0, 0.0], [-2.0, 1.5, 30.0]]),  # triclinic
+    ],
+    ids=['orthorhombic', 'thin', 'triclinic'],
+)
+def test_cell_list_equals_brute_pairs_and_reference_across_rebuilds(cell):
+    """The cell-list builder lists exactly the pairs (term, i, j, multiplicity) of the brute-force
+    builder at every rebuild of a random walk with re-wrapping, and the CV equals evaluate_cv."""
+    rng = np.random.default_rng(5)
+    n = 300
+    li, s_atoms, anode = np.arange(0, 120), np.arange(120, 180), np.arange(180, 300)
+    terms = (
+        CoordinationTerm('Li-Li', 1.0, li, np.concatenate([li, anode]), 1.2, 3.0),
+        CoordinationTerm('Li-S', -1.0, li, s_atoms, 1.1, 2.8),
+        CoordinationTerm('S-An', -1.0, s_atoms[:30], anode[:60], 1.0, 2.5),  # a second group A
+    )
+    cv = CoordinationCV(terms, 120.0)
+    fast = FastCoordinationCV(cv, n, skin=0.5, pair_builder='cells')
+    positions = rng.uniform(0.0, 1.0, (n, 3)) @ cell
+    builds = 0
+    for step in range(10):
+        positions = positions + rng.normal(0.0, 0.15, positions.shape)
+        if step % 3 == 2:  # re-wrap into the cell, as LAMMPS does
+            frac = positions @ np.linalg.inv(cell)
+            positions = (frac - np.floor(frac)) @ cell
+        got, ref = fast(positions, cell), evaluate_cv(cv, positions, cell)
+        assert got.value == pytest.approx(ref.value, rel=1e-10, abs=1e-12)
+        np.testing.assert_allclose(
+            got.gradient, ref.gradient, rtol=0, atol=1e-10 * np.abs(ref.gradient).max()
+        )
+        np.testing.assert_allclose(got.strain_derivative, ref.strain_derivative, rtol=1e-10, atol=1e-12)
+        if fast.n_builds > builds:
+            builds = fast.n_builds
+            brute = FastCoordinationCV(cv, n, skin=0.5, pair_builder='brute')
+            brute(positions, cell)
+            assert _pair_set(fast) == _pair_set(brute)
+    assert builds >= 3
+    assert {m for *_, m in _pair_set(fast)} == {1.0, 2.0}
 
 
 def test_fast_cv_triclinic_cell():
@@ -304,7 +353,7 @@ def test_fast_cv_triclinic_cell():
     term_b = CoordinationTerm('Li-S', -1.0, np.arange(0, 20), np.arange(30, 40), 3.0, 4.5)
     cv = CoordinationCV((term_a, term_b), 20.0)
     ref = evaluate_cv(cv, positions, cell)
-    for builder in ('vesin', 'brute'):
+    for builder in ('cells', 'brute'):
         got = FastCoordinationCV(cv, 40, skin=0.5, pair_builder=builder)(positions, cell)
         assert got.value == pytest.approx(ref.value, rel=1e-12)
         np.testing.assert_allclose(got.gradient, ref.gradient, rtol=0, atol=1e-12)
