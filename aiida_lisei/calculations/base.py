@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from aiida.common.datastructures import CalcInfo, CodeInfo
 from aiida.engine import CalcJob, CalcJobProcessSpec
 
 __all__ = ('LiseiCalcJob',)
@@ -43,3 +46,28 @@ class LiseiCalcJob(CalcJob):
             invalidates_cache=True,
             message='The file `{filename}` could not be read: {exception}',
         )
+
+    def code_calcinfo(
+        self,
+        cmdline_params: Sequence[str],
+        retrieve_list: Sequence[str],
+        local_copy_list: Sequence[tuple[str, str, str]] = (),
+        remote_copy_list: Sequence[tuple[str, str, str]] = (),
+    ) -> CalcInfo:
+        """Return the ``CalcInfo`` of one run of ``code`` with ``cmdline_params``, stdout to the output file.
+
+        The stdout file is retrieved with ``retrieve_list``; copy lists as in ``CalcInfo``.
+        """
+        options = self.inputs.metadata.options
+        codeinfo = CodeInfo()
+        codeinfo.code_uuid = self.inputs.code.uuid
+        codeinfo.cmdline_params = list(cmdline_params)
+        codeinfo.stdout_name = options.output_filename
+        codeinfo.withmpi = options.withmpi
+
+        calcinfo = CalcInfo()
+        calcinfo.codes_info = [codeinfo]
+        calcinfo.local_copy_list = list(local_copy_list)
+        calcinfo.remote_copy_list = list(remote_copy_list)
+        calcinfo.retrieve_list = [*retrieve_list, options.output_filename]
+        return calcinfo

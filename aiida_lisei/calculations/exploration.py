@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiida import orm
-from aiida.common.datastructures import CalcInfo, CodeInfo
+from aiida.common.datastructures import CalcInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
@@ -309,23 +309,11 @@ class ExplorationCalculation(LiseiCalcJob):
         with folder.open(self._INPUT_FILE, 'w') as handle:
             handle.write(script)
 
-        codeinfo = CodeInfo()
-        codeinfo.code_uuid = self.inputs.code.uuid
-        codeinfo.cmdline_params = ['-in', self._INPUT_FILE, '-log', self._LOG_FILE, '-nocite']
-        codeinfo.stdout_name = self.inputs.metadata.options.output_filename
-        codeinfo.withmpi = self.inputs.metadata.options.withmpi
-
-        calcinfo = CalcInfo()
-        calcinfo.codes_info = [codeinfo]
-        calcinfo.local_copy_list = [
-            (self.inputs.models[key].uuid, model_filename(self.inputs.models[key]), name)
-            for key, name in zip(keys, model_files, strict=True)
-        ]
-        calcinfo.remote_copy_list = []
-        calcinfo.retrieve_list = [
-            self._LOG_FILE,
-            self._MODEL_DEVI_FILE,
-            self._DUMP_FILE,
-            self.inputs.metadata.options.output_filename,
-        ]
-        return calcinfo
+        return self.code_calcinfo(
+            ['-in', self._INPUT_FILE, '-log', self._LOG_FILE, '-nocite'],
+            [self._LOG_FILE, self._MODEL_DEVI_FILE, self._DUMP_FILE],
+            local_copy_list=[
+                (self.inputs.models[key].uuid, model_filename(self.inputs.models[key]), name)
+                for key, name in zip(keys, model_files, strict=True)
+            ],
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiida import orm
-from aiida.common.datastructures import CalcInfo, CodeInfo
+from aiida.common.datastructures import CalcInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
@@ -54,15 +54,4 @@ class EngineProbeCalculation(LiseiCalcJob):
         """Write nothing into ``folder``; the command line is ``lisei-probe --output <report_filename>``."""
         report = self.inputs.metadata.options.report_filename
 
-        codeinfo = CodeInfo()
-        codeinfo.code_uuid = self.inputs.code.uuid
-        codeinfo.cmdline_params = ['--output', report]
-        codeinfo.stdout_name = self.inputs.metadata.options.output_filename
-        codeinfo.withmpi = self.inputs.metadata.options.withmpi
-
-        calcinfo = CalcInfo()
-        calcinfo.codes_info = [codeinfo]
-        calcinfo.local_copy_list = []
-        calcinfo.remote_copy_list = []
-        calcinfo.retrieve_list = [report, self.inputs.metadata.options.output_filename]
-        return calcinfo
+        return self.code_calcinfo(['--output', report], [report])

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 from aiida import orm
-from aiida.common.datastructures import CalcInfo, CodeInfo
+from aiida.common.datastructures import CalcInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
@@ -326,34 +326,24 @@ class RestraintMdCalculation(LiseiCalcJob):
             handle.write(script)
 
         settings = self.inputs.settings.get_dict() if 'settings' in self.inputs else {}
-        codeinfo = CodeInfo()
-        codeinfo.code_uuid = self.inputs.code.uuid
-        codeinfo.cmdline_params = [
-            '-in',
-            self._INPUT_FILE,
-            '-log',
-            self._LOG_FILE,
-            '-nocite',
-            *map(str, settings.get('cmdline', [])),
-        ]
-        codeinfo.stdout_name = self.inputs.metadata.options.output_filename
-        codeinfo.withmpi = self.inputs.metadata.options.withmpi
-
-        calcinfo = CalcInfo()
-        calcinfo.codes_info = [codeinfo]
-        calcinfo.local_copy_list = [(model.uuid, model_filename(model), self._MODEL_FILE)]
-        calcinfo.remote_copy_list = []
-        if continuing:
+        remote_copy_list = []
+        if continuing:  # every restart file of the parent: LAMMPS reads the one with the largest timestep
             parent = self.inputs.parent_folder
-            calcinfo.remote_copy_list.append(  # LAMMPS reads the one with the largest timestep
+            remote_copy_list.append(
                 (parent.computer.uuid, f'{parent.get_remote_path()}/{self._RESTART_PATTERN}', '.')
             )
-        calcinfo.retrieve_list = [
-            self._LOG_FILE,
-            self._COLVAR_FILE,
-            self._DUMP_FILE,
-            self._PLUMED_LOG,
-            self.inputs.metadata.options.output_filename,
-        ]
+        calcinfo = self.code_calcinfo(
+            [
+                '-in',
+                self._INPUT_FILE,
+                '-log',
+                self._LOG_FILE,
+                '-nocite',
+                *map(str, settings.get('cmdline', [])),
+            ],
+            [self._LOG_FILE, self._COLVAR_FILE, self._DUMP_FILE, self._PLUMED_LOG],
+            local_copy_list=[(model.uuid, model_filename(model), self._MODEL_FILE)],
+            remote_copy_list=remote_copy_list,
+        )
         calcinfo.retrieve_temporary_list = [self._RESTART_PATTERN]  # the parser keeps the newest
         return calcinfo

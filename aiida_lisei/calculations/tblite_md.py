@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from aiida import orm
-from aiida.common.datastructures import CalcInfo, CodeInfo
+from aiida.common.datastructures import CalcInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
@@ -134,9 +134,7 @@ class TbliteMdCalculation(LiseiCalcJob):
         with folder.open(self._PARAMETERS_FILE, 'w') as handle:
             json.dump(check_parameters(self.inputs.parameters.get_dict()), handle, indent=2, sort_keys=True)
 
-        codeinfo = CodeInfo()
-        codeinfo.code_uuid = self.inputs.code.uuid
-        codeinfo.cmdline_params = [
+        arguments = [
             '--structure',
             self._STRUCTURE_FILE,
             '--parameters',
@@ -146,12 +144,4 @@ class TbliteMdCalculation(LiseiCalcJob):
             '--output',
             self._RESULTS_FILE,
         ]
-        codeinfo.stdout_name = self.inputs.metadata.options.output_filename
-        codeinfo.withmpi = self.inputs.metadata.options.withmpi
-
-        calcinfo = CalcInfo()
-        calcinfo.codes_info = [codeinfo]
-        calcinfo.local_copy_list = []
-        calcinfo.remote_copy_list = []
-        calcinfo.retrieve_list = [self._RESULTS_FILE, self.inputs.metadata.options.output_filename]
-        return calcinfo
+        return self.code_calcinfo(arguments, [self._RESULTS_FILE])
