@@ -45,10 +45,15 @@ def kill_daemon_hard(daemon_client) -> int:
     """
     circus = psutil.Process(daemon_client.get_daemon_pid())
     victims = [circus, *circus.children(recursive=True)]
+    killed = 0
     for process in victims:
-        process.send_signal(signal.SIGKILL)
+        try:
+            process.send_signal(signal.SIGKILL)
+            killed += 1
+        except psutil.NoSuchProcess:  # a short-lived child (a `ps` poll) that ended in between
+            pass
     psutil.wait_procs(victims, timeout=30)
-    return len(victims)
+    return killed
 
 
 def wait_for(condition, timeout: float, message: str, interval: float = 1.0):
@@ -107,12 +112,14 @@ def test_concurrent_learning_survives_daemon_kill(started_daemon_client, one_thr
         return jobs if len(jobs) == 4 and 0 < len(finished) < 4 else None
 
     before = wait_for(training_half_done, 300, 'the ensemble of iteration 1 never was partly trained', 0.2)
-    killed = kill_daemon_hard(started_daemon_client)
-    assert killed >= 2  # circus and at least one worker
     unfinished = {job.pk for job in before if not job.is_terminated}
+    try:
+        killed = kill_daemon_hard(started_daemon_client)
+    finally:  # the later tests of the session need a daemon, whatever happened here
+        time.sleep(2)
+        started_daemon_client.start_daemon()
+    assert killed >= 2  # circus and at least one worker
     assert unfinished, 'every training finished before the kill: nothing was interrupted'
-    time.sleep(2)
-    started_daemon_client.start_daemon()
 
     wait_for(
         lambda: node.is_terminated, 900, f'{node.process_label}<{node.pk}> did not finish after the restart'
@@ -169,9 +176,11 @@ def test_restraint_md_survives_daemon_kill(
         return jobs if jobs and not jobs[-1].is_terminated and jobs[-1].get_job_id() else None
 
     before = wait_for(segment_running, 300, 'no segment started', 0.2)
-    kill_daemon_hard(started_daemon_client)
-    time.sleep(2)
-    started_daemon_client.start_daemon()
+    try:
+        kill_daemon_hard(started_daemon_client)
+    finally:
+        time.sleep(2)
+        started_daemon_client.start_daemon()
 
     wait_for(
         lambda: node.is_terminated, 600, f'{node.process_label}<{node.pk}> did not finish after the restart'
