@@ -47,6 +47,23 @@ class LiseiCalcJob(CalcJob):
             message='The file `{filename}` could not be read: {exception}',
         )
 
+    @staticmethod
+    def define_frame_batch_exit_codes(spec: CalcJobProcessSpec) -> None:
+        """Define 312 ``ERROR_OUTPUT_INCOMPLETE`` and 400 ``ERROR_OUT_OF_WALLTIME`` of an engine writing one
+        result per frame of a batch (message arguments ``missing``, ``nframes``)."""
+        spec.exit_code(
+            312,
+            'ERROR_OUTPUT_INCOMPLETE',
+            invalidates_cache=True,
+            message='The engine stopped early: {missing} of {nframes} frames have no result.',
+        )
+        spec.exit_code(
+            400,
+            'ERROR_OUT_OF_WALLTIME',
+            invalidates_cache=True,
+            message='The job ran out of walltime: {missing} of {nframes} frames have no result.',
+        )
+
     def code_calcinfo(
         self,
         cmdline_params: Sequence[str],

@@ -216,18 +216,7 @@ class QEqCalculation(LiseiCalcJob):
         )
 
         cls.define_file_exit_codes(spec)
-        spec.exit_code(
-            312,
-            'ERROR_OUTPUT_INCOMPLETE',
-            invalidates_cache=True,
-            message='The engine stopped early: {missing} of {nframes} frames have no result.',
-        )
-        spec.exit_code(
-            400,
-            'ERROR_OUT_OF_WALLTIME',
-            invalidates_cache=True,
-            message='The job ran out of walltime: {missing} of {nframes} frames have no result.',
-        )
+        cls.define_frame_batch_exit_codes(spec)
         spec.exit_code(
             410,
             'ERROR_QEQ_FAILED',

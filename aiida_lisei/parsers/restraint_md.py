@@ -84,19 +84,18 @@ class RestraintMdParser(Parser):
             name = calc._DUMP_FILE if 'colvar' in self.outputs else calc._COLVAR_FILE
             exit_code = self.exit_codes.ERROR_OUTPUT_UNREADABLE.format(filename=name, exception=exception)
 
+        parameters = check_restraint_md_parameters(self.node.inputs.parameters.get_dict())
         if frames is not None and frames.steps.size:
-            timestep_ps = (
-                check_restraint_md_parameters(self.node.inputs.parameters.get_dict())['timestep'] / 1000
-            )
-            self.out('trajectory', self._trajectory(frames, timestep_ps))
-            self.out('structure', self._last_structure(frames))
+            trajectory = self._trajectory(frames, parameters['timestep'] / 1000)
+            self.out('trajectory', trajectory)
+            self.out('structure', self._last_structure(trajectory))
         summary['n_frames'] = 0 if frames is None else int(frames.steps.size)
         restart = newest_restart_file(kwargs.get('retrieved_temporary_folder'))
         if restart is not None:
             self.out('restart', orm.SinglefileData(restart, filename=restart.name))
             summary['restart_step'] = int(restart.suffix[1:])
         self.out('output_parameters', orm.Dict(summary))
-        return exit_code or self._exit_code(log, files, restart is not None)
+        return exit_code or self._exit_code(log, files, restart is not None, parameters['n_steps'])
 
     def _read(self, filename: str) -> str:
         """Return the content of a retrieved text file."""
@@ -120,19 +119,20 @@ class RestraintMdParser(Parser):
             trajectory.set_array('images', frames.images[:, order])
         return trajectory
 
-    def _last_structure(self, frames: DumpFrames) -> GroupedStructureData:
-        """Return the last frame with the input structure's kinds, atom groups and layers."""
+    def _last_structure(self, trajectory: orm.TrajectoryData) -> GroupedStructureData:
+        """Return the last frame (sites in atom-id order) with the input structure's kinds, groups, layers."""
         initial = self.node.inputs.structure
-        order = np.argsort(frames.ids)
-        structure = GroupedStructureData(cell=frames.cells[-1].tolist(), pbc=initial.pbc)
+        structure = GroupedStructureData(cell=trajectory.get_cells()[-1].tolist(), pbc=initial.pbc)
         for kind in initial.kinds:
             structure.append_kind(kind)
-        for site, position in zip(initial.sites, frames.positions[-1][order], strict=True):
+        for site, position in zip(initial.sites, trajectory.get_positions()[-1], strict=True):
             structure.append_site(type(site)(kind_name=site.kind_name, position=position.tolist()))
         structure.set_atom_groups(initial.atom_groups, initial.atom_layers.tolist())
         return structure
 
-    def _exit_code(self, log: LammpsLog, files: list[str], has_restart: bool) -> ExitCode | None:
+    def _exit_code(
+        self, log: LammpsLog, files: list[str], has_restart: bool, n_steps: int
+    ) -> ExitCode | None:
         """Decide the exit code once the outputs are attached."""
         calc = RestraintMdCalculation
         failure = lammps_failure(log)
@@ -149,7 +149,6 @@ class RestraintMdParser(Parser):
         if log.errors:
             return self.exit_codes.ERROR_LAMMPS.format(error=log.errors[0])
 
-        n_steps = check_restraint_md_parameters(self.node.inputs.parameters.get_dict())['n_steps']
         step = (
             int(log.thermo['Step'][-1])
             if log.thermo.get('Step') is not None and log.thermo['Step'].size
