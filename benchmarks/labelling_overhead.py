@@ -144,7 +144,7 @@ def frame_records(node) -> list[dict]:
 
 def bare_runs(records: list[dict], mpiprocs: int) -> list[dict]:
     """Run each frame's CP2K input again, directly and one after the other; return process and CP2K times."""
-    from aiida_lisei.parsers.parse_raw.cp2k import parse_cp2k_output
+    from aiida_lisei.formats.cp2k import parse_cp2k_output
 
     cp2k = shutil.which('cp2k.psmp') or '/usr/bin/cp2k.psmp'
     env = {**os.environ, **CP2K_ENV}

@@ -130,8 +130,8 @@ def prepare(folder: Path, model: Any, steps: int, kappa: float, dp_model: Path, 
     """
     from ase.io import write
 
-    from aiida_lisei.engines.plumed_input import write_plumed_input
     from aiida_lisei.engines.restraint_input import generate_restraint_md_script
+    from aiida_lisei.formats.plumed import write_plumed_input
     from aiida_lisei.science.restraint_cv import MovingRestraint, build_paper_cv, evaluate_cv
 
     folder.mkdir(parents=True, exist_ok=True)

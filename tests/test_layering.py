@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).parents[1] / 'aiida_lisei'
-PURE_FOLDERS = ('science', 'engines', 'parsers/parse_raw')
+PURE_FOLDERS = ('science', 'engines', 'formats')
 PURE_MODULES = [
     *sorted(
         '.'.join(path.relative_to(PACKAGE.parent).with_suffix('').parts)

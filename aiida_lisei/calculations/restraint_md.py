@@ -31,12 +31,12 @@ from aiida_lisei.calculations.exploration import TIMEOUT_FRACTION, model_filenam
 from aiida_lisei.data.deep_potential import DeepPotentialData
 from aiida_lisei.data.frames import STUDY_TYPE_MAP
 from aiida_lisei.data.structure import GroupedStructureData
-from aiida_lisei.engines.plumed_input import write_plumed_input
 from aiida_lisei.engines.restraint_input import (
     RESTART_PATTERN,
     check_restraint_md_parameters,
     generate_restraint_md_script,
 )
+from aiida_lisei.formats.plumed import write_plumed_input
 from aiida_lisei.science.restraint_cv import (
     PAPER_KAPPA,
     CoordinationCV,

@@ -13,15 +13,15 @@ callback adds the bias every step. Two routes, same numbers:
   by tag (``setAtomsNlocal`` + ``setAtomsGatindex(tag - 1)``, re-sent when LAMMPS re-sorts); the LAMMPS
   virial is minus PLUMED's. PLUMED writes the COLVAR and the log itself. Slow (the kernel of the
   ``hillclimber`` wheel is built without optimisation): the reference, and for small systems.
-* ``fast`` (default): ``plumed.dat`` is parsed by :func:`~aiida_lisei.engines.plumed_input.read_plumed_input`
+* ``fast`` (default): ``plumed.dat`` is parsed by :func:`~aiida_lisei.formats.plumed.read_plumed_input`
   (only the COORDINATION/COMBINE/MOVINGRESTRAINT inputs that
-  :func:`~aiida_lisei.engines.plumed_input.write_plumed_input` writes), the CV and its gradient come from
+  :func:`~aiida_lisei.formats.plumed.write_plumed_input` writes), the CV and its gradient come from
   :class:`~aiida_lisei.science.restraint_cv.FastCoordinationCV` (numba, Verlet list), the bias from
   :func:`~aiida_lisei.science.restraint_cv.restraint_bias` (forces ``-dbias/ds ∇s``), the virial from the
   CV's strain derivative (``W = -dbias/ds Σ_pairs d ⊗ ∂s/∂d``, eV, minimum-image pair vectors, computed
   in the CV kernel's pass), the work as PLUMED's ``MOVINGRESTRAINT``
   (:class:`~aiida_lisei.science.restraint_cv.RestraintWork`), and the COLVAR rows in PLUMED's format, at
-  the same stride and with the same columns (:func:`~aiida_lisei.engines.plumed_input.colvar_line`; the
+  the same stride and with the same columns (:func:`~aiida_lisei.formats.plumed.colvar_line`; the
   time with ``%f`` as PLUMED prints it).
 
 Both routes pass the bias energy (eV, in ``pe`` and ``f_ID``) and the bias virial (eV) to LAMMPS, so the
@@ -313,7 +313,7 @@ class FastRestraintCallback(_CallbackBase):
     route = 'fast'
 
     def __init__(self, lmp: Any, fix_id: str, plumed_text: str, directory: Path, skin: float = 1.0) -> None:
-        from aiida_lisei.engines.plumed_input import colvar_line, read_plumed_input
+        from aiida_lisei.formats.plumed import colvar_line, read_plumed_input
         from aiida_lisei.science.restraint_cv import FastCoordinationCV, RestraintWork, restraint_bias
 
         super().__init__(lmp, fix_id)
@@ -335,7 +335,7 @@ class FastRestraintCallback(_CallbackBase):
     def _colvar_handle(self) -> IO[str]:
         """The COLVAR file, opened on first use (an existing one is backed up as PLUMED does)."""
         if self._colvar is None:
-            from aiida_lisei.engines.plumed_input import colvar_fields, colvar_header
+            from aiida_lisei.formats.plumed import colvar_fields, colvar_header
 
             _backup(self.colvar_path)
             self._colvar = self.colvar_path.open('w')

@@ -156,7 +156,7 @@ def generate_restraint_md_script(
     :param restart_file: restart file of a continued segment (``read_restart``): positions, velocities,
         box, timestep and the thermostat/barostat state come from it; ``run n_steps upto`` then runs only
         the remaining steps.
-    :param plumed_file: PLUMED input (the restraint; see :mod:`aiida_lisei.engines.plumed_input`).
+    :param plumed_file: PLUMED input (the restraint; see :mod:`aiida_lisei.formats.plumed`).
     :param plumed_log: PLUMED log file.
     :param dump_file: trajectory (``id type x y z ix iy iz``, sorted by id, every ``dump_stride``; the
         step-0 frame of a fresh start is included; a continued segment appends, and repeats the frame of

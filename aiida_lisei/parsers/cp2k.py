@@ -1,7 +1,7 @@
 """``Cp2kLabelParser``: energy, forces and analytical stress of a CP2K single point (``cp2k`` CalcJob).
 
 Use it on aiida-cp2k's ``cp2k`` CalcJob with ``metadata.options.parser_name = 'lisei.cp2k'`` (aiida-cp2k's
-own parser does not read forces). The text is read by :mod:`aiida_lisei.parsers.parse_raw.cp2k`.
+own parser does not read forces). The text is read by :mod:`aiida_lisei.formats.cp2k`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from aiida import orm
 from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
-from .parse_raw.cp2k import Cp2kOutputError, cp2k_stress_to_ase, parse_cp2k_output
+from aiida_lisei.formats.cp2k import Cp2kOutputError, cp2k_stress_to_ase, parse_cp2k_output
 
 __all__ = ('Cp2kLabelParser',)
 

@@ -3,7 +3,7 @@
 Use it on aiida-cp2k's ``cp2k`` CalcJob with ``metadata.options.parser_name = 'lisei.cp2k.md'`` (as
 :class:`~aiida_lisei.workchains.cp2k_md.Cp2kMdWorkChain` does); add ``aiida-1.ener`` to the retrieved
 files (``settings.additional_retrieve_list``) for the temperatures. The files are read by
-:mod:`aiida_lisei.parsers.parse_raw.cp2k_md` and the main output by :mod:`aiida_lisei.parsers.parse_raw.cp2k`.
+:mod:`aiida_lisei.formats.cp2k_md` and the main output by :mod:`aiida_lisei.formats.cp2k`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode
 
+from aiida_lisei.formats.cp2k import Cp2kOutputError, parse_cp2k_output
+from aiida_lisei.formats.cp2k_md import (
+    parse_cp2k_energies,
+    parse_cp2k_restart_geometry,
+    parse_cp2k_trajectory,
+)
 from aiida_lisei.workchains.functions import with_geometry
 
 from .cp2k import Cp2kLabelParser
-from .parse_raw.cp2k import Cp2kOutputError, parse_cp2k_output
-from .parse_raw.cp2k_md import parse_cp2k_energies, parse_cp2k_restart_geometry, parse_cp2k_trajectory
 
 __all__ = ('ENERGY_FILE', 'Cp2kMdParser')
 

@@ -10,7 +10,7 @@ from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
 from aiida_lisei.calculations.exploration import ExplorationCalculation, check_parameters, models_type_map
-from aiida_lisei.parsers.parse_raw.lammps import (
+from aiida_lisei.formats.lammps import (
     DumpFrames,
     LammpsLog,
     lammps_failure,

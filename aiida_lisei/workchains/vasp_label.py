@@ -2,7 +2,7 @@
 
 The VASP run is aiida-vasp's ``VaspWorkChain`` (restarts and error handlers included); its inputs are
 exposed in the ``vasp`` namespace. The frame (energy eV, forces eV/Å, virial eV; see
-:mod:`aiida_lisei.parsers.parse_raw.vasp`) is built by the ``build_vasp_labels`` calcfunction from the
+:mod:`aiida_lisei.formats.vasp`) is built by the ``build_vasp_labels`` calcfunction from the
 VASP CalcJob's ``misc`` output, so the graph links every label to the run that computed it. The level of
 theory is read from the INCAR the CalcJob actually ran with, not from the protocol.
 
@@ -25,7 +25,7 @@ from ase.neighborlist import neighbor_list
 
 from aiida_lisei.data.frames import LABEL_PATTERN as _SYSTEM_LABEL
 from aiida_lisei.data.training_set import TrainingSetData, TrainingSetError
-from aiida_lisei.parsers.parse_raw.vasp import (
+from aiida_lisei.formats.vasp import (
     ENERGY_TYPES,
     VaspOutputError,
     vasp_level_of_theory,

@@ -20,7 +20,7 @@ from aiida_lisei.calculations.restraint_md import (
     cell_widths,
     check_restraint_parameters,
 )
-from aiida_lisei.engines.plumed_input import read_plumed_input
+from aiida_lisei.formats.plumed import read_plumed_input
 from aiida_lisei.parsers.restraint_md import colvar_arrays
 from aiida_lisei.science.restraint_cv import evaluate_cv
 

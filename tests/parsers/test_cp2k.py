@@ -24,7 +24,7 @@ from aiida.plugins import CalculationFactory, ParserFactory
 from aiida.plugins.entry_point import format_entry_point_string
 from ase.io import read
 
-from aiida_lisei.parsers.parse_raw.cp2k import (
+from aiida_lisei.formats.cp2k import (
     EV_PER_ANGSTROM3_TO_GPA,
     Cp2kOutputError,
     cp2k_stress_to_ase,

@@ -12,7 +12,7 @@ from aiida.common.links import LinkType
 from aiida.plugins import CalculationFactory, ParserFactory
 from aiida.plugins.entry_point import format_entry_point_string
 
-from aiida_lisei.parsers.parse_raw.lammps import box_to_cell, parse_dump, parse_log, parse_model_devi
+from aiida_lisei.formats.lammps import box_to_cell, parse_dump, parse_log, parse_model_devi
 
 ExplorationParser = ParserFactory('lisei.exploration')
 ExplorationCalculation = CalculationFactory('lisei.exploration')

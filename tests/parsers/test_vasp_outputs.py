@@ -17,7 +17,7 @@ import pytest
 from aiida_vasp.parsers.content_parsers.vasprun import VasprunParser
 
 from aiida_lisei.data.training_set import ase_virial
-from aiida_lisei.parsers.parse_raw.vasp import (
+from aiida_lisei.formats.vasp import (
     KBAR_TO_EV_PER_A3,
     VaspOutputError,
     vasp_level_of_theory,

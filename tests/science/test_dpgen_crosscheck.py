@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aiida_lisei.parsers.parse_raw.lammps import parse_model_devi
+from aiida_lisei.formats.lammps import parse_model_devi
 from aiida_lisei.science.selection import FrameClass, TrustLevels, classify_frames, select_candidates
 
 FIXTURES = Path(__file__).parents[1] / 'parsers' / 'fixtures' / 'exploration'

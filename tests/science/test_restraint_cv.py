@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from aiida_lisei.engines.plumed_input import read_colvar, run_plumed, term_action_label, write_plumed_input
 from aiida_lisei.engines.probe import find_plumed_kernel
+from aiida_lisei.formats.plumed import read_colvar, run_plumed, term_action_label, write_plumed_input
 from aiida_lisei.protocols.utils import ProtocolMixin
 from aiida_lisei.science.restraint_cv import (
     CoordinationCV,

@@ -12,8 +12,8 @@ from aiida import orm
 from aiida.engine import run_get_node
 from aiida.plugins import WorkflowFactory
 
-from aiida_lisei.parsers.parse_raw.cp2k import BOHR_TO_ANGSTROM, HARTREE_TO_EV
-from aiida_lisei.parsers.parse_raw.cp2k_md import parse_cp2k_trajectory
+from aiida_lisei.formats.cp2k import BOHR_TO_ANGSTROM, HARTREE_TO_EV
+from aiida_lisei.formats.cp2k_md import parse_cp2k_trajectory
 from aiida_lisei.workchains.cp2k_md import check_parameters, join_runs, motion_parameters
 
 from .test_cp2k_label import OPTIONS, li16

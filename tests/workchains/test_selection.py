@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from aiida import orm
 
-from aiida_lisei.parsers.parse_raw.lammps import parse_dump, parse_model_devi
+from aiida_lisei.formats.lammps import parse_dump, parse_model_devi
 from aiida_lisei.science.selection import TrustLevels, classify_frames
 from aiida_lisei.workchains.selection import check_selection_parameters, select_candidates
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aiida_lisei.engines.plumed_input import (
+from aiida_lisei.engines.probe import find_plumed_kernel
+from aiida_lisei.formats.plumed import (
     colvar_fields,
     colvar_header,
     colvar_line,
@@ -17,7 +18,6 @@ from aiida_lisei.engines.plumed_input import (
     write_colvar,
     write_plumed_input,
 )
-from aiida_lisei.engines.probe import find_plumed_kernel
 from aiida_lisei.science.restraint_cv import (
     CoordinationCV,
     CoordinationTerm,

@@ -4,7 +4,7 @@ No AiiDA here. ``MOTION/PRINT/TRAJECTORY`` (xyz, Å; the comment line holds ``i 
 in Hartree>``), ``MOTION/PRINT/FORCES`` (xyz, Hartree/Bohr), ``MOTION/PRINT/CELL`` (one row per frame:
 step, time fs, the nine cell components in Å, volume) and ``MD/PRINT/ENERGY`` (``.ener``: step, time fs,
 kinetic energy, temperature K, potential energy, conserved quantity, used time). Units of the results: Å,
-eV, eV/Å, K, fs (CODATA 2006 factors of :mod:`aiida_lisei.parsers.parse_raw.cp2k`).
+eV, eV/Å, K, fs (CODATA 2006 factors of :mod:`aiida_lisei.formats.cp2k`).
 """
 
 from __future__ import annotations

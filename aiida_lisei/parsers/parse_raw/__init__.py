@@ -1,1 +1,0 @@
-"""Pure text parsers of program outputs (no AiiDA imports): testable without a profile."""
