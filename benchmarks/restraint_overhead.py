@@ -1,6 +1,6 @@
 """Overhead of the moving restraint over plain DeePMD MD, side by side (target: ≤ 10 % added at 4833 atoms).
 
-The same LAMMPS script (:func:`~aiida_lisei.engines.restraint_input.generate_restraint_md_script`, 1 fs)
+The same LAMMPS script (:func:`~aiida_lisei.formats.lammps.generate_restraint_md_script`, 1 fs)
 runs, alternating ``--repeats`` times, in one process through the LAMMPS Python module:
 
 * ``dp``: the script without the restraint fix (DeePMD only);
@@ -130,7 +130,7 @@ def prepare(folder: Path, model: Any, steps: int, kappa: float, dp_model: Path, 
     """
     from ase.io import write
 
-    from aiida_lisei.engines.restraint_input import generate_restraint_md_script
+    from aiida_lisei.formats.lammps import generate_restraint_md_script
     from aiida_lisei.formats.plumed import write_plumed_input
     from aiida_lisei.science.restraint_cv import MovingRestraint, build_paper_cv, evaluate_cv
 

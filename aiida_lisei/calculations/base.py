@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from aiida.common.datastructures import CalcInfo, CodeInfo
 from aiida.engine import CalcJob, CalcJobProcessSpec
 
-__all__ = ('LiseiCalcJob',)
+from aiida_lisei.common.seeds import check_seed
+from aiida_lisei.common.validation import value_port_validator
+
+__all__ = ('LiseiCalcJob', 'validate_seed')
+
+#: Port validator of an engine's ``seed`` input: an integer in ``[1, MAX_SEED]``.
+validate_seed = value_port_validator(check_seed)
 
 
 class LiseiCalcJob(CalcJob):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiida import orm
@@ -11,151 +9,19 @@ from aiida.common.datastructures import CalcInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
-from aiida_lisei.calculations.base import LiseiCalcJob
-from aiida_lisei.data.deep_potential import COMPRESSED_FILENAME, MODEL_FILENAME, DeepPotentialData
-from aiida_lisei.data.frames import STUDY_TYPE_MAP
-from aiida_lisei.validation import dict_port_validator
-
-__all__ = (
-    'DEFAULT_PARAMETERS',
-    'DEFAULT_TYPE_MAP',
-    'ExplorationCalculation',
-    'check_parameters',
-    'generate_input_script',
-    'model_filename',
-    'models_type_map',
+from aiida_lisei.calculations.base import LiseiCalcJob, validate_seed
+from aiida_lisei.common.validation import dict_port_validator
+from aiida_lisei.data.deep_potential import DeepPotentialData, model_filename, models_type_map
+from aiida_lisei.formats.lammps import (
+    check_exploration_parameters,
+    generate_exploration_script,
+    lammps_data_text,
+    timeout_seconds,
 )
 
-#: Type map of a model node without a ``type_map`` attribute (a plain ``SinglefileData``): the study's.
-DEFAULT_TYPE_MAP: tuple[str, ...] = STUDY_TYPE_MAP
+__all__ = ('ExplorationCalculation',)
 
-#: Node types accepted as models: a plain frozen .pb, or a ``DeepPotentialData``.
-ModelNode = orm.SinglefileData | DeepPotentialData
-
-#: Parameters and their defaults (``None``: required or unused). Units: K, bar, fs, steps.
-DEFAULT_PARAMETERS: dict[str, Any] = {
-    'ensemble': 'nvt',  # 'nvt' (Nosé-Hoover) or 'npt' (Nosé-Hoover + isotropic/anisotropic barostat)
-    'temperature': None,  # K, required
-    'pressure': None,  # bar, required for npt only
-    'n_steps': None,  # number of MD steps, required
-    'timestep': 1.0,  # fs
-    'stride': 10,  # steps between model-deviation rows, dumped frames and thermo lines
-    'thermostat_damping': 100.0,  # fs
-    'barostat_damping': 1000.0,  # fs
-    'pressure_coupling': 'iso',  # 'iso' or 'aniso' (npt only)
-}
-
-#: LAMMPS' Park-Miller generator needs 0 < seed < 2^31 - 1.
-MAX_SEED = 2**31 - 2
-
-#: Fraction of ``max_wallclock_seconds`` after which LAMMPS stops the run itself (``timer timeout``).
-TIMEOUT_FRACTION = 0.9
-
-
-def check_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the parameters completed with :data:`DEFAULT_PARAMETERS`; raise ``ValueError`` if invalid."""
-    unknown = set(parameters) - set(DEFAULT_PARAMETERS)
-    if unknown:
-        raise ValueError(f'unknown parameters {sorted(unknown)}; known: {sorted(DEFAULT_PARAMETERS)}')
-    full = {**DEFAULT_PARAMETERS, **parameters}
-    if full['ensemble'] not in ('nvt', 'npt'):
-        raise ValueError(f"`ensemble` must be 'nvt' or 'npt', got {full['ensemble']!r}")
-    if full['ensemble'] == 'npt' and full['pressure'] is None:
-        raise ValueError('`pressure` (bar) is required for the npt ensemble')
-    if full['ensemble'] == 'nvt' and full['pressure'] is not None:
-        raise ValueError("`pressure` is given but `ensemble` is 'nvt': set `ensemble` to 'npt'")
-    if full['pressure_coupling'] not in ('iso', 'aniso'):
-        raise ValueError(f"`pressure_coupling` must be 'iso' or 'aniso', got {full['pressure_coupling']!r}")
-    for name in ('n_steps', 'stride'):
-        value = full[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f'`{name}` must be a positive integer, got {value!r}')
-    for name in ('temperature', 'timestep', 'thermostat_damping', 'barostat_damping'):
-        value = full[name]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ValueError(f'`{name}` must be a positive number, got {value!r}')
-    return full
-
-
-def generate_input_script(
-    parameters: Mapping[str, Any],
-    model_files: Sequence[str],
-    type_map: Sequence[str],
-    seed: int,
-    data_file: str = 'structure.data',
-    model_devi_file: str = 'model_devi.out',
-    dump_file: str = 'traj.dump',
-    timeout_seconds: int | None = None,
-) -> str:
-    """Return the LAMMPS input script of an exploration (``units metal``; timestep and dampings in fs).
-
-    The first model drives the dynamics; all models give the deviation, written every ``stride`` steps
-    (step 0 included) together with the dumped frame and a thermo line, so rows and frames align.
-    """
-    p = check_parameters(parameters)
-    stride, temperature = p['stride'], p['temperature']
-    dt_ps = p['timestep'] / 1000.0
-    t_damp, p_damp = p['thermostat_damping'] / 1000.0, p['barostat_damping'] / 1000.0
-    if p['ensemble'] == 'nvt':
-        fix = f'fix md all nvt temp {temperature} {temperature} {t_damp}'
-    else:
-        pressure = p['pressure']
-        fix = (
-            f'fix md all npt temp {temperature} {temperature} {t_damp} '
-            f'{p["pressure_coupling"]} {pressure} {pressure} {p_damp}'
-        )
-    lines = [
-        '# aiida-lisei exploration: DeePMD MD with model deviation (units metal: Å, eV, ps, K, bar)',
-        'units metal',
-        'boundary p p p',
-        'atom_style atomic',
-        f'read_data {data_file}',
-        f'pair_style deepmd {" ".join(model_files)} out_file {model_devi_file} out_freq {stride}',
-        f'pair_coeff * * {" ".join(type_map)}',
-        f'timestep {dt_ps}',
-        f'velocity all create {temperature} {seed} dist gaussian mom yes',
-        'thermo_style custom step time temp pe ke etotal press vol',
-        'thermo_modify lost error flush yes',
-        f'thermo {stride}',
-        f'dump traj all custom {stride} {dump_file} id type x y z',
-        'dump_modify traj sort id format float %.12g',
-        fix,
-    ]
-    if timeout_seconds is not None:
-        hours, rest = divmod(int(timeout_seconds), 3600)
-        lines.append(f'timer timeout {hours:d}:{rest // 60:02d}:{rest % 60:02d} every {stride}')
-    lines.append(f'run {p["n_steps"]}')
-    return '\n'.join(lines) + '\n'
-
-
-def model_filename(node: ModelNode) -> str:
-    """Return the repository name of the frozen model to run: a ``DeepPotentialData``'s compressed model
-    when it has one (about 3x faster in LAMMPS), else its ``model.pb``; a ``SinglefileData``'s file."""
-    if isinstance(node, orm.SinglefileData):
-        return node.filename
-    names = node.base.repository.list_object_names()
-    return COMPRESSED_FILENAME if COMPRESSED_FILENAME in names else MODEL_FILENAME
-
-
-def models_type_map(models: Mapping[str, ModelNode]) -> tuple[str, ...]:
-    """Return the type map shared by the models (their ``type_map`` attribute, else :data:`DEFAULT_TYPE_MAP`).
-
-    Raises ``ValueError`` if two models declare different type maps.
-    """
-    maps = {tuple(node.base.attributes.get('type_map', DEFAULT_TYPE_MAP)) for node in models.values()}
-    if len(maps) > 1:
-        raise ValueError(f'the models have different type maps: {sorted(maps)}')
-    return maps.pop() if maps else DEFAULT_TYPE_MAP
-
-
-validate_parameters = dict_port_validator(check_parameters)
-
-
-def validate_seed(seed: orm.Int, _ctx: Any = None) -> str | None:
-    """Return an error message unless ``0 < seed <= MAX_SEED``."""
-    if not 0 < seed.value <= MAX_SEED:
-        return f'`seed` must be in [1, {MAX_SEED}], got {seed.value}'
-    return None
+validate_parameters = dict_port_validator(check_exploration_parameters)
 
 
 def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
@@ -193,7 +59,8 @@ class ExplorationCalculation(LiseiCalcJob):
     Inputs: ``structure`` (``StructureData``, Å), ``models`` (namespace of frozen models:
     ``DeepPotentialData``, its compressed model if any, or ``SinglefileData`` .pb files, whose optional
     ``type_map`` attribute defaults to the study's Li P S Cl; all models must share one type map),
-    ``parameters`` (``Dict``, see :data:`DEFAULT_PARAMETERS`), ``seed`` (``Int``, velocity seed).
+    ``parameters`` (``Dict``, see :data:`~aiida_lisei.formats.lammps.DEFAULT_EXPLORATION_PARAMETERS`),
+    ``seed`` (``Int``, velocity seed).
 
     Outputs (``lisei.exploration`` parser): ``model_devi`` (``ArrayData``, one array per column of
     ``model_devi.out``: ``step``, ``max_devi_v`` ... ``avg_devi_f``; forces eV/Å), ``trajectory``
@@ -275,28 +142,12 @@ class ExplorationCalculation(LiseiCalcJob):
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
         """Write the data file and the input script; copy the models as ``model_<i>.pb``."""
-        from ase.io import write
-
         type_map = models_type_map(self.inputs.models)
         keys = sorted(self.inputs.models)
         model_files = [f'model_{index}.pb' for index in range(len(keys))]
-
-        buffer = io.StringIO()
-        write(
-            buffer,
-            self.inputs.structure.get_ase(),
-            format='lammps-data',
-            specorder=list(type_map),
-            masses=True,
-            units='metal',
-            atom_style='atomic',
-        )
         with folder.open(self._DATA_FILE, 'w') as handle:
-            handle.write(buffer.getvalue())
-
-        walltime = self.inputs.metadata.options.get('max_wallclock_seconds')
-        timeout = None if walltime is None else int(TIMEOUT_FRACTION * walltime)
-        script = generate_input_script(
+            handle.write(lammps_data_text(self.inputs.structure.get_ase(), type_map))
+        script = generate_exploration_script(
             self.inputs.parameters.get_dict(),
             model_files,
             type_map,
@@ -304,7 +155,7 @@ class ExplorationCalculation(LiseiCalcJob):
             data_file=self._DATA_FILE,
             model_devi_file=self._MODEL_DEVI_FILE,
             dump_file=self._DUMP_FILE,
-            timeout_seconds=timeout,
+            timeout_seconds=timeout_seconds(self.inputs.metadata.options.get('max_wallclock_seconds')),
         )
         with folder.open(self._INPUT_FILE, 'w') as handle:
             handle.write(script)

@@ -12,9 +12,10 @@ from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
 from aiida_lisei.calculations.base import LiseiCalcJob
+from aiida_lisei.common.validation import dict_port_validator
 from aiida_lisei.data.structure import GroupedStructureData
-from aiida_lisei.engines.qeq_charges import QEqFrames, check_settings, species_parameters, write_frames
-from aiida_lisei.validation import dict_port_validator
+from aiida_lisei.engines.qeq_charges import check_settings, species_parameters
+from aiida_lisei.formats.frames_npz import TrajectoryFrames, write_trajectory
 
 __all__ = (
     'QEqCalculation',
@@ -234,7 +235,7 @@ class QEqCalculation(LiseiCalcJob):
         structure = self.inputs.get('structure')
         indices = selected_frames(trajectory.numsteps, self.inputs.stride.value)
         times = trajectory.get_times()
-        frames = QEqFrames(
+        frames = TrajectoryFrames(
             positions=trajectory.get_positions()[indices],
             cells=trajectory.get_cells()[indices],
             symbols=trajectory_species(trajectory, structure),
@@ -243,7 +244,7 @@ class QEqCalculation(LiseiCalcJob):
             times=None if times is None else np.asarray(times, dtype=float)[indices],
         )
         with folder.open(self._FRAMES_FILE, 'wb') as handle:
-            write_frames(handle, frames)
+            write_trajectory(handle, frames)
         with folder.open(self._SETTINGS_FILE, 'w') as handle:
             json.dump(check_settings(self.inputs.parameters.get_dict()), handle, indent=2, sort_keys=True)
 

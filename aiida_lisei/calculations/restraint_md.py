@@ -16,131 +16,44 @@ segment stopped.
 
 from __future__ import annotations
 
-import io
-from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 from aiida import orm
 from aiida.common.datastructures import CalcInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
-from aiida_lisei.calculations.base import LiseiCalcJob
-from aiida_lisei.calculations.exploration import TIMEOUT_FRACTION, model_filename, validate_seed
-from aiida_lisei.data.deep_potential import DeepPotentialData
+from aiida_lisei.calculations.base import LiseiCalcJob, validate_seed
+from aiida_lisei.common.validation import dict_port_validator
+from aiida_lisei.data.deep_potential import DeepPotentialData, model_filename
 from aiida_lisei.data.frames import STUDY_TYPE_MAP
 from aiida_lisei.data.structure import GroupedStructureData
-from aiida_lisei.engines.restraint_input import (
+from aiida_lisei.formats.lammps import (
     RESTART_PATTERN,
     check_restraint_md_parameters,
     generate_restraint_md_script,
+    lammps_data_text,
+    timeout_seconds,
 )
 from aiida_lisei.formats.plumed import write_plumed_input
 from aiida_lisei.science.restraint_cv import (
-    PAPER_KAPPA,
-    CoordinationCV,
-    MovingRestraint,
-    build_paper_cv,
-)
-from aiida_lisei.validation import dict_port_validator
-
-__all__ = (
-    'DEFAULT_RESTRAINT_PARAMETERS',
-    'RestraintMdCalculation',
-    'build_restraint',
-    'cell_widths',
-    'check_restraint_parameters',
-    'lammps_data_text',
+    check_minimum_image,
+    check_restraint_parameters,
+    cv_from_parameters,
+    moving_restraint,
 )
 
-#: Restraint parameters and defaults (``None``: required). Units: Å, eV, CV units, MD steps.
-DEFAULT_RESTRAINT_PARAMETERS: dict[str, Any] = {
-    'kappa': PAPER_KAPPA,  # eV per (CV unit)^2; the CV is normalised per electrolyte Li by default
-    'normalisation': 'group_a',  # 'group_a' (divide by the number of electrolyte Li), 'none', or a number
-    'd_max': 10.0,  # Å, cut-off of every switching function: part of the CV's definition
-    'anode_layers': 8,  # anode Li layers (1 = touching the electrolyte) in group B of Li-Li (paper: 8)
-    'r_0': {},  # Å per term label ('Li-Li', 'Li-S', 'Li-P', 'Li-Cl') over the paper's 3.2, 3.0, 4.0, 4.0
-    'at_start': None,  # CV value of s0 at step_start (required; the work chain uses the initial CV)
-    'at_end': None,  # CV value of s0 at step_end (required)
-    'step_start': 0,  # MD step where s0 starts moving
-    'step_end': None,  # MD step where s0 reaches at_end (required; the last step of the whole simulation)
-    'colvar_stride': 10,  # steps between COLVAR rows
-    'nl_stride': None,  # PLUMED neighbour list update stride (None: no neighbour list, exact)
-    'nl_cutoff': None,  # Å, PLUMED neighbour list cut-off (default d_max + 2)
-}
+__all__ = ('RestraintMdCalculation',)
 
-
-def check_restraint_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the parameters completed with :data:`DEFAULT_RESTRAINT_PARAMETERS`; raise ``ValueError``."""
-    unknown = sorted(set(parameters) - set(DEFAULT_RESTRAINT_PARAMETERS))
-    if unknown:
-        raise ValueError(
-            f'unknown restraint parameters {unknown}; known: {sorted(DEFAULT_RESTRAINT_PARAMETERS)}'
-        )
-    full = {**DEFAULT_RESTRAINT_PARAMETERS, **parameters}
-    missing = [name for name in ('at_start', 'at_end', 'step_end') if full[name] is None]
-    if missing:
-        raise ValueError(f'restraint parameters {missing} are required')
-    normalisation = full['normalisation']
-    if normalisation not in ('group_a', 'none') and not (
-        isinstance(normalisation, int | float) and not isinstance(normalisation, bool) and normalisation > 0
-    ):
-        raise ValueError(
-            f"`normalisation` must be 'group_a', 'none' or a positive number, got {normalisation!r}"
-        )
-    stride = full['colvar_stride']
-    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
-        raise ValueError(f'`colvar_stride` must be a positive integer, got {stride!r}')
-    if not isinstance(full['d_max'], int | float) or not full['d_max'] > 0:
-        raise ValueError(f'`d_max` must be a positive number (Å), got {full["d_max"]!r}')
-    MovingRestraint(full['kappa'], full['at_start'], full['at_end'], full['step_start'], full['step_end'])
-    return full
-
-
-validate_restraint = dict_port_validator(check_restraint_parameters)
 validate_parameters = dict_port_validator(check_restraint_md_parameters)
 
 
-def build_restraint(
-    structure: GroupedStructureData, parameters: Mapping[str, Any]
-) -> tuple[CoordinationCV, MovingRestraint]:
-    """Return the paper's CV on ``structure``'s atom groups and the moving restraint of ``parameters``."""
-    p = check_restraint_parameters(parameters)
-    cv = build_paper_cv(
-        structure.atom_groups,
-        structure.atom_layers,
-        d_max=p['d_max'],
-        normalisation=p['normalisation'],
-        anode_layers=p['anode_layers'],
-        r_0=p['r_0'] or None,
-    )
-    restraint = MovingRestraint(p['kappa'], p['at_start'], p['at_end'], p['step_start'], p['step_end'])
-    return cv, restraint
-
-
-def lammps_data_text(structure: orm.StructureData, type_map: tuple[str, ...]) -> str:
-    """Return ``structure`` as a LAMMPS data file (``atom_style atomic``, types in ``type_map`` order).
-
-    Atom ids are the site indices + 1, so LAMMPS ids, PLUMED serials and the structure's sites agree.
-    """
-    from ase.io import write
-
-    buffer = io.StringIO()
-    write(
-        buffer,
-        structure.get_ase(),
-        format='lammps-data',
-        specorder=list(type_map),
-        masses=True,
-        units='metal',
-        atom_style='atomic',
-    )
-    return buffer.getvalue()
-
-
 def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
-    """Check that the structure has the CV's groups, fits the model's type map and the restraint's range."""
+    """Check the structure against the model's type map, and the restraint on the structure (once).
+
+    The restraint's parameters are completed and checked, its CV is built on the structure's atom groups
+    and layers, and its cut-off must fit the cell (minimum image).
+    """
     if ctx is not None and not {'structure', 'model', 'restraint', 'parameters'} <= set(ctx):
         return None
     structure = inputs['structure']
@@ -151,24 +64,12 @@ def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
     if not all(structure.pbc):
         return 'the structure must be periodic in all three directions (add vacuum along z for a slab)'
     try:
-        cv, _ = build_restraint(structure, inputs['restraint'].get_dict())
+        parameters = check_restraint_parameters(inputs['restraint'].get_dict())
+        cv = cv_from_parameters(structure.atom_groups, structure.atom_layers, parameters)
+        check_minimum_image(cv.d_max, structure.cell)
     except ValueError as exception:
         return f'restraint: {exception}'
-    half_width = 0.5 * min(cell_widths(structure.cell))
-    if cv.d_max > half_width:
-        return (
-            f'restraint: d_max = {cv.d_max:g} Å exceeds half the narrowest cell width ({half_width:.3f} Å): '
-            'the CV (minimum image, as PLUMED) would jump when a pair changes image; lower d_max or use a '
-            'larger cell'
-        )
     return None
-
-
-def cell_widths(cell: Any) -> np.ndarray:
-    """Return the distances (Å) between opposite faces of ``cell`` (rows = lattice vectors, Å)."""
-    cell = np.asarray(cell, dtype=float)
-    volume = abs(np.linalg.det(cell))
-    return volume / np.linalg.norm(np.cross(cell[[1, 2, 0]], cell[[2, 0, 1]]), axis=1)
 
 
 class RestraintMdCalculation(LiseiCalcJob):
@@ -176,9 +77,10 @@ class RestraintMdCalculation(LiseiCalcJob):
 
     Inputs: ``structure`` (``GroupedStructureData``: the CV's groups come from its atom groups and layers),
     ``model`` (one frozen model, its compressed version when it has one), ``parameters`` (MD settings,
-    :data:`~aiida_lisei.engines.restraint_input.DEFAULT_RESTRAINT_MD_PARAMETERS`: K, bar, fs, steps;
-    ``n_steps`` is the step to run up to), ``restraint`` (:data:`DEFAULT_RESTRAINT_PARAMETERS`), ``seed``
-    (initial velocities; unused when continuing), optional ``parent_folder`` (continue from its restart
+    :data:`~aiida_lisei.formats.lammps.DEFAULT_RESTRAINT_MD_PARAMETERS`: K, bar, fs, steps;
+    ``n_steps`` is the step to run up to), ``restraint``
+    (:data:`~aiida_lisei.science.restraint_cv.RESTRAINT_DEFAULTS`), ``seed`` (initial velocities; unused when
+    continuing), optional ``parent_folder`` (continue from its restart
     file) and ``settings`` (``cmdline``: extra arguments of the code).
 
     Outputs (``lisei.restraint_md`` parser): ``colvar`` (``ArrayData``: time ps, cv, each CN, s0, bias eV,
@@ -226,9 +128,9 @@ class RestraintMdCalculation(LiseiCalcJob):
             'restraint',
             valid_type=orm.Dict,
             serializer=orm.to_aiida_type,
-            validator=validate_restraint,
-            help='CV and moving restraint: kappa (eV per CV unit²), normalisation, d_max (Å), anode_layers, '
-            'r_0, at_start, at_end, step_start, step_end, colvar_stride, nl_stride, nl_cutoff.',
+            help='CV and moving restraint (science.restraint_cv.RESTRAINT_DEFAULTS): kappa (eV per CV '
+            'unit²), normalisation, d_max (Å), anode_layers, r_0, delta, at_start, at_end, step_start, '
+            'step_end, colvar_stride, nl_stride, nl_cutoff; the ends are required.',
         )
         spec.input(
             'seed',
@@ -292,17 +194,17 @@ class RestraintMdCalculation(LiseiCalcJob):
         model = self.inputs.model
         type_map = tuple(model.base.attributes.get('type_map', STUDY_TYPE_MAP))
         restraint_parameters = check_restraint_parameters(self.inputs.restraint.get_dict())
-        cv, restraint = build_restraint(structure, restraint_parameters)
+        cv = cv_from_parameters(structure.atom_groups, structure.atom_layers, restraint_parameters)
         continuing = 'parent_folder' in self.inputs
 
         if not continuing:
             with folder.open(self._DATA_FILE, 'w') as handle:
-                handle.write(lammps_data_text(structure, type_map))
+                handle.write(lammps_data_text(structure.get_ase(), type_map))
         with folder.open(self._PLUMED_FILE, 'w') as handle:
             handle.write(
                 write_plumed_input(
                     cv,
-                    restraint,
+                    moving_restraint(restraint_parameters),
                     stride=restraint_parameters['colvar_stride'],
                     colvar_file=self._COLVAR_FILE,
                     nl_stride=restraint_parameters['nl_stride'],
@@ -320,7 +222,7 @@ class RestraintMdCalculation(LiseiCalcJob):
             plumed_file=self._PLUMED_FILE,
             plumed_log=self._PLUMED_LOG,
             dump_file=self._DUMP_FILE,
-            timeout_seconds=None if walltime is None else int(TIMEOUT_FRACTION * walltime),
+            timeout_seconds=timeout_seconds(walltime),
         )
         with folder.open(self._INPUT_FILE, 'w') as handle:
             handle.write(script)

@@ -12,9 +12,10 @@ from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
 from aiida_lisei.calculations.base import LiseiCalcJob
+from aiida_lisei.common.validation import dict_port_validator
 from aiida_lisei.data.training_set import TrainingSetData
-from aiida_lisei.engines.tblite_label import MAX_ATOMIC_NUMBER, check_atoms, check_parameters, write_frames
-from aiida_lisei.validation import dict_port_validator
+from aiida_lisei.engines.tblite_label import MAX_ATOMIC_NUMBER, check_atoms, check_parameters
+from aiida_lisei.formats.frames_npz import write_structures
 
 __all__ = ('TbliteCalculation', 'resolve_frame_tags', 'validate_structures', 'validate_tags')
 
@@ -169,7 +170,7 @@ class TbliteCalculation(LiseiCalcJob):
         """Write the frames (sorted by key) and the complete parameters; run ``lisei-tblite`` on them."""
         keys = sorted(self.inputs.structures)
         with folder.open(self._FRAMES_FILE, 'wb') as handle:
-            write_frames(handle, {key: self.inputs.structures[key].get_ase() for key in keys})
+            write_structures(handle, {key: self.inputs.structures[key].get_ase() for key in keys})
         with folder.open(self._PARAMETERS_FILE, 'w') as handle:
             json.dump(check_parameters(self.inputs.parameters.get_dict()), handle, indent=2, sort_keys=True)
 

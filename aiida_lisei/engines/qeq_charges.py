@@ -3,8 +3,8 @@
 Runs wherever a job runs and never imports AiiDA. The physics is
 :class:`~aiida_lisei.science.qeq.QEqSolver` (Gaussian charges, PME electrostatics, slab dipole
 correction, Krylov solver warm-started from the previous frame). Input: a frames file (``.npz`` of
-:func:`write_frames`: ``positions`` (F, N, 3) Å, ``cells`` (F, 3, 3) Å, ``symbols`` (N,), and
-``frame_indices``, ``stepids``, ``times`` (ps) per frame) and a JSON settings file
+:func:`~aiida_lisei.formats.frames_npz.write_trajectory`: ``positions`` (F, N, 3) Å, ``cells`` (F, 3, 3) Å,
+``symbols`` (N,), and ``frame_indices``, ``stepids``, ``times`` (ps) per frame) and a JSON settings file
 (:data:`DEFAULT_SETTINGS` fills what is missing, :func:`check_settings` explains every key). Output:
 a JSON Lines file written as the frames are solved, so that a job killed half-way keeps what it did:
 
@@ -33,19 +33,18 @@ from typing import IO, Any
 
 import numpy as np
 
+from aiida_lisei.formats.frames_jsonl import write_frame_records
+from aiida_lisei.formats.frames_npz import TrajectoryFrames, read_trajectory
+
 __all__ = (
     'DEFAULT_SETTINGS',
     'PARAMETER_SETS',
-    'QEqFrames',
     'build_solver',
     'check_frame',
     'check_settings',
-    'group_statistics',
     'main',
-    'read_frames',
     'solve_frames',
     'species_parameters',
-    'write_frames',
 )
 
 #: Named QEq parameter sets: the paper's Table S2, Rappe & Goddard (1991).
@@ -203,61 +202,6 @@ def build_solver(settings: Mapping[str, Any], symbols: Sequence[str]):
     )
 
 
-class QEqFrames:
-    """Frames of one system: ``positions`` (F, N, 3) Å, ``cells`` (F, 3, 3) Å, ``symbols`` (N,),
-    ``frame_indices`` (F,) into the source trajectory, ``stepids`` (F,) and ``times`` (F,) ps (NaN: unknown).
-    """
-
-    def __init__(
-        self,
-        positions: np.ndarray,
-        cells: np.ndarray,
-        symbols: Sequence[str],
-        frame_indices: np.ndarray | None = None,
-        stepids: np.ndarray | None = None,
-        times: np.ndarray | None = None,
-    ) -> None:
-        self.positions = np.asarray(positions, dtype=np.float64)
-        if self.positions.ndim != 3 or self.positions.shape[2] != 3:
-            raise ValueError(f'positions must be (F, N, 3), got {self.positions.shape}')
-        nframes, natoms = self.positions.shape[:2]
-        self.cells = np.asarray(cells, dtype=np.float64)
-        if self.cells.shape != (nframes, 3, 3):
-            raise ValueError(f'cells must be (F, 3, 3) = ({nframes}, 3, 3), got {self.cells.shape}')
-        self.symbols = [str(symbol) for symbol in symbols]
-        if len(self.symbols) != natoms:
-            raise ValueError(f'{len(self.symbols)} symbols for {natoms} atoms')
-        self.frame_indices = np.arange(nframes) if frame_indices is None else np.asarray(frame_indices)
-        self.stepids = np.arange(nframes) if stepids is None else np.asarray(stepids)
-        self.times = np.full(nframes, np.nan) if times is None else np.asarray(times, dtype=np.float64)
-        for name in ('frame_indices', 'stepids', 'times'):
-            if getattr(self, name).shape != (nframes,):
-                raise ValueError(f'{name} must have one entry per frame ({nframes})')
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-
-def write_frames(path: str | Path | IO[bytes], frames: QEqFrames) -> None:
-    """Write ``frames`` as an ``.npz`` (float64 positions and cells, exact)."""
-    np.savez(
-        path,
-        positions=frames.positions,
-        cells=frames.cells,
-        symbols=np.array(frames.symbols, dtype=str),
-        frame_indices=frames.frame_indices.astype(np.int64),
-        stepids=frames.stepids.astype(np.int64),
-        times=frames.times,
-    )
-
-
-def read_frames(path: str | Path | IO[bytes]) -> QEqFrames:
-    """Read the ``.npz`` of :func:`write_frames` (``positions``, ``cells``, ``symbols`` required)."""
-    with np.load(path, allow_pickle=False) as data:
-        optional = {key: data[key] for key in ('frame_indices', 'stepids', 'times') if key in data}
-        return QEqFrames(data['positions'], data['cells'], data['symbols'].tolist(), **optional)
-
-
 def check_frame(positions: np.ndarray, cell: np.ndarray) -> str | None:
     """Return why a frame cannot be solved (non-finite numbers, a cell thinner than :data:`MIN_CELL_WIDTH`).
 
@@ -292,7 +236,7 @@ def _float(value: float) -> float | None:
 
 
 def solve_frames(
-    frames: QEqFrames, settings: Mapping[str, Any], log: IO[str] | None = None
+    frames: TrajectoryFrames, settings: Mapping[str, Any], log: IO[str] | None = None
 ) -> Iterator[dict[str, Any]]:
     """Yield the result records (header, one per frame, footer) of the JSON Lines format of this module."""
     settings = check_settings(settings)
@@ -350,48 +294,22 @@ def solve_frames(
     yield {'type': 'footer', **counts, 'wall_time': time.perf_counter() - start}
 
 
-def group_statistics(charges: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per group of atoms, count, and mean and standard deviation of the charges (e) in every frame.
-
-    :param charges: (F, N) charges (e); NaN entries (frames not solved) are left out.
-    :param labels: (N,) group label of every atom (e.g. ``anode_Li``, or the chemical symbol).
-    :return: ``{label: {'count': atoms, 'mean': [F], 'std': [F]}}`` in sorted label order; ``None`` where
-        a frame has no finite charge in the group.
-    """
-    from aiida_lisei.science.nucleation import charge_statistics
-
-    charges = np.asarray(charges, dtype=float)
-    labels = np.asarray(labels, dtype=str)
-    if charges.ndim != 2 or charges.shape[1] != len(labels):
-        raise ValueError(f'charges must be (F, {len(labels)}), got {charges.shape}')
-    groups = {name: labels == name for name in sorted(set(labels.tolist()))}
-    out = {name: {'count': int(mask.sum()), 'mean': [], 'std': []} for name, mask in groups.items()}
-    for frame in charges:
-        stats = charge_statistics(frame, groups)
-        for name in groups:
-            out[name]['mean'].append(stats[name]['mean'])
-            out[name]['std'].append(stats[name]['std'])
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``lisei-qeq``: QEq charges of the frames of ``--frames``, into ``--output``."""
     parser = argparse.ArgumentParser(prog='lisei-qeq', description=__doc__.splitlines()[0])
-    parser.add_argument('--frames', type=Path, required=True, help='frames file (.npz of write_frames)')
+    parser.add_argument('--frames', type=Path, required=True, help='frames file (.npz of write_trajectory)')
     parser.add_argument('--settings', type=Path, help='JSON file of QEq settings (defaults if absent)')
     parser.add_argument('--output', type=Path, required=True, help='results file (JSON Lines)')
     args = parser.parse_args(argv)
     settings = json.loads(args.settings.read_text()) if args.settings else {}
     try:
         settings = check_settings(settings)
-        frames = read_frames(args.frames)
+        frames = read_trajectory(args.frames)
         species_parameters(settings, frames.symbols)
     except (ValueError, KeyError, OSError) as exception:
         parser.error(str(exception))
     with args.output.open('w') as handle:
-        for record in solve_frames(frames, settings, log=sys.stdout):
-            handle.write(json.dumps(record) + '\n')
-            handle.flush()
+        write_frame_records(handle, solve_frames(frames, settings, log=sys.stdout))
     return 0
 
 

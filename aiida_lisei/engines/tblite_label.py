@@ -1,9 +1,11 @@
 """``lisei-tblite``: label a batch of frames with tblite (GFN1-xTB by default) through its ASE calculator.
 
 Runs wherever a job runs and never imports AiiDA. Input: a frames file (``.npz`` as written by
-:func:`write_frames`, exact float64; or any multi-frame ``extxyz``, keys from ``info['key']``) and a
-JSON parameters file (:data:`DEFAULT_PARAMETERS` fills what is missing). Output: a JSON Lines file,
-written as the batch runs so that a job killed half-way keeps what it computed:
+:func:`~aiida_lisei.formats.frames_npz.write_structures`, exact float64; or any multi-frame ``extxyz``, keys
+from ``info['key']``) and a
+JSON parameters file (:data:`DEFAULT_PARAMETERS` fills what is missing). Output: a JSON Lines file
+(:mod:`aiida_lisei.formats.frames_jsonl`), written as the batch runs so that a job killed half-way keeps
+what it computed:
 
 * line 1 ``{"type": "header", "program", "tblite_version", "parameters", "nframes"}``;
 * per frame ``{"type": "frame", "key", "energy" (eV), "forces" (eV/Å, natomsx3), "stress"
@@ -29,6 +31,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
+from aiida_lisei.formats.frames_jsonl import write_frame_records
+from aiida_lisei.formats.frames_npz import read_structures
+
 if TYPE_CHECKING:  # ASE and tblite are imported lazily (heavy)
     from ase import Atoms
     from ase.calculators.calculator import Calculator
@@ -44,9 +49,7 @@ __all__ = (
     'label_frames',
     'main',
     'make_calculator',
-    'read_frames',
     'tblite_version',
-    'write_frames',
 )
 
 #: Hamiltonians of tblite's ASE calculator.
@@ -123,41 +126,6 @@ def check_atoms(
             f'(minimum {min_distance} Å)'
         )
     return None
-
-
-def write_frames(path: str | Path | IO[bytes], frames: Mapping[str, Atoms]) -> None:
-    """Write ``{key: atoms}`` as an ``.npz`` (keys, and per frame numbers, positions Å, cell Å, pbc)."""
-    arrays: dict[str, np.ndarray] = {'keys': np.array(list(frames), dtype=str)}
-    for index, atoms in enumerate(frames.values()):
-        arrays[f'numbers_{index}'] = atoms.numbers.astype(np.int64)
-        arrays[f'positions_{index}'] = atoms.positions.astype(np.float64)
-        arrays[f'cell_{index}'] = atoms.cell.array.astype(np.float64)
-        arrays[f'pbc_{index}'] = atoms.pbc.astype(bool)
-    np.savez(path, **arrays)
-
-
-def read_frames(path: str | Path) -> list[tuple[str, Atoms]]:
-    """Return ``(key, atoms)`` pairs from an ``.npz`` of :func:`write_frames` or an ``extxyz`` file."""
-    from ase import Atoms
-    from ase.io import read
-
-    path = Path(path)
-    if path.suffix == '.npz':
-        with np.load(path, allow_pickle=False) as data:
-            return [
-                (
-                    str(key),
-                    Atoms(
-                        numbers=data[f'numbers_{i}'],
-                        positions=data[f'positions_{i}'],
-                        cell=data[f'cell_{i}'],
-                        pbc=data[f'pbc_{i}'],
-                    ),
-                )
-                for i, key in enumerate(data['keys'])
-            ]
-    images = read(path, index=':', format='extxyz')
-    return [(str(atoms.info.get('key', f'frame_{i:04d}')), atoms) for i, atoms in enumerate(images)]
 
 
 def make_calculator(parameters: Mapping[str, Any]) -> Calculator:
@@ -241,11 +209,9 @@ def main(argv: list[str] | None = None) -> int:
         check_parameters(parameters)
     except ValueError as exception:
         parser.error(str(exception))
-    frames = read_frames(args.frames)
+    frames = read_structures(args.frames)
     with args.output.open('w') as handle:
-        for record in label_frames(frames, parameters, log=sys.stdout):
-            handle.write(json.dumps(record) + '\n')
-            handle.flush()
+        write_frame_records(handle, label_frames(frames, parameters, log=sys.stdout))
     return 0
 
 

@@ -1,10 +1,11 @@
 """``lisei-tblite-md``: relax a structure or run Nosé-Hoover NVT MD with tblite (GFN1-xTB) through ASE.
 
 Runs wherever a job runs and never imports AiiDA. Input: a one-frame ``.npz`` as written by
-:func:`~aiida_lisei.engines.tblite_label.write_frames`, a JSON parameters file (:data:`DEFAULT_PARAMETERS`
+:func:`~aiida_lisei.formats.frames_npz.write_structures`, a JSON parameters file (:data:`DEFAULT_PARAMETERS`
 fills what is missing) and ``--seed`` (Maxwell-Boltzmann velocities of an MD run). Output: a JSON Lines
-file in the record format of ``lisei-tblite`` (so :func:`aiida_lisei.parsers.tblite.parse_results`
-reads it), written as the run goes so that a killed job keeps its trajectory:
+file in the record format of ``lisei-tblite`` (so
+:func:`~aiida_lisei.formats.frames_jsonl.read_tblite_results` reads it), written as the run goes so that a
+killed job keeps its trajectory:
 
 * line 1 ``{"type": "header", "program", "tblite_version", "parameters", "seed", "natoms"}``;
 * every ``stride`` steps ``{"type": "frame", "key": "step_<step>", "step", "time" (fs), "positions" (Å),
@@ -39,12 +40,13 @@ from aiida_lisei.engines.tblite_label import (
 from aiida_lisei.engines.tblite_label import (
     check_atoms,
     make_calculator,
-    read_frames,
     tblite_version,
 )
 from aiida_lisei.engines.tblite_label import (
     check_parameters as check_tblite_parameters,
 )
+from aiida_lisei.formats.frames_jsonl import write_frame_records
+from aiida_lisei.formats.frames_npz import read_structures
 
 if TYPE_CHECKING:  # ASE and tblite are imported lazily (heavy)
     from ase import Atoms
@@ -283,13 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         check_parameters(parameters)
     except ValueError as exception:
         parser.error(str(exception))
-    frames = read_frames(args.structure)
+    frames = read_structures(args.structure)
     if len(frames) != 1:
         parser.error(f'{args.structure} holds {len(frames)} frames; exactly one is needed')
     with args.output.open('w') as handle:
-        for record in run_task(frames[0][1], parameters, args.seed, log=sys.stdout):
-            handle.write(json.dumps(record) + '\n')
-            handle.flush()
+        write_frame_records(handle, run_task(frames[0][1], parameters, args.seed, log=sys.stdout))
     return 0
 
 

@@ -1,6 +1,29 @@
-"""Pure parsers of LAMMPS outputs: the log, text dumps (``id type x y z``) and DeePMD's ``model_devi.out``.
+"""LAMMPS files (``units metal``: Å, eV, ps, K, bar): what the calculations write, what the parsers read.
 
-Units are those of ``units metal``: Å, eV, ps, K, bar. No AiiDA imports.
+No AiiDA imports. Writers: the data file (:func:`lammps_data_text`) and the input scripts of the two MD
+runs of the study, built from one set of line writers: the exploration with the model deviation of an
+ensemble (:func:`generate_exploration_script`) and the moving-restraint MD under PLUMED
+(:func:`generate_restraint_md_script`); their parameters and defaults (timestep and dampings in fs, strides
+in steps) are checked by :func:`check_exploration_parameters` and :func:`check_restraint_md_parameters`.
+Readers: the log (:func:`parse_log`, :func:`summarize_log`), text dumps (:func:`parse_dump`) and DeePMD's
+``model_devi.out`` (:func:`parse_model_devi`).
+
+The moving-restraint script (SI §4) is a standard script for any LAMMPS built with PLUMED: ``pair_style
+deepmd``, the restraint as ``fix restraint all plumed plumedfile plumed.dat outfile plumed.log`` (defined
+before the integrator, as LAMMPS requires for barostats), the paper's NPT (Nosé-Hoover thermostat, barostat
+on x and y only at 1 bar, z fixed because of the vacuum, 300 K, 1 fs) or NVT, thermo, a dump with image
+flags (atoms can be followed across the boundaries), periodic restart files and a final ``write_restart``.
+The same script runs unchanged on an HPC LAMMPS with the PLUMED package, and locally through
+``lisei-lmp-plumed`` (:mod:`aiida_lisei.engines.lammps_plumed`), which swaps the ``fix plumed`` line for
+``fix external``. Segments: ``n_steps`` is the *total* length of the simulation (``run N upto``). A segment
+started from a restart file (``read_restart``; velocities and thermostat/barostat state from the file, no
+new velocities) continues the timestep counter, so PLUMED's ``MOVINGRESTRAINT`` (driven by the MD step)
+continues its schedule ``s0(t)`` where the previous segment stopped, and runs only the remaining steps.
+``timer timeout`` stops a run before the scheduler's walltime (:data:`TIMEOUT_FRACTION` of it); the final
+``write_restart`` still runs. As in PLUMED itself, each segment backs up an existing COLVAR
+(``bck.<n>.COLVAR``), prints the row of its first step again, and restarts ``MOVINGRESTRAINT``'s
+accumulated ``work`` from 0 (add the segments' last values to join them). LAMMPS's ``npt`` is the
+Martyna-Tobias-Klein form of Nosé-Hoover + Parrinello-Rahman.
 """
 
 from __future__ import annotations
@@ -8,19 +31,345 @@ from __future__ import annotations
 import io
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from aiida_lisei.common.seeds import check_seed
+from aiida_lisei.common.validation import complete_parameters, is_number, positive_integer, positive_number
+
+if TYPE_CHECKING:
+    from ase import Atoms
+
 __all__ = (
+    'DEFAULT_EXPLORATION_PARAMETERS',
+    'DEFAULT_RESTRAINT_MD_PARAMETERS',
+    'MODEL_DEVI_COLUMNS',
+    'RESTART_PATTERN',
+    'RESTRAINT_FIX_ID',
+    'THERMO_AVERAGES',
+    'THERMO_COLUMNS',
+    'TIMEOUT_FRACTION',
     'DumpFrames',
     'LammpsLog',
     'box_to_cell',
+    'check_exploration_parameters',
+    'check_restraint_md_parameters',
+    'generate_exploration_script',
+    'generate_restraint_md_script',
+    'lammps_data_text',
     'lammps_failure',
     'parse_dump',
     'parse_log',
     'parse_model_devi',
+    'restart_filename',
+    'summarize_log',
+    'timeout_seconds',
 )
+
+# --------------------------------------------------------------------------------------------------
+# Parameters of the two MD runs (K, bar, fs, steps)
+# --------------------------------------------------------------------------------------------------
+
+#: Exploration parameters and defaults (``None``: required or unused). Units: K, bar, fs, steps.
+DEFAULT_EXPLORATION_PARAMETERS: dict[str, Any] = {
+    'ensemble': 'nvt',  # 'nvt' (Nosé-Hoover) or 'npt' (Nosé-Hoover + isotropic/anisotropic barostat)
+    'temperature': None,  # K, required
+    'pressure': None,  # bar, required for npt only
+    'n_steps': None,  # number of MD steps, required
+    'timestep': 1.0,  # fs
+    'stride': 10,  # steps between model-deviation rows, dumped frames and thermo lines
+    'thermostat_damping': 100.0,  # fs
+    'barostat_damping': 1000.0,  # fs
+    'pressure_coupling': 'iso',  # 'iso' or 'aniso' (npt only)
+}
+
+#: Moving-restraint MD parameters and defaults (``None``: required). Units: K, bar, fs, steps.
+DEFAULT_RESTRAINT_MD_PARAMETERS: dict[str, Any] = {
+    'ensemble': 'npt',  # 'npt' (paper: barostat on x and y, z fixed) or 'nvt'
+    'temperature': 300.0,  # K
+    'pressure': 1.0,  # bar, x and y (npt only)
+    'n_steps': None,  # total number of MD steps of the simulation (segments continue up to it), required
+    'timestep': 1.0,  # fs
+    'thermostat_damping': 100.0,  # fs
+    'barostat_damping': 1000.0,  # fs
+    'thermo_stride': 100,  # steps between thermo lines
+    'dump_stride': 1000,  # steps between dumped frames (id type x y z ix iy iz)
+    'restart_stride': 10000,  # steps between periodic restart files (restart.<step>), 0: none
+}
+
+#: Fraction of ``max_wallclock_seconds`` after which LAMMPS stops the run itself (``timer timeout``).
+TIMEOUT_FRACTION = 0.9
+
+#: Fix ID of the restraint (``fix plumed`` here, ``fix external`` in ``lisei-lmp-plumed``).
+RESTRAINT_FIX_ID = 'restraint'
+
+#: Restart files, ``restart.<step>``: LAMMPS replaces ``*`` by the timestep when writing, and ``read_restart
+#: restart.*`` reads the file with the largest timestep, so a segment killed without its final restart file
+#: continues from its newest periodic one.
+RESTART_PATTERN = 'restart.*'
+
+#: Thermo columns of the restraint MD (LAMMPS ``thermo_style custom``); ``f_restraint`` is the bias (eV).
+THERMO_COLUMNS: tuple[str, ...] = (
+    'step',
+    'time',
+    'temp',
+    'press',
+    'pe',
+    'ke',
+    'etotal',
+    'vol',
+    'lx',
+    'ly',
+    'lz',
+    'pxx',
+    'pyy',
+    'pzz',
+    f'f_{RESTRAINT_FIX_ID}',
+)
+
+_MD_NUMBERS = ('temperature', 'timestep', 'thermostat_damping', 'barostat_damping')
+
+
+def check_exploration_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Return exploration ``parameters`` completed with :data:`DEFAULT_EXPLORATION_PARAMETERS`.
+
+    Raises ``ValueError`` naming the offending parameter.
+    """
+    full = complete_parameters(parameters, DEFAULT_EXPLORATION_PARAMETERS)
+    if full['ensemble'] not in ('nvt', 'npt'):
+        raise ValueError(f"`ensemble` must be 'nvt' or 'npt', got {full['ensemble']!r}")
+    if full['ensemble'] == 'npt' and full['pressure'] is None:
+        raise ValueError('`pressure` (bar) is required for the npt ensemble')
+    if full['ensemble'] == 'nvt' and full['pressure'] is not None:
+        raise ValueError("`pressure` is given but `ensemble` is 'nvt': set `ensemble` to 'npt'")
+    if full['pressure_coupling'] not in ('iso', 'aniso'):
+        raise ValueError(f"`pressure_coupling` must be 'iso' or 'aniso', got {full['pressure_coupling']!r}")
+    for name in ('n_steps', 'stride'):
+        positive_integer(full[name], f'`{name}`')
+    for name in _MD_NUMBERS:
+        positive_number(full[name], f'`{name}`')
+    return full
+
+
+def check_restraint_md_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Return restraint-MD ``parameters`` completed with :data:`DEFAULT_RESTRAINT_MD_PARAMETERS`.
+
+    Raises ``ValueError`` naming the offending parameter: unknown names, an ensemble other than
+    ``'npt'``/``'nvt'``, non-positive numbers or strides, a missing ``n_steps``, or a pressure that is
+    not a finite number under NPT.
+    """
+    full = complete_parameters(parameters, DEFAULT_RESTRAINT_MD_PARAMETERS)
+    if full['ensemble'] not in ('npt', 'nvt'):
+        raise ValueError(f"`ensemble` must be 'npt' or 'nvt', got {full['ensemble']!r}")
+    for name in ('n_steps', 'thermo_stride', 'dump_stride'):
+        positive_integer(full[name], f'`{name}`')
+    restart = full['restart_stride']
+    if isinstance(restart, bool) or not isinstance(restart, int) or restart < 0:
+        raise ValueError(f'`restart_stride` must be a non-negative integer (0: none), got {restart!r}')
+    for name in _MD_NUMBERS:
+        positive_number(full[name], f'`{name}`')
+    if full['ensemble'] == 'npt':
+        pressure = full['pressure']
+        if not is_number(pressure) or not math.isfinite(pressure):
+            raise ValueError(f'`pressure` (bar) must be a finite number for npt, got {pressure!r}')
+    return full
+
+
+def restart_filename(step: int) -> str:
+    """Return the name of the restart file LAMMPS writes at ``step`` (:data:`RESTART_PATTERN`)."""
+    return RESTART_PATTERN.replace('*', str(int(step)))
+
+
+def timeout_seconds(max_wallclock_seconds: float | None) -> int | None:
+    """Return the ``timer timeout`` (s) of a job with this walltime: :data:`TIMEOUT_FRACTION` of it."""
+    return None if max_wallclock_seconds is None else int(TIMEOUT_FRACTION * max_wallclock_seconds)
+
+
+# --------------------------------------------------------------------------------------------------
+# Writers
+# --------------------------------------------------------------------------------------------------
+
+
+def lammps_data_text(atoms: Atoms, type_map: Sequence[str]) -> str:
+    """Return ``atoms`` as a LAMMPS data file (``atom_style atomic``, types in ``type_map`` order).
+
+    Atom ids are the atom indices + 1, so LAMMPS ids, PLUMED serials and the structure's sites agree.
+    LAMMPS' cell is lower triangular: frames read back are in that orientation.
+    """
+    from ase.io import write
+
+    buffer = io.StringIO()
+    write(
+        buffer,
+        atoms,
+        format='lammps-data',
+        specorder=list(type_map),
+        masses=True,
+        units='metal',
+        atom_style='atomic',
+    )
+    return buffer.getvalue()
+
+
+def _start_lines(comment: str, data_file: str, restart_file: str | None = None) -> list[str]:
+    """Comment, units, boundary, atom style, then ``read_data`` or ``read_restart``."""
+    lines = [
+        f'# {comment} (units metal: Å, eV, ps, K, bar)',
+        'units metal',
+        'boundary p p p',
+        'atom_style atomic',
+    ]
+    if restart_file is None:
+        lines.append(f'read_data {data_file}')
+    else:
+        lines += [
+            f'read_restart {restart_file}',
+            '# velocities, box, timestep and fix states from the restart',
+        ]
+    return lines
+
+
+def _potential_lines(pair_style: str, type_map: Sequence[str], timestep_fs: float) -> list[str]:
+    """``pair_style deepmd ...``, ``pair_coeff`` in ``type_map`` order and the timestep (ps)."""
+    if not type_map:
+        raise ValueError('`type_map` must name at least one element')
+    return [
+        f'pair_style deepmd {pair_style}',
+        f'pair_coeff * * {" ".join(type_map)}',
+        f'timestep {timestep_fs / 1000.0}',
+    ]
+
+
+def _velocity_line(temperature: float, seed: int) -> str:
+    """Gaussian velocities at ``temperature`` (K), zero total momentum, from ``seed``."""
+    check_seed(seed)
+    return f'velocity all create {temperature} {seed} dist gaussian mom yes'
+
+
+def _integrator_line(p: Mapping[str, Any], barostat: str) -> str:
+    """``fix md`` of NVT or NPT (``barostat``: pressure keywords with ``{P}``, ``{damp}``); dampings in fs."""
+    temperature, t_damp = p['temperature'], p['thermostat_damping'] / 1000.0
+    thermostat = f'temp {temperature} {temperature} {t_damp}'
+    if p['ensemble'] == 'nvt':
+        return f'fix md all nvt {thermostat}'
+    return f'fix md all npt {thermostat} ' + barostat.format(
+        P=p['pressure'], damp=p['barostat_damping'] / 1000.0
+    )
+
+
+def _timeout_line(seconds: int | None, every: int) -> list[str]:
+    """``timer timeout H:MM:SS every N`` (none without ``seconds``)."""
+    if seconds is None:
+        return []
+    if seconds < 1:
+        raise ValueError(f'`timeout_seconds` must be at least 1 s, got {seconds!r}')
+    hours, rest = divmod(int(seconds), 3600)
+    return [f'timer timeout {hours:d}:{rest // 60:02d}:{rest % 60:02d} every {every}']
+
+
+def generate_exploration_script(
+    parameters: Mapping[str, Any],
+    model_files: Sequence[str],
+    type_map: Sequence[str],
+    seed: int,
+    data_file: str = 'structure.data',
+    model_devi_file: str = 'model_devi.out',
+    dump_file: str = 'traj.dump',
+    timeout_seconds: int | None = None,
+) -> str:
+    """Return the LAMMPS input script of an exploration (``units metal``; timestep and dampings in fs).
+
+    The first model drives the dynamics; all models give the deviation, written every ``stride`` steps
+    (step 0 included) together with the dumped frame and a thermo line, so rows and frames align.
+    """
+    p = check_exploration_parameters(parameters)
+    stride = p['stride']
+    return (
+        '\n'.join(
+            [
+                *_start_lines('aiida-lisei exploration: DeePMD MD with model deviation', data_file),
+                *_potential_lines(
+                    f'{" ".join(model_files)} out_file {model_devi_file} out_freq {stride}',
+                    type_map,
+                    p['timestep'],
+                ),
+                _velocity_line(p['temperature'], seed),
+                'thermo_style custom step time temp pe ke etotal press vol',
+                'thermo_modify lost error flush yes',
+                f'thermo {stride}',
+                f'dump traj all custom {stride} {dump_file} id type x y z',
+                'dump_modify traj sort id format float %.12g',
+                _integrator_line(p, f'{p["pressure_coupling"]} {{P}} {{P}} {{damp}}'),
+                *_timeout_line(timeout_seconds, stride),
+                f'run {p["n_steps"]}',
+            ]
+        )
+        + '\n'
+    )
+
+
+def generate_restraint_md_script(
+    parameters: Mapping[str, Any],
+    model_file: str,
+    type_map: Sequence[str],
+    seed: int,
+    *,
+    data_file: str = 'structure.data',
+    restart_file: str | None = None,
+    plumed_file: str = 'plumed.dat',
+    plumed_log: str = 'plumed.log',
+    dump_file: str = 'traj.dump',
+    timeout_seconds: int | None = None,
+) -> str:
+    """Return the LAMMPS script of a moving-restraint DeePMD run (``units metal``: Å, eV, ps, K, bar).
+
+    :param parameters: see :data:`DEFAULT_RESTRAINT_MD_PARAMETERS` (K, bar, fs, steps).
+    :param model_file: frozen DeePMD model (``pair_style deepmd <model_file>``).
+    :param type_map: element of each LAMMPS atom type, in type order (``pair_coeff * * <type_map>``).
+    :param seed: seed of the initial velocities (``velocity create``, Gaussian, zero momentum); unused
+        when starting from ``restart_file``.
+    :param data_file: LAMMPS data file of a fresh start (``read_data``).
+    :param restart_file: restart file of a continued segment (``read_restart``): positions, velocities,
+        box, timestep and the thermostat/barostat state come from it; ``run n_steps upto`` then runs only
+        the remaining steps.
+    :param plumed_file: PLUMED input (the restraint; see :mod:`aiida_lisei.formats.plumed`).
+    :param plumed_log: PLUMED log file.
+    :param dump_file: trajectory (``id type x y z ix iy iz``, sorted by id, every ``dump_stride``; the
+        step-0 frame of a fresh start is included; a continued segment appends, and repeats the frame of
+        its first step when that step is a multiple of ``dump_stride``: readers keep the last copy).
+    :param timeout_seconds: stop the run after this wall time (``timer timeout``, checked every
+        ``thermo_stride`` steps), then write the final restart.
+    """
+    p = check_restraint_md_parameters(parameters)
+    check_seed(seed)
+    fresh = restart_file is None
+    lines = [
+        *_start_lines('aiida-lisei moving-restraint DeePMD MD', data_file, restart_file),
+        *_potential_lines(model_file, type_map, p['timestep']),
+        *([_velocity_line(p['temperature'], seed)] if fresh else []),
+        '# the restraint before the integrator: its virial reaches the barostat',
+        f'fix {RESTRAINT_FIX_ID} all plumed plumedfile {plumed_file} outfile {plumed_log}',
+        f'fix_modify {RESTRAINT_FIX_ID} energy yes virial yes',
+        _integrator_line(p, 'x {P} {P} {damp} y {P} {P} {damp} couple none'),
+        f'thermo_style custom {" ".join(THERMO_COLUMNS)}',
+        'thermo_modify lost error flush yes norm no',
+        f'thermo {p["thermo_stride"]}',
+        f'dump traj all custom {p["dump_stride"]} {dump_file} id type x y z ix iy iz',
+        'dump_modify traj sort id format float %.12g' + ('' if fresh else ' append yes'),
+        *([f'restart {p["restart_stride"]} {RESTART_PATTERN}'] if p['restart_stride'] else []),
+        *_timeout_line(timeout_seconds, p['thermo_stride']),
+        f'run {p["n_steps"]} upto',
+        f'write_restart {RESTART_PATTERN}',
+    ]
+    return '\n'.join(lines) + '\n'
+
+
+# --------------------------------------------------------------------------------------------------
+# Readers
+# --------------------------------------------------------------------------------------------------
 
 #: Columns of DeePMD-kit's ``model_devi.out`` (force deviations in eV/Å, virial deviations in eV per atom).
 MODEL_DEVI_COLUMNS = (
@@ -101,6 +450,44 @@ def parse_log(text: str) -> LammpsLog:
     log.errors = [message.strip() for message in _ERROR.findall(text)]
     log.warnings = [message.strip() for message in _WARNING.findall(text)]
     return log
+
+
+#: Thermo columns whose mean is reported by :func:`summarize_log` (LAMMPS name -> key).
+THERMO_AVERAGES = {
+    'Temp': 'temperature',
+    'PotEng': 'potential_energy',
+    'KinEng': 'kinetic_energy',
+    'TotEng': 'total_energy',
+    'Press': 'pressure',
+    'Volume': 'volume',
+}
+
+
+def summarize_log(log: LammpsLog) -> dict[str, Any]:
+    """Return a summary of a parsed log: version, timings, steps, messages, thermo averages.
+
+    Units: K, eV, bar, Å³, s; ``<key>_mean``, ``<key>_std`` and ``<key>_final`` of every column of
+    :data:`THERMO_AVERAGES` that is finite throughout.
+    """
+    summary: dict[str, Any] = {
+        'lammps_version': log.version,
+        'walltime': log.walltime,
+        'loop_time': log.loop_time,
+        'n_steps_done': int(log.thermo['Step'][-1])
+        if 'Step' in log.thermo and log.thermo['Step'].size
+        else 0,
+        'n_thermo_rows': int(log.thermo['Step'].size) if 'Step' in log.thermo else 0,
+        'warnings': log.warnings[:20],
+        'errors': log.errors[:20],
+        'units': {'energy': 'eV', 'temperature': 'K', 'pressure': 'bar', 'volume': 'Å^3', 'time': 's'},
+    }
+    for column, key in THERMO_AVERAGES.items():
+        values = log.thermo.get(column)
+        if values is not None and values.size and np.isfinite(values).all():
+            summary[f'{key}_mean'] = float(values.mean())
+            summary[f'{key}_std'] = float(values.std())
+            summary[f'{key}_final'] = float(values[-1])
+    return summary
 
 
 def lammps_failure(log: LammpsLog) -> tuple[str, dict[str, int | str]] | None:

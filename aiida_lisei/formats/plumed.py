@@ -3,7 +3,7 @@
 One plumed.dat drives both routes of the MD launcher: an MD engine with PLUMED (``fix plumed``, or
 PLUMED through LAMMPS ``fix external``) reads it directly; the fast route reads it back with
 :func:`read_plumed_input` and evaluates the same CV with
-:class:`aiida_lisei.science.restraint_cv.FastCoordinationCV`, writing COLVAR in the same format
+:class:`aiida_lisei.science.fast_cv.FastCoordinationCV`, writing COLVAR in the same format
 (:func:`colvar_fields`, :func:`write_colvar`) so that :func:`read_colvar` serves both.
 
 Units: ``UNITS LENGTH=A ENERGY=eV`` (R_0, D_MAX, NL_CUTOFF in Å; KAPPA in eV per CV unit²);
@@ -23,12 +23,11 @@ and recorded in a ``# lisei: normalisation=n`` comment so that the reader recove
 
 from __future__ import annotations
 
-import contextlib
 import io
 import math
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +37,9 @@ from aiida_lisei.science.restraint_cv import CoordinationCV, CoordinationTerm, M
 __all__ = (
     'COLVAR_FMT',
     'CV_LABEL',
+    'PLUMED_ENERGY_UNITS',
+    'PLUMED_LENGTH_UNITS',
+    'PLUMED_TIME_UNITS',
     'RESTRAINT_LABEL',
     'colvar_fields',
     'colvar_header',
@@ -46,11 +48,16 @@ __all__ = (
     'parse_atom_list',
     'read_colvar',
     'read_plumed_input',
-    'run_plumed',
     'term_action_label',
     'write_colvar',
     'write_plumed_input',
 )
+
+#: PLUMED's MD-unit conversions for LAMMPS' ``units metal`` (as ``src/PLUMED/fix_plumed.cpp`` sets them):
+#: eV → kJ/mol, Å → nm, ps → ps.
+PLUMED_ENERGY_UNITS = 96.48530749925792
+PLUMED_LENGTH_UNITS = 0.1
+PLUMED_TIME_UNITS = 1.0
 
 CV_LABEL = 'cv'
 RESTRAINT_LABEL = 'restraint'
@@ -504,102 +511,3 @@ def read_colvar(path_or_text: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError('no #! FIELDS header: not a PLUMED COLVAR file')
     table = np.array(rows, dtype=float).reshape(len(rows), len(fields))
     return {name: table[:, k].copy() for k, name in enumerate(fields)}
-
-
-# --------------------------------------------------------------------------------------------------
-# The PLUMED kernel as a reference
-# --------------------------------------------------------------------------------------------------
-
-#: PLUMED's MD-unit conversions for eV and Å (as LAMMPS ``fix plumed`` with ``units metal``).
-EV_IN_KJ_PER_MOL = 96.48530749925792
-ANGSTROM_IN_NM = 0.1
-
-
-@contextlib.contextmanager
-def _plumed_environment(workdir: Path, kernel: str | os.PathLike | None) -> Iterator[None]:
-    """Run inside ``workdir`` with ``PLUMED_KERNEL`` set (both restored afterwards; not thread-safe)."""
-    from aiida_lisei.engines.probe import find_plumed_kernel
-
-    kernel_path = Path(kernel) if kernel is not None else find_plumed_kernel()
-    if kernel_path is None or not kernel_path.is_file():
-        raise FileNotFoundError(
-            'no PLUMED kernel: set PLUMED_KERNEL or run `aiida-lisei setup plumed-kernel`'
-        )
-    old_env, old_cwd = os.environ.get('PLUMED_KERNEL'), Path.cwd()
-    os.environ['PLUMED_KERNEL'] = str(kernel_path)
-    os.chdir(workdir)
-    try:
-        yield
-    finally:
-        os.chdir(old_cwd)
-        if old_env is None:
-            os.environ.pop('PLUMED_KERNEL', None)
-        else:
-            os.environ['PLUMED_KERNEL'] = old_env
-
-
-def run_plumed(
-    plumed_dat: str,
-    frames: Sequence[np.ndarray],
-    cells: Sequence[np.ndarray],
-    *,
-    workdir: str | os.PathLike,
-    steps: Sequence[int] | None = None,
-    timestep: float = 0.001,
-    kernel: str | os.PathLike | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Evaluate ``plumed_dat`` with the PLUMED kernel on ``frames``: the correctness reference.
-
-    Writes plumed.dat, plumed.log and the PRINT files into ``workdir``. Units: positions and
-    cells in Å (rows = lattice vectors), energies in eV, ``timestep`` in ps.
-
-    :param frames: positions (N x 3, Å) per frame.
-    :param cells: one cell per frame.
-    :param steps: MD step of each frame (default 0, 1, 2, ...), what MOVINGRESTRAINT sees.
-    :param kernel: libplumedKernel.so (default: ``$PLUMED_KERNEL`` or the installed one).
-    :return: bias per frame (eV), bias forces per frame (n x N x 3, eV/Å), virial per frame (eV).
-    """
-    import plumed  # the PyPI wrapper; the kernel comes from PLUMED_KERNEL
-
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / 'plumed.dat').write_text(plumed_dat)
-    steps = list(range(len(frames))) if steps is None else [int(s) for s in steps]
-    if not len(frames) == len(cells) == len(steps) or not frames:
-        raise ValueError('frames, cells and steps must be non-empty and of the same length')
-    n_atoms = len(frames[0])
-    biases, forces, virials = [], [], []
-    with _plumed_environment(workdir, kernel):
-        engine = plumed.Plumed()
-        try:
-            engine.cmd('setMDEngine', 'python')
-            engine.cmd('setNatoms', n_atoms)
-            engine.cmd('setMDLengthUnits', ANGSTROM_IN_NM)
-            engine.cmd('setMDEnergyUnits', EV_IN_KJ_PER_MOL)
-            engine.cmd('setMDTimeUnits', 1.0)
-            engine.cmd('setTimestep', float(timestep))
-            engine.cmd('setPlumedDat', 'plumed.dat')
-            engine.cmd('setLogFile', 'plumed.log')
-            engine.cmd('init')
-            masses, charges = np.ones(n_atoms), np.zeros(n_atoms)
-            for step, positions, cell in zip(steps, frames, cells, strict=True):
-                pos = np.ascontiguousarray(positions, dtype=np.float64)
-                if pos.shape != (n_atoms, 3):
-                    raise ValueError(f'every frame must be {n_atoms} x 3, got {pos.shape}')
-                box = np.ascontiguousarray(cell, dtype=np.float64)
-                force, virial, bias = np.zeros((n_atoms, 3)), np.zeros((3, 3)), np.zeros(1)
-                engine.cmd('setStep', step)
-                engine.cmd('setBox', box)
-                engine.cmd('setMasses', masses)
-                engine.cmd('setCharges', charges)
-                engine.cmd('setPositions', pos)
-                engine.cmd('setForces', force)
-                engine.cmd('setVirial', virial)
-                engine.cmd('calc')
-                engine.cmd('getBias', bias)
-                biases.append(bias[0])
-                forces.append(force)
-                virials.append(virial)
-        finally:
-            engine.finalize()
-    return np.array(biases), np.array(forces), np.array(virials)

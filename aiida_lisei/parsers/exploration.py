@@ -9,51 +9,21 @@ from aiida import orm
 from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
-from aiida_lisei.calculations.exploration import ExplorationCalculation, check_parameters, models_type_map
+from aiida_lisei.calculations.exploration import ExplorationCalculation
+from aiida_lisei.data.deep_potential import models_type_map
 from aiida_lisei.formats.lammps import (
     DumpFrames,
     LammpsLog,
+    check_exploration_parameters,
     lammps_failure,
     parse_dump,
     parse_log,
     parse_model_devi,
+    summarize_log,
 )
 from aiida_lisei.science.selection import last_rows_per_step
 
-__all__ = ('ExplorationParser', 'summarize_log')
-
-#: Thermo columns whose mean is reported in ``output_parameters`` (LAMMPS name -> output key, unit).
-THERMO_AVERAGES = {
-    'Temp': 'temperature',
-    'PotEng': 'potential_energy',
-    'KinEng': 'kinetic_energy',
-    'TotEng': 'total_energy',
-    'Press': 'pressure',
-    'Volume': 'volume',
-}
-
-
-def summarize_log(log: LammpsLog) -> dict[str, Any]:
-    """Return the ``output_parameters`` content of a parsed log (units: K, eV, bar, Å³, s)."""
-    summary: dict[str, Any] = {
-        'lammps_version': log.version,
-        'walltime': log.walltime,
-        'loop_time': log.loop_time,
-        'n_steps_done': int(log.thermo['Step'][-1])
-        if 'Step' in log.thermo and log.thermo['Step'].size
-        else 0,
-        'n_thermo_rows': int(log.thermo['Step'].size) if 'Step' in log.thermo else 0,
-        'warnings': log.warnings[:20],
-        'errors': log.errors[:20],
-        'units': {'energy': 'eV', 'temperature': 'K', 'pressure': 'bar', 'volume': 'Å^3', 'time': 's'},
-    }
-    for column, key in THERMO_AVERAGES.items():
-        values = log.thermo.get(column)
-        if values is not None and values.size and np.isfinite(values).all():
-            summary[f'{key}_mean'] = float(values.mean())
-            summary[f'{key}_std'] = float(values.std())
-            summary[f'{key}_final'] = float(values[-1])
-    return summary
+__all__ = ('ExplorationParser',)
 
 
 class ExplorationParser(Parser):
@@ -119,7 +89,7 @@ class ExplorationParser(Parser):
         if log.errors:
             return self.exit_codes.ERROR_LAMMPS.format(error=log.errors[0])
 
-        n_steps = check_parameters(self.node.inputs.parameters.get_dict())['n_steps']
+        n_steps = check_exploration_parameters(self.node.inputs.parameters.get_dict())['n_steps']
         steps_done = int(log.thermo['Step'][-1]) if log.thermo.get('Step') is not None else 0
         walltime = self.node.exit_status == self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
         if log.timeout or walltime:
@@ -140,7 +110,8 @@ class ExplorationParser(Parser):
     def _build_trajectory(self, frames: DumpFrames) -> orm.TrajectoryData:
         """Return the dumped frames as a ``TrajectoryData`` (symbols from the models' type map)."""
         type_map = models_type_map(self.node.inputs.models)
-        timestep_ps = check_parameters(self.node.inputs.parameters.get_dict())['timestep'] / 1000.0
+        parameters = check_exploration_parameters(self.node.inputs.parameters.get_dict())
+        timestep_ps = parameters['timestep'] / 1000.0
         trajectory = orm.TrajectoryData()
         trajectory.set_trajectory(
             symbols=[type_map[atom_type - 1] for atom_type in frames.types],

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -17,62 +15,13 @@ from aiida_lisei.calculations.qeq import (
     trajectory_site_indices,
     trajectory_species,
 )
-from aiida_lisei.engines.qeq_charges import group_statistics
+from aiida_lisei.formats.frames_jsonl import FrameRecords, read_qeq_results
+from aiida_lisei.science.nucleation import group_statistics
 
-__all__ = ('QEqParser', 'QEqResults', 'charge_arrays', 'parse_results')
-
-#: Keys every frame record must have.
-FRAME_KEYS = frozenset(
-    {'index', 'charges', 'chemical_potential', 'energy', 'iterations', 'residual', 'converged'}
-)
+__all__ = ('QEqParser', 'charge_arrays')
 
 
-@dataclass
-class QEqResults:
-    """Content of a results file: header, solved frames ``{index: record}``, failures ``{index: reason}``."""
-
-    header: dict[str, Any]
-    frames: dict[int, dict[str, Any]] = field(default_factory=dict)
-    failures: dict[int, str] = field(default_factory=dict)
-    complete: bool = False
-
-
-def parse_results(text: str) -> QEqResults:
-    """Parse the JSON Lines written by ``lisei-qeq``; a truncated last line (a killed job) is ignored.
-
-    Raises ``ValueError`` if the header is missing, a line other than the last is not valid JSON, a record
-    is unknown, or a frame has another number of charges than the header's ``natoms``.
-    """
-    lines = text.splitlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines):
-                raise ValueError(f'line {number} is not valid JSON') from None
-    if not records or records[0].get('type') != 'header' or 'natoms' not in records[0]:
-        raise ValueError('no header line with the number of atoms')
-    results = QEqResults(header=records[0])
-    natoms = int(results.header['natoms'])
-    for record in records[1:]:
-        kind = record.get('type')
-        if kind == 'frame' and set(record) >= FRAME_KEYS:
-            if len(record['charges']) != natoms:
-                raise ValueError(
-                    f'frame {record["index"]} has {len(record["charges"])} charges for {natoms} atoms'
-                )
-            results.frames[int(record['index'])] = record
-        elif kind == 'failure' and {'index', 'reason'} <= set(record):
-            results.failures[int(record['index'])] = record['reason']
-        elif kind == 'footer':
-            results.complete = True
-        else:
-            raise ValueError(f'unexpected record {str(record)[:200]}')
-    return results
-
-
-def charge_arrays(results: QEqResults, nframes: int) -> dict[str, np.ndarray]:
+def charge_arrays(results: FrameRecords, nframes: int) -> dict[str, np.ndarray]:
     """Arrays of the ``charges`` output for ``nframes`` expected frames (NaN, -1, False where none).
 
     :return: ``charges`` (F, N) e, ``iterations``, ``converged``, ``chemical_potential`` (eV/e),
@@ -115,7 +64,7 @@ class QEqParser(Parser):
             return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=calc._RESULTS_FILE)
         trajectory = self.node.inputs.trajectory
         try:
-            results = parse_results(text)
+            results = read_qeq_results(text)
             if int(results.header['natoms']) != trajectory.numsites:
                 raise ValueError(
                     f'{results.header["natoms"]} atoms in the header, {trajectory.numsites} in the trajectory'
@@ -168,7 +117,7 @@ class QEqParser(Parser):
         return node
 
     def _statistics(
-        self, arrays: dict[str, np.ndarray], indices: np.ndarray, results: QEqResults
+        self, arrays: dict[str, np.ndarray], indices: np.ndarray, results: FrameRecords
     ) -> orm.Dict:
         """Return mean and std of the charges (e) per region group and per element, per frame."""
         trajectory = self.node.inputs.trajectory

@@ -12,10 +12,16 @@ from aiida.parsers import Parser
 
 from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
 from aiida_lisei.data.structure import GroupedStructureData
-from aiida_lisei.engines.restraint_input import check_restraint_md_parameters
-from aiida_lisei.formats.lammps import DumpFrames, LammpsLog, lammps_failure, parse_dump, parse_log
+from aiida_lisei.formats.lammps import (
+    DumpFrames,
+    LammpsLog,
+    check_restraint_md_parameters,
+    lammps_failure,
+    parse_dump,
+    parse_log,
+    summarize_log,
+)
 from aiida_lisei.formats.plumed import CV_LABEL, RESTRAINT_LABEL, read_colvar
-from aiida_lisei.parsers.exploration import summarize_log
 
 __all__ = ('COLVAR_ARRAY_NAMES', 'RestraintMdParser', 'colvar_arrays')
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,50 +11,12 @@ from aiida.parsers import Parser
 
 from aiida_lisei.calculations.tblite import TbliteCalculation, resolve_frame_tags
 from aiida_lisei.data.training_set import TrainingSetData
+from aiida_lisei.formats.frames_jsonl import FrameRecords, read_tblite_results
 
-__all__ = ('TbliteParser', 'TbliteResults', 'parse_results', 'read_results_file', 'tblite_level_of_theory')
+__all__ = ('TbliteParser', 'read_results_file', 'tblite_level_of_theory')
 
 #: Reason recorded for a frame that has no line in the results file.
 NO_RESULT = 'no result: the engine stopped before labelling this frame (see aiida.out)'
-
-
-@dataclass
-class TbliteResults:
-    """Content of a results file: header, labelled frames ``{key: record}``, failures ``{key: reason}``."""
-
-    header: dict[str, Any]
-    frames: dict[str, dict[str, Any]] = field(default_factory=dict)
-    failures: dict[str, str] = field(default_factory=dict)
-    complete: bool = False
-
-
-def parse_results(text: str) -> TbliteResults:
-    """Parse the JSON Lines written by ``lisei-tblite``; a truncated last line (a killed job) is ignored.
-
-    Raises ``ValueError`` if the header is missing or a line other than the last is not a valid record.
-    """
-    lines = text.splitlines()
-    records = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines):
-                raise ValueError(f'line {number} is not valid JSON') from None
-    if not records or records[0].get('type') != 'header' or 'tblite_version' not in records[0]:
-        raise ValueError('no header line with the tblite version')
-    results = TbliteResults(header=records[0])
-    for record in records[1:]:
-        kind = record.get('type')
-        if kind == 'frame' and {'key', 'energy', 'forces', 'stress'} <= set(record):
-            results.frames[record['key']] = record
-        elif kind == 'failure' and {'key', 'reason'} <= set(record):
-            results.failures[record['key']] = record['reason']
-        elif kind == 'footer':
-            results.complete = True
-        else:
-            raise ValueError(f'unexpected record {str(record)[:200]}')
-    return results
 
 
 def tblite_level_of_theory(header: dict[str, Any]) -> dict[str, Any]:
@@ -71,7 +31,7 @@ def tblite_level_of_theory(header: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_results_file(parser: Parser, filename: str) -> tuple[str, Any] | ExitCode:
-    """Return ``(text, parse_results(text))`` of a retrieved JSON Lines results file, or the exit code.
+    """Return ``(text, read_tblite_results(text))`` of a retrieved JSON Lines results file, or the exit code.
 
     A missing file keeps the scheduler's diagnosis (e.g. 120, out of walltime) when there is one, else
     gives ``ERROR_OUTPUT_MISSING``; an unreadable one gives ``ERROR_OUTPUT_UNREADABLE``.
@@ -83,7 +43,7 @@ def read_results_file(parser: Parser, filename: str) -> tuple[str, Any] | ExitCo
             return ExitCode(parser.node.exit_status, parser.node.exit_message or '')
         return parser.exit_codes.ERROR_OUTPUT_MISSING.format(filename=filename)
     try:
-        return text, parse_results(text)
+        return text, read_tblite_results(text)
     except ValueError as exception:
         return parser.exit_codes.ERROR_OUTPUT_UNREADABLE.format(filename=filename, exception=exception)
 
@@ -127,7 +87,7 @@ class TbliteParser(Parser):
             return self.exit_codes.ERROR_ALL_FRAMES_FAILED.format(nframes=len(keys))
         return None
 
-    def _build_labels(self, results: TbliteResults, keys: list[str]) -> TrainingSetData:
+    def _build_labels(self, results: FrameRecords, keys: list[str]) -> TrainingSetData:
         """Return the labelled frames ``keys`` as a one-system training set."""
         from ase.calculators.singlepoint import SinglePointCalculator
 

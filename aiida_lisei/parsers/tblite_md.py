@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -52,8 +51,8 @@ class TbliteMdParser(Parser):
         read = read_results_file(self, TbliteMdCalculation._RESULTS_FILE)
         if isinstance(read, ExitCode):
             return read
-        text, results = read
-        footer = json.loads(text.splitlines()[-1]) if results.complete else {}
+        _, results = read
+        footer = results.footer or {}
         frames = list(results.frames.values())
         steps = footer.get('steps', frames[-1]['step'] if frames else 0)
 

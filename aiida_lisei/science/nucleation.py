@@ -54,6 +54,7 @@ __all__ = (
     'NucleationParameters',
     'analyse_frame',
     'charge_statistics',
+    'group_statistics',
     'order_by_ids',
     'summarise_trajectory',
 )
@@ -187,6 +188,28 @@ def charge_statistics(
             'std': float(values.std()) if len(values) else None,
             'histogram': histogram.astype(int).tolist(),
         }
+    return out
+
+
+def group_statistics(charges: np.ndarray, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per group of atoms, count, and mean and standard deviation of the charges (e) in every frame.
+
+    :param charges: (F, N) charges (e); NaN entries (frames not solved) are left out.
+    :param labels: (N,) group label of every atom (e.g. ``anode_Li``, or the chemical symbol).
+    :return: ``{label: {'count': atoms, 'mean': [F], 'std': [F]}}`` in sorted label order; ``None`` where
+        a frame has no finite charge in the group.
+    """
+    charges = np.asarray(charges, dtype=float)
+    labels = np.asarray(labels, dtype=str)
+    if charges.ndim != 2 or charges.shape[1] != len(labels):
+        raise ValueError(f'charges must be (F, {len(labels)}), got {charges.shape}')
+    groups = {name: labels == name for name in sorted(set(labels.tolist()))}
+    out = {name: {'count': int(mask.sum()), 'mean': [], 'std': []} for name, mask in groups.items()}
+    for frame in charges:
+        stats = charge_statistics(frame, groups)
+        for name in groups:
+            out[name]['mean'].append(stats[name]['mean'])
+            out[name]['std'].append(stats[name]['std'])
     return out
 
 

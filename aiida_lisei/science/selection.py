@@ -20,8 +20,10 @@ is reproducible.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -35,8 +37,8 @@ __all__ = (
     'TrustTable',
     'TrustTableEntry',
     'classify_frames',
+    'draw_candidates',
     'last_rows_per_step',
-    'select_candidates',
     'task_max_for_accuracy',
 )
 
@@ -77,6 +79,20 @@ class TrustLevels:
         if not self.v_lo <= self.v_hi:
             raise ValueError(f'trust levels out of order: v_lo = {self.v_lo} must be <= v_hi = {self.v_hi}')
 
+    #: The one set of key names of trust levels, from the DP-GEN importer to the selection's statistics.
+    KEYS = ('f_lo', 'f_hi', 'v_lo', 'v_hi')
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrustLevels:
+        """Return the levels of ``{f_lo, f_hi[, v_lo, v_hi]}`` (eV/Å, eV per atom; v: DP-GEN's 1e10)."""
+        return cls(
+            data['f_lo'], data['f_hi'], data.get('v_lo', DEFAULT_V_TRUST), data.get('v_hi', DEFAULT_V_TRUST)
+        )
+
+    def as_dict(self) -> dict[str, float]:
+        """Return ``{f_lo, f_hi, v_lo, v_hi}``."""
+        return asdict(self)
+
 
 @dataclass(frozen=True)
 class TrustTableEntry:
@@ -93,6 +109,23 @@ class TrustTable:
     """Trust levels per system and temperature (K); :meth:`lookup` fails clearly outside the table."""
 
     entries: tuple[TrustTableEntry, ...]
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrustTable:
+        """Return the table of ``{system: levels}`` (eV/Å), the form of the work chains' inputs.
+
+        ``levels`` is ``{f_lo, f_hi[, v_lo, v_hi]}`` for all temperatures, or a list of such dicts with
+        ``t_min`` and ``t_max`` (K, closed range). Raises ``ValueError`` on unknown keys or bad levels.
+        """
+        entries = []
+        for system, levels in data.items():
+            for item in levels if isinstance(levels, list | tuple) else [levels]:
+                unknown = set(item) - {'t_min', 't_max', *TrustLevels.KEYS}
+                if unknown:
+                    raise ValueError(f'trust levels of `{system}`: unknown keys {sorted(unknown)}')
+                t_range = (item.get('t_min', 0.0), item.get('t_max', math.inf))
+                entries.append(TrustTableEntry((system,), *t_range, TrustLevels.from_dict(item)))
+        return cls(tuple(entries))
 
     def lookup(self, system: str, temperature: float) -> TrustLevels:
         """Return the trust levels of ``system`` at ``temperature`` (K).
@@ -228,7 +261,7 @@ class Selection:
         return {name: (count / total if total else 0.0) for name, count in self.counts.items()}
 
 
-def select_candidates(
+def draw_candidates(
     classifications: Iterable[Classification],
     fp_task_max: int,
     seed: int,

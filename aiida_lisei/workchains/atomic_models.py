@@ -13,10 +13,10 @@ from typing import Any
 from aiida import orm
 from aiida.engine import WorkChain, calcfunction
 
+from aiida_lisei.common.validation import dict_port_validator
 from aiida_lisei.data.structure import GroupedStructureData
 from aiida_lisei.protocols import ProtocolMixin
 from aiida_lisei.structures import functions, parameters
-from aiida_lisei.validation import dict_port_validator
 
 __all__ = ('AtomicModelsWorkChain',)
 

@@ -12,9 +12,9 @@ Schedule (DP-GEN's ``model_devi_jobs``): a list with one item per iteration, eac
 ``{system, temperatures (K), n_steps, stride, ensemble, ...}`` (further keys are exploration parameters, e.g.
 ``pressure`` in bar, ``timestep`` in fs); when there are more iterations than items the last repeats.
 
-Seeds: all seeds derive from the root ``seed`` with :func:`derive_seed` (SHA-256 of the root and a path such
-as ``('train', 2, 3)``), and are inputs of the children, so that two runs with the same inputs draw the same
-frames and a rerun with caching enabled reuses every finished process.
+Seeds: all seeds derive from the root ``seed`` with :func:`~aiida_lisei.common.seeds.derive_seed` (SHA-256
+of the root and a path such as ``('train', 2, 3)``), and are inputs of the children, so that two runs with the
+same inputs draw the same frames and a rerun with caching enabled reuses every finished process.
 
 As in DP-GEN, ``fp_task_max`` (and the accuracy thresholds that scale it) apply to the pool of all
 explorations of a system in an iteration; unlike DP-GEN, the draw is seeded.
@@ -22,9 +22,6 @@ explorations of a system in an iteration; unlike DP-GEN, the draw is seeded.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,17 +29,15 @@ from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, calcfunction, if_, while_
 
-from aiida_lisei.calculations.exploration import MAX_SEED, ExplorationCalculation
-from aiida_lisei.calculations.exploration import check_parameters as check_exploration_parameters
+from aiida_lisei.calculations.exploration import ExplorationCalculation
+from aiida_lisei.common.seeds import derive_seed
 from aiida_lisei.data.deep_potential import DeepPotentialData
 from aiida_lisei.data.training_set import TrainingSetData, merge
+from aiida_lisei.formats.lammps import check_exploration_parameters
 from aiida_lisei.protocols import ProtocolMixin
 from aiida_lisei.science.selection import (
-    DEFAULT_V_TRUST,
     PAPER_TRUST_TABLE,
-    TrustLevels,
     TrustTable,
-    TrustTableEntry,
 )
 from aiida_lisei.workchains.dp_train import DpTrainWorkChain
 from aiida_lisei.workchains.label import LabelWorkChain
@@ -51,29 +46,18 @@ from aiida_lisei.workchains.selection import DEFAULT_SELECTION_PARAMETERS, selec
 __all__ = (
     'ConcurrentLearningWorkChain',
     'check_schedule',
-    'derive_seed',
     'extend_training_set',
     'extract_candidates',
     'schedule_entry',
     'summarize_iteration',
     'temperature_key',
     'temperature_of_key',
-    'trust_table_from_dict',
 )
 
 #: Keys of a schedule entry besides the exploration parameters.
 SCHEDULE_KEYS = ('system', 'temperatures')
 #: Selection settings the ``selection`` input may hold (trust levels and fp_task_max have their own inputs).
 SELECTION_KEYS = ('fp_task_min', 'model_devi_skip', 'fp_accurate_threshold', 'fp_accurate_soft_threshold')
-
-
-def derive_seed(root: int, *path: int | str) -> int:
-    """Return a seed in ``[1, MAX_SEED]`` derived from ``root`` and ``path`` (DeePMD, LAMMPS, NumPy).
-
-    Stable across Python versions and machines (SHA-256 of the JSON of ``[root, *path]``).
-    """
-    digest = hashlib.sha256(json.dumps([int(root), *path]).encode()).digest()
-    return int.from_bytes(digest[:8], 'big') % MAX_SEED + 1
 
 
 def temperature_key(temperature: float) -> str:
@@ -90,7 +74,7 @@ def check_schedule(schedule: Sequence[Sequence[Mapping[str, Any]]]) -> list[list
     """Return the schedule with complete exploration parameters; raise ``ValueError`` if invalid.
 
     Every entry needs ``system`` and a non-empty list ``temperatures`` (K); the other keys are exploration
-    parameters (``n_steps`` required, see :data:`~aiida_lisei.calculations.exploration.DEFAULT_PARAMETERS`).
+    parameters (``n_steps`` required, see :data:`~aiida_lisei.formats.lammps.DEFAULT_EXPLORATION_PARAMETERS`).
     """
     if not schedule:
         raise ValueError('the schedule is empty')
@@ -120,29 +104,6 @@ def check_schedule(schedule: Sequence[Sequence[Mapping[str, Any]]]) -> list[list
 def schedule_entry(schedule: Sequence[Any], iteration: int) -> Any:
     """Return the schedule item of ``iteration`` (1-based); the last item repeats, as in DP-GEN."""
     return schedule[min(iteration, len(schedule)) - 1]
-
-
-def trust_table_from_dict(data: Mapping[str, Any]) -> TrustTable:
-    """Return a :class:`TrustTable` from ``{system: levels}`` (eV/Å; virial levels eV per atom).
-
-    ``levels`` is ``{f_lo, f_hi[, v_lo, v_hi]}`` for all temperatures, or a list of such dicts with
-    ``t_min`` and ``t_max`` (K, closed ranges).
-    """
-    entries = []
-    for system, levels in data.items():
-        for item in levels if isinstance(levels, list | tuple) else [levels]:
-            unknown = set(item) - {'t_min', 't_max', 'f_lo', 'f_hi', 'v_lo', 'v_hi'}
-            if unknown:
-                raise ValueError(f'trust levels of `{system}`: unknown keys {sorted(unknown)}')
-            trust = TrustLevels(
-                item['f_lo'],
-                item['f_hi'],
-                item.get('v_lo', DEFAULT_V_TRUST),
-                item.get('v_hi', DEFAULT_V_TRUST),
-            )
-            t_range = (item.get('t_min', 0.0), item.get('t_max', math.inf))
-            entries.append(TrustTableEntry((system,), *t_range, trust))
-    return TrustTable(tuple(entries))
 
 
 @calcfunction
@@ -219,7 +180,7 @@ def validate_inputs(inputs: dict[str, Any], _ctx: Any = None) -> str | None:
         return None
     try:
         schedule = check_schedule(inputs['schedule'].get_list())
-        table = trust_table_from_dict(inputs['trust_levels'].get_dict()) if 'trust_levels' in inputs else None
+        table = TrustTable.from_dict(inputs['trust_levels'].get_dict()) if 'trust_levels' in inputs else None
     except (ValueError, TypeError, KeyError) as exception:
         return str(exception)
     table = table or PAPER_TRUST_TABLE
@@ -549,24 +510,19 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
             for temperature in temperatures:
                 key = temperature_key(temperature)
                 node = self.ctx[f'explore_{system}_{key}']
-                levels = self._trust_table().lookup(system, temperature)
                 explorations[key] = {
                     'model_devi': node.outputs.model_devi,
                     'trajectory': node.outputs.trajectory,
                 }
-                per_exploration[key] = {
-                    'temperature': temperature,
-                    'f_trust_lo': levels.f_lo,
-                    'f_trust_hi': levels.f_hi,
-                    'v_trust_lo': levels.v_lo,
-                    'v_trust_hi': levels.v_hi,
-                }
+                per_exploration[key] = {'temperature': temperature}
             parameters = {
                 **{name: value for name, value in settings.items() if name in DEFAULT_SELECTION_PARAMETERS},
                 'system': system,
                 'fp_task_max': self.inputs.fp_task_max.value,
                 'explorations': per_exploration,
             }
+            if 'trust_levels' in self.inputs:  # else the selection looks the SI's table up
+                parameters['trust_levels'] = self.inputs.trust_levels.get_dict()
             seed = derive_seed(self.inputs.seed.value, 'select', self.ctx.iteration, system)
             results = select_candidates(
                 orm.Dict(parameters),
@@ -692,12 +648,6 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
     def _prefix(self) -> str:
         """Return the call-link prefix of the current iteration, e.g. ``iteration_02``."""
         return f'iteration_{self.ctx.iteration:02d}'
-
-    def _trust_table(self) -> TrustTable:
-        """Return the trust-level table: the input's, or the SI's (not kept in the context, which must stay
-        serialisable for checkpoints: a daemon restart reloads the context from the database)."""
-        trust = self.inputs.get('trust_levels')
-        return PAPER_TRUST_TABLE if trust is None else trust_table_from_dict(trust.get_dict())
 
     def _explored(self) -> list[tuple[str, float]]:
         """Return the ``(system, temperature)`` pairs explored in this iteration."""

@@ -36,10 +36,10 @@ from aiida.common import AttributeDict
 from aiida.engine import ProcessBuilder, ProcessHandlerReport, calcfunction, process_handler, while_
 from aiida.plugins import CalculationFactory
 
+from aiida_lisei.common.validation import dict_port_validator
 from aiida_lisei.engines.tblite_md import check_parameters as check_md_parameters
 from aiida_lisei.formats.cp2k import BOHR_TO_ANGSTROM, HARTREE_TO_EV
 from aiida_lisei.parsers.cp2k_md import ENERGY_FILE
-from aiida_lisei.validation import dict_port_validator
 from aiida_lisei.workchains.cp2k_label import (
     Cp2kLabelWorkChain,
     _add_kinds,

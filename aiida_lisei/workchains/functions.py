@@ -6,7 +6,6 @@ it directly; every random choice draws from a ``numpy`` generator seeded from an
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,13 +14,13 @@ import numpy as np
 from aiida import orm
 from aiida.engine import calcfunction
 
+from aiida_lisei.common.seeds import derive_label_seed
 from aiida_lisei.protocols.utils import recursive_merge
 
 __all__ = (
     'PERTURBATION_STYLES',
     'check_perturbation_parameters',
     'check_sampling_parameters',
-    'derive_seed',
     'derive_seeds',
     'merge_parameters',
     'perturb_cell_and_positions',
@@ -34,16 +33,6 @@ __all__ = (
 #: Atom displacement styles of dpdata's ``System.perturb``: ``uniform`` in a ball of radius ``d``,
 #: ``normal`` with a standard deviation ``d / sqrt(3)`` per component, ``const`` of length exactly ``d``.
 PERTURBATION_STYLES = ('uniform', 'normal', 'const')
-
-#: Largest seed handed out (LAMMPS and most engines take seeds in 1 .. 2**31 - 1).
-MAX_SEED = 2**31 - 1
-
-
-def derive_seed(seed: int, label: str) -> int:
-    """Return a seed in ``1 .. 2**31 - 1`` derived from ``seed`` and ``label`` (stable across runs and
-    platforms, independent of the order in which labels are derived)."""
-    digest = hashlib.sha256(f'{int(seed)}:{label}'.encode()).digest()
-    return int.from_bytes(digest[:8], 'big') % (MAX_SEED - 1) + 1
 
 
 def check_perturbation_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,8 +128,8 @@ def sample_indices(nframes: int, stride: int, skip_first: int) -> list[int]:
 
 @calcfunction
 def derive_seeds(seed: orm.Int, labels: orm.List) -> dict[str, orm.Int]:
-    """Return one seed per label, derived from the root ``seed`` (see :func:`derive_seed`)."""
-    return {label: orm.Int(derive_seed(seed.value, label)) for label in labels.get_list()}
+    """Return one seed per label under the root ``seed`` (see ``common.seeds.derive_label_seed``)."""
+    return {label: orm.Int(derive_label_seed(seed.value, label)) for label in labels.get_list()}
 
 
 @calcfunction

@@ -27,11 +27,11 @@ from aiida.common import AttributeDict
 from aiida.engine import ProcessBuilder, WorkChain, calcfunction
 
 from aiida_lisei.calculations.tblite_md import TbliteMdCalculation
+from aiida_lisei.common.validation import dict_port_validator
 from aiida_lisei.data.frames import LABEL_PATTERN
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.engines.tblite_md import check_parameters
 from aiida_lisei.protocols import ProtocolMixin
-from aiida_lisei.validation import dict_port_validator
 from aiida_lisei.workchains.functions import (
     check_perturbation_parameters,
     check_sampling_parameters,

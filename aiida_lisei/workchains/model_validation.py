@@ -27,12 +27,12 @@ from aiida.common import AttributeDict
 from aiida.engine import ProcessBuilder, ToContext, WorkChain, calcfunction
 
 from aiida_lisei.calculations.dp_test import DpTestCalculation
-from aiida_lisei.calculations.exploration import ExplorationCalculation, models_type_map
-from aiida_lisei.calculations.exploration import check_parameters as check_md_parameters
-from aiida_lisei.data.deep_potential import DeepPotentialData
+from aiida_lisei.calculations.exploration import ExplorationCalculation
+from aiida_lisei.common.seeds import derive_seed
+from aiida_lisei.data.deep_potential import DeepPotentialData, models_type_map
 from aiida_lisei.data.training_set import TrainingSetData
+from aiida_lisei.formats.lammps import check_exploration_parameters as check_md_parameters
 from aiida_lisei.protocols import ProtocolMixin
-from aiida_lisei.workchains.concurrent_learning import derive_seed
 from aiida_lisei.workchains.label import LabelWorkChain
 
 __all__ = (

@@ -15,7 +15,6 @@ the definition of the run (so it is in the graph); its end defaults to start + `
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -23,46 +22,25 @@ from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ProcessHandlerReport, calcfunction, process_handler, while_
 
-from aiida_lisei.calculations.restraint_md import (
-    DEFAULT_RESTRAINT_PARAMETERS,
-    RestraintMdCalculation,
-    build_restraint,
-)
+from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
 from aiida_lisei.data.structure import GroupedStructureData
-from aiida_lisei.engines.restraint_input import check_restraint_md_parameters
+from aiida_lisei.formats.lammps import check_restraint_md_parameters
 from aiida_lisei.plots import restraint_figures
-from aiida_lisei.science.restraint_cv import DEFAULT_S0_DELTA, FastCoordinationCV
+from aiida_lisei.science.fast_cv import FastCoordinationCV
+from aiida_lisei.science.restraint_cv import (
+    check_restraint_parameters,
+    cv_from_parameters,
+    resolve_restraint_parameters,
+)
 from aiida_lisei.workchains.restart import LiseiBaseRestartWorkChain
 
 __all__ = (
     'RestraintMdWorkChain',
     'initial_restraint',
     'plot_restraint',
-    'resolve_restraint_parameters',
     'stitch_columns',
     'stitch_segments',
 )
-
-#: Workchain-level restraint keys besides those of the CalcJob (``delta``: at_end = at_start + delta).
-WORKCHAIN_RESTRAINT_KEYS = ('delta',)
-
-
-def resolve_restraint_parameters(
-    parameters: Mapping[str, Any], initial_cv: float, n_steps: int
-) -> dict[str, Any]:
-    """Return the CalcJob's restraint parameters: ``at_start`` defaults to ``initial_cv``, ``at_end`` to
-    ``at_start + delta`` (CV units), ``step_end`` to ``n_steps`` (the last MD step of the whole run)."""
-    unknown = set(parameters) - set(DEFAULT_RESTRAINT_PARAMETERS) - set(WORKCHAIN_RESTRAINT_KEYS)
-    if unknown:
-        raise ValueError(f'unknown restraint parameters {sorted(unknown)}')
-    resolved = {key: value for key, value in parameters.items() if key not in WORKCHAIN_RESTRAINT_KEYS}
-    if resolved.get('at_start') is None:
-        resolved['at_start'] = float(initial_cv)
-    if resolved.get('at_end') is None:
-        resolved['at_end'] = resolved['at_start'] + float(parameters.get('delta', DEFAULT_S0_DELTA))
-    if resolved.get('step_end') is None:
-        resolved['step_end'] = int(n_steps)
-    return resolved
 
 
 def stitch_columns(segments: list[dict[str, np.ndarray]], key: str) -> dict[str, np.ndarray]:
@@ -109,18 +87,21 @@ def _arrays(node: orm.ArrayData) -> dict[str, np.ndarray]:
 
 @calcfunction
 def initial_restraint(structure: GroupedStructureData, restraint: orm.Dict, parameters: orm.Dict) -> orm.Dict:
-    """Return the CalcJob restraint parameters with ``at_start`` = the CV of ``structure`` (defaults filled).
+    """Return the run's complete restraint parameters, resolved once.
 
-    :param restraint: the work chain's ``restraint`` input (CV definition, kappa, optional ends, ``delta``).
+    ``at_start`` = the CV of ``structure`` (computed with exactly the run's definition), ``at_end`` =
+    ``at_start + delta``, ``step_end`` = the last step.
+
+    :param restraint: the work chain's ``restraint`` input (see ``science.restraint_cv.RESTRAINT_DEFAULTS``).
     :param parameters: the MD parameters (``n_steps``: the whole run, the default end of the pull).
     """
     n_steps = check_restraint_md_parameters(parameters.get_dict())['n_steps']
-    provisional = resolve_restraint_parameters(restraint.get_dict(), 0.0, n_steps)
-    cv, _ = build_restraint(structure, provisional)
+    request = check_restraint_parameters(restraint.get_dict(), resolved=False)
+    cv = cv_from_parameters(structure.atom_groups, structure.atom_layers, request)
     value = FastCoordinationCV(cv, len(structure.sites))(
         np.array([site.position for site in structure.sites]), np.array(structure.cell)
     ).value
-    return orm.Dict(resolve_restraint_parameters(restraint.get_dict(), value, n_steps))
+    return orm.Dict(resolve_restraint_parameters(request, value, n_steps))
 
 
 @calcfunction
@@ -221,8 +202,9 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
             'restraint',
             valid_type=orm.Dict,
             serializer=orm.to_aiida_type,
-            help='CV and moving restraint (see DEFAULT_RESTRAINT_PARAMETERS); at_start defaults to the '
-            'initial CV, at_end to at_start + delta, step_end to the last step.',
+            help='CV and moving restraint (science.restraint_cv.RESTRAINT_DEFAULTS; the protocols carry '
+            'every key); at_start defaults to the initial CV, at_end to at_start + delta, step_end to the '
+            'last step.',
         )
         spec.input(
             'segment_steps',
@@ -323,8 +305,8 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         restraint = self.ctx.inputs.restraint
         self.report(
             f'restraint: s0 from {restraint["at_start"]:.6g} to {restraint["at_end"]:.6g} over steps '
-            f'{restraint.get("step_start", 0)}-{restraint["step_end"]}, '
-            f'kappa {restraint.get("kappa", DEFAULT_RESTRAINT_PARAMETERS["kappa"])} eV; '
+            f'{restraint["step_start"]}-{restraint["step_end"]}, '
+            f'kappa {restraint["kappa"]} eV; '
             f'{self.ctx.total_steps} steps in segments of {self.ctx.segment_steps or self.ctx.total_steps}'
         )
         return None

@@ -13,8 +13,15 @@ import numpy as np
 from aiida import orm
 from aiida.engine import calcfunction
 
-from aiida_lisei.science import selection as science
-from aiida_lisei.science.selection import DEFAULT_V_TRUST, PAPER_TRUST_TABLE, TrustLevels, classify_frames
+from aiida_lisei.common.validation import complete_parameters
+from aiida_lisei.science.selection import (
+    DEFAULT_V_TRUST,
+    PAPER_TRUST_TABLE,
+    TrustLevels,
+    TrustTable,
+    classify_frames,
+    draw_candidates,
+)
 
 __all__ = (
     'DEFAULT_SELECTION_PARAMETERS',
@@ -25,41 +32,41 @@ __all__ = (
     'trust_levels_of',
 )
 
-#: Selection parameters and defaults (``None``: required, or looked up). Trust levels in eV/Å.
+#: Selection parameters and defaults (``None``: required, or looked up). Trust levels (eV/Å) carry the one
+#: set of names of :class:`~aiida_lisei.science.selection.TrustLevels`.
 DEFAULT_SELECTION_PARAMETERS: dict[str, Any] = {
     'system': None,  # 'bcc_lithium', 'argyrodite' or 'interface' (key of the trust-level table)
     'temperature': None,  # K, for the trust-level table
-    'f_trust_lo': None,  # eV/Å; both f levels given -> the table is not used
-    'f_trust_hi': None,
-    'v_trust_lo': DEFAULT_V_TRUST,
-    'v_trust_hi': DEFAULT_V_TRUST,
+    'trust_levels': None,  # {system: levels | [levels with t_min, t_max]} (TrustTable.from_dict); None: SI's
+    'f_lo': None,  # eV/Å; both f levels given -> the table is not used
+    'f_hi': None,
+    'v_lo': DEFAULT_V_TRUST,
+    'v_hi': DEFAULT_V_TRUST,
     'fp_task_max': None,  # required: most candidates chosen from the pool of the system
     'fp_task_min': 0,  # fewer candidates than this -> none chosen
     'model_devi_skip': 0,  # rows with step < this are ignored (steps, not frames)
     'fp_accurate_threshold': 1.0,
     'fp_accurate_soft_threshold': None,  # default: fp_accurate_threshold
-    'explorations': {},  # {key: {temperature, f_trust_lo, ...}}: per-exploration values over the shared ones
+    'explorations': {},  # {key: {temperature, f_lo, ...}}: per-exploration values over the shared ones
 }
 
 #: Keys that may differ between the pooled explorations of one system (``explorations`` entries).
-EXPLORATION_KEYS = ('temperature', 'f_trust_lo', 'f_trust_hi', 'v_trust_lo', 'v_trust_hi')
+EXPLORATION_KEYS = ('temperature', *TrustLevels.KEYS)
 
 
 def trust_levels_of(parameters: Mapping[str, Any]) -> TrustLevels:
-    """Return the explicit trust levels, or those of the paper's table for ``system`` and ``temperature``."""
-    explicit = [parameters.get(name) is not None for name in ('f_trust_lo', 'f_trust_hi')]
+    """Return the explicit trust levels, or those of the table (``trust_levels``, default the SI's) for
+    ``system`` and ``temperature``."""
+    explicit = [parameters.get(name) is not None for name in ('f_lo', 'f_hi')]
     if all(explicit):
-        return TrustLevels(
-            parameters['f_trust_lo'],
-            parameters['f_trust_hi'],
-            parameters.get('v_trust_lo', DEFAULT_V_TRUST),
-            parameters.get('v_trust_hi', DEFAULT_V_TRUST),
-        )
+        return TrustLevels.from_dict(parameters)
     if any(explicit):
-        raise ValueError('give both `f_trust_lo` and `f_trust_hi`, or neither (table lookup)')
+        raise ValueError('give both `f_lo` and `f_hi`, or neither (table lookup)')
     if parameters.get('system') is None or parameters.get('temperature') is None:
         raise ValueError('`system` and `temperature` are needed to look the trust levels up')
-    return PAPER_TRUST_TABLE.lookup(parameters['system'], parameters['temperature'])
+    table = parameters.get('trust_levels')
+    table = PAPER_TRUST_TABLE if table is None else TrustTable.from_dict(table)
+    return table.lookup(parameters['system'], parameters['temperature'])
 
 
 def exploration_parameters(parameters: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -69,10 +76,7 @@ def exploration_parameters(parameters: Mapping[str, Any], key: str) -> dict[str,
 
 def check_selection_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
     """Return the parameters completed with defaults; raise ``ValueError`` (or ``KeyError``) if invalid."""
-    unknown = set(parameters) - set(DEFAULT_SELECTION_PARAMETERS)
-    if unknown:
-        raise ValueError(f'unknown selection parameters {sorted(unknown)}')
-    full = {**DEFAULT_SELECTION_PARAMETERS, **parameters}
+    full = complete_parameters(parameters, DEFAULT_SELECTION_PARAMETERS, 'selection parameters')
     for name in ('fp_task_max', 'fp_task_min', 'model_devi_skip'):
         value = full[name]
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -120,7 +124,7 @@ def select_candidates(parameters: orm.Dict, seed: orm.Int, **explorations: Any) 
                 skip=params['model_devi_skip'],
             )
         )
-    selection = science.select_candidates(
+    selection = draw_candidates(
         classifications,
         fp_task_max=params['fp_task_max'],
         seed=seed.value,
@@ -142,7 +146,7 @@ def select_candidates(parameters: orm.Dict, seed: orm.Int, **explorations: Any) 
             'fractions': {name: (n / total if total else 0.0) for name, n in classification.counts.items()},
             'n_selected': len(chosen[key]),
             'selected_steps': sorted(chosen[key]),
-            'trust_levels': {'f_lo': level.f_lo, 'f_hi': level.f_hi, 'v_lo': level.v_lo, 'v_hi': level.v_hi},
+            'trust_levels': level.as_dict(),
         }
     statistics = {
         'counts': selection.counts,

@@ -15,7 +15,7 @@ from aiida.manage import get_manager
 from aiida.plugins import CalculationFactory
 from ase.build import bulk
 
-from aiida_lisei.calculations.exploration import check_parameters, generate_input_script
+from aiida_lisei.formats.lammps import check_exploration_parameters, generate_exploration_script
 
 ExplorationCalculation = CalculationFactory('lisei.exploration')
 
@@ -64,7 +64,7 @@ def builder_for(code, structure, models, parameters, seed=12345):
 
 def test_check_parameters():
     """Defaults are filled in; bad values and combinations are refused with a clear message."""
-    full = check_parameters({'temperature': 300, 'n_steps': 10})
+    full = check_exploration_parameters({'temperature': 300, 'n_steps': 10})
     assert full['ensemble'] == 'nvt' and full['timestep'] == 1.0 and full['stride'] == 10
     for bad, match in [
         ({'temperature': 300}, 'n_steps'),
@@ -75,12 +75,12 @@ def test_check_parameters():
         ({'temperature': 300, 'n_steps': 10, 'thermostat': 1}, 'unknown'),
     ]:
         with pytest.raises(ValueError, match=match):
-            check_parameters(bad)
+            check_exploration_parameters(bad)
 
 
 def test_input_script_npt():
     """NPT: Nosé-Hoover thermostat and barostat (bar, dampings fs -> ps); timeout in h:mm:ss."""
-    script = generate_input_script(
+    script = generate_exploration_script(
         {'temperature': 600, 'n_steps': 100, 'ensemble': 'npt', 'pressure': 1.0, 'timestep': 0.5},
         ['a.pb', 'b.pb'],
         ['Li', 'P', 'S', 'Cl'],

@@ -19,7 +19,8 @@ from aiida.plugins import CalculationFactory, ParserFactory
 from aiida.plugins.entry_point import format_entry_point_string
 
 from aiida_lisei.data.structure import GroupedStructureData
-from aiida_lisei.engines.qeq_charges import check_settings, read_frames
+from aiida_lisei.engines.qeq_charges import check_settings
+from aiida_lisei.formats.frames_npz import read_trajectory
 from aiida_lisei.science.qeq import QEqSolver
 from aiida_lisei.structures.builders import argyrodite
 
@@ -152,7 +153,7 @@ def test_prepare_for_submission(qeq_code, electrolyte, tmp_path: Path) -> None:
     process = instantiate_process(get_manager().get_runner(), QEqCalculation, **inputs)
     calc_info = process.prepare_for_submission(Folder(str(tmp_path)))
 
-    frames = read_frames(tmp_path / 'frames.npz')
+    frames = read_trajectory(tmp_path / 'frames.npz')
     assert frames.frame_indices.tolist() == [0, 2, 4]
     assert frames.stepids.tolist() == [0, 2000, 4000] and frames.times.tolist() == [0.0, 20.0, 40.0]
     assert np.array_equal(frames.positions, trajectory.get_positions()[[0, 2, 4]])

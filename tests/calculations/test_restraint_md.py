@@ -14,17 +14,26 @@ from aiida.engine import run_get_node
 from aiida.engine.utils import instantiate_process
 from aiida.manage import get_manager
 
-from aiida_lisei.calculations.restraint_md import (
-    RestraintMdCalculation,
-    build_restraint,
-    cell_widths,
-    check_restraint_parameters,
-)
+from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
 from aiida_lisei.formats.plumed import read_plumed_input
 from aiida_lisei.parsers.restraint_md import colvar_arrays
-from aiida_lisei.science.restraint_cv import evaluate_cv
+from aiida_lisei.science.restraint_cv import (
+    cell_widths,
+    check_restraint_parameters,
+    cv_from_parameters,
+    evaluate_cv,
+)
 
 RESTRAINT = {'kappa': 500.0, 'd_max': 5.0, 'anode_layers': 2, 'at_start': 0.0, 'at_end': 0.5, 'step_end': 100}
+
+
+def paper_cv_of(structure, restraint):
+    """The CV that ``restraint`` defines on ``structure`` (as the CalcJob builds it)."""
+    return cv_from_parameters(
+        structure.atom_groups, structure.atom_layers, check_restraint_parameters(restraint)
+    )
+
+
 PARAMETERS = {'n_steps': 40, 'thermo_stride': 10, 'dump_stride': 10, 'restart_stride': 20}
 
 
@@ -74,7 +83,7 @@ def test_prepare_for_submission(restraint_code, small_sandwich, tiny_model, tmp_
         'structure.data',
     ]
     cv, restraint, stride, colvar = read_plumed_input((tmp_path / 'plumed.dat').read_text())
-    expected, _ = build_restraint(small_sandwich, RESTRAINT)
+    expected = paper_cv_of(small_sandwich, RESTRAINT)
     assert [term.label for term in cv.terms] == ['Li-Li', 'Li-S', 'Li-P', 'Li-Cl']
     for term, reference in zip(cv.terms, expected.terms, strict=True):
         assert np.array_equal(term.group_a, reference.group_a) and np.array_equal(
@@ -135,7 +144,7 @@ def test_real_run(restraint_code, small_sandwich, tiny_model):
     assert trajectory.get_stepids().tolist() == [0, 10, 20, 30, 40]
     assert trajectory.get_array('atom_ids').tolist() == list(range(1, 89))
     assert trajectory.get_array('images').shape == (5, 88, 3)
-    cv, _ = build_restraint(small_sandwich, RESTRAINT)
+    cv = paper_cv_of(small_sandwich, RESTRAINT)
     for index in (0, 4):  # the CV of the dumped frames is the CV PLUMED printed
         value = evaluate_cv(cv, trajectory.get_positions()[index], trajectory.get_cells()[index]).value
         assert value == pytest.approx(colvar.get_array('cv')[index], rel=1e-8)

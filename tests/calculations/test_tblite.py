@@ -22,7 +22,8 @@ from ase.build import bulk
 from tblite.ase import TBLite
 
 from aiida_lisei.calculations.tblite import resolve_frame_tags
-from aiida_lisei.engines.tblite_label import DEFAULT_PARAMETERS, read_frames, tblite_version
+from aiida_lisei.engines.tblite_label import DEFAULT_PARAMETERS, tblite_version
+from aiida_lisei.formats.frames_npz import read_structures
 
 TbliteCalculation = CalculationFactory('lisei.tblite')
 
@@ -127,7 +128,7 @@ def test_prepare_for_submission(tblite_code, tmp_path: Path) -> None:
     calc_info = process.prepare_for_submission(Folder(str(tmp_path)))
 
     assert sorted(path.name for path in tmp_path.iterdir()) == ['frames.npz', 'parameters.json']
-    frames = read_frames(tmp_path / 'frames.npz')
+    frames = read_structures(tmp_path / 'frames.npz')
     assert [key for key, _ in frames] == ['a', 'z']
     assert np.array_equal(frames[1][1].positions, batch['z'].get_ase().positions)
     assert json.loads((tmp_path / 'parameters.json').read_text()) == DEFAULT_PARAMETERS

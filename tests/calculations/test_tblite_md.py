@@ -18,8 +18,8 @@ from aiida.plugins.entry_point import format_entry_point_string
 from ase.build import bulk
 
 from aiida_lisei.data.structure import GroupedStructureData
-from aiida_lisei.engines.tblite_label import read_frames
 from aiida_lisei.engines.tblite_md import run_task
+from aiida_lisei.formats.frames_npz import read_structures
 
 TbliteMdCalculation = CalculationFactory('lisei.tblite_md')
 TbliteMdParser = ParserFactory('lisei.tblite_md')
@@ -87,7 +87,7 @@ def test_prepare_for_submission(md_code, tmp_path: Path) -> None:
     ]
     parameters = json.loads((tmp_path / 'parameters.json').read_text())
     assert parameters['md']['n_steps'] == 3 and parameters['tblite']['method'] == 'GFN1-xTB'
-    [(_, atoms)] = read_frames(tmp_path / 'structure.npz')
+    [(_, atoms)] = read_structures(tmp_path / 'structure.npz')
     np.testing.assert_array_equal(atoms.positions, inputs['structure'].get_ase().positions)
 
 

@@ -27,7 +27,7 @@ from aiida_lisei.engines.lammps_plumed import (
     run_script,
 )
 from aiida_lisei.engines.probe import find_plumed_kernel
-from aiida_lisei.engines.restraint_input import RESTRAINT_FIX_ID, THERMO_COLUMNS, generate_restraint_md_script
+from aiida_lisei.formats.lammps import RESTRAINT_FIX_ID, THERMO_COLUMNS, generate_restraint_md_script
 from aiida_lisei.formats.plumed import read_colvar, write_plumed_input
 from aiida_lisei.science.restraint_cv import (
     CoordinationCV,

@@ -11,15 +11,13 @@ from ase import Atoms
 
 from aiida_lisei.engines.qeq_charges import (
     DEFAULT_SETTINGS,
-    QEqFrames,
     check_frame,
     check_settings,
-    group_statistics,
     main,
-    read_frames,
     species_parameters,
-    write_frames,
 )
+from aiida_lisei.formats.frames_npz import TrajectoryFrames, read_trajectory, write_trajectory
+from aiida_lisei.science.nucleation import group_statistics
 from aiida_lisei.science.qeq import PAPER_QEQ_PARAMETERS, RAPPE_GODDARD_QEQ_PARAMETERS, QEqSolver
 from aiida_lisei.structures.builders import argyrodite
 
@@ -33,12 +31,12 @@ def electrolyte() -> Atoms:
     return argyrodite().atoms
 
 
-def noisy_frames(atoms: Atoms, n_frames: int, amplitude: float = 0.05, seed: int = 0) -> QEqFrames:
+def noisy_frames(atoms: Atoms, n_frames: int, amplitude: float = 0.05, seed: int = 0) -> TrajectoryFrames:
     """``n_frames`` copies of ``atoms`` with seeded Gaussian displacements (Å), 10 ps apart."""
     rng = np.random.default_rng(seed)
     positions = atoms.positions + rng.normal(0.0, amplitude, (n_frames, len(atoms), 3))
     cells = np.repeat(atoms.cell[:][None], n_frames, axis=0)
-    return QEqFrames(
+    return TrajectoryFrames(
         positions,
         cells,
         atoms.get_chemical_symbols(),
@@ -106,15 +104,15 @@ def test_species_parameters() -> None:
 def test_frames_round_trip(electrolyte, tmp_path: Path) -> None:
     """The .npz keeps positions, cells and times exactly, and the frame bookkeeping."""
     frames = noisy_frames(electrolyte, 3)
-    write_frames(tmp_path / 'frames.npz', frames)
-    read = read_frames(tmp_path / 'frames.npz')
+    write_trajectory(tmp_path / 'frames.npz', frames)
+    read = read_trajectory(tmp_path / 'frames.npz')
     assert np.array_equal(read.positions, frames.positions)
     assert np.array_equal(read.cells, frames.cells)
     assert read.symbols == frames.symbols
     assert read.frame_indices.tolist() == [0, 3, 6] and read.stepids.tolist() == [0, 3000, 6000]
     assert read.times.tolist() == [0.0, 10.0, 20.0]
     with pytest.raises(ValueError, match='cells must be'):
-        QEqFrames(frames.positions, frames.cells[:2], frames.symbols)
+        TrajectoryFrames(frames.positions, frames.cells[:2], frames.symbols)
 
 
 def test_check_frame(electrolyte) -> None:
@@ -127,9 +125,9 @@ def test_check_frame(electrolyte) -> None:
     assert 'cell too thin' in check_frame(positions, np.diag([10.0, 10.0, 0.5]))
 
 
-def run_main(tmp_path: Path, frames: QEqFrames, settings: dict) -> list[dict]:
+def run_main(tmp_path: Path, frames: TrajectoryFrames, settings: dict) -> list[dict]:
     """Run ``lisei-qeq`` in this process and return its records."""
-    write_frames(tmp_path / 'frames.npz', frames)
+    write_trajectory(tmp_path / 'frames.npz', frames)
     (tmp_path / 'settings.json').write_text(json.dumps(settings))
     output = tmp_path / 'charges.jsonl'
     argv = ['--frames', str(tmp_path / 'frames.npz'), '--settings', str(tmp_path / 'settings.json')]

@@ -20,10 +20,9 @@ from aiida_lisei.engines.tblite_label import (
     check_parameters,
     label_frames,
     main,
-    read_frames,
     tblite_version,
-    write_frames,
 )
+from aiida_lisei.formats.frames_npz import read_structures, write_structures
 
 LISEI_TBLITE = Path(sys.executable).parent / 'lisei-tblite'
 
@@ -70,8 +69,8 @@ def test_check_atoms() -> None:
 def test_frames_round_trip(tmp_path: Path) -> None:
     """The npz format is exact; an extxyz file is read with its ``key`` infos."""
     frames = {'b': li16(0.1, seed=1), 'a': bulk('SLi2', 'fluorite', a=5.70, cubic=True)}
-    write_frames(tmp_path / 'frames.npz', frames)
-    read_back = read_frames(tmp_path / 'frames.npz')
+    write_structures(tmp_path / 'frames.npz', frames)
+    read_back = read_structures(tmp_path / 'frames.npz')
     for (key, atoms), (expected_key, expected) in zip(read_back, frames.items(), strict=True):
         assert key == expected_key
         assert atoms.get_chemical_symbols() == expected.get_chemical_symbols()
@@ -82,7 +81,7 @@ def test_frames_round_trip(tmp_path: Path) -> None:
     for key, atoms in zip(frames, images, strict=True):
         atoms.info['key'] = key
     write(tmp_path / 'frames.xyz', images, format='extxyz')
-    assert [key for key, _ in read_frames(tmp_path / 'frames.xyz')] == ['b', 'a']
+    assert [key for key, _ in read_structures(tmp_path / 'frames.xyz')] == ['b', 'a']
 
 
 def test_scf_iteration_cap() -> None:
@@ -105,7 +104,7 @@ def test_console_script_with_failing_frames(tmp_path: Path) -> None:
         'no_parameters': Atoms('LiOg', positions=[[0, 0, 0], [2, 2, 2]], cell=[4.0, 4.0, 4.0], pbc=True),
         'overlap': overlap,
     }
-    write_frames(tmp_path / 'frames.npz', frames)
+    write_structures(tmp_path / 'frames.npz', frames)
     (tmp_path / 'parameters.json').write_text(json.dumps({'method': 'GFN1-xTB'}))
     command = [str(LISEI_TBLITE), '--frames', 'frames.npz', '--parameters', 'parameters.json']
     process = subprocess.run(

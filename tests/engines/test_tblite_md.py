@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from aiida_lisei.engines.tblite_label import write_frames
 from aiida_lisei.engines.tblite_md import DEFAULT_PARAMETERS, check_parameters, main, run_task
-from aiida_lisei.parsers.tblite import parse_results
+from aiida_lisei.formats.frames_jsonl import read_tblite_results
+from aiida_lisei.formats.frames_npz import write_structures
 
 
 def li16(amplitude: float = 0.0, seed: int = 0):
@@ -103,11 +103,11 @@ def test_tblite_failure_ends_the_run() -> None:
 
 def test_cli_output_reads_as_results(tmp_path) -> None:
     """The console script writes JSON Lines that the ``lisei-tblite`` results parser reads."""
-    write_frames(tmp_path / 'structure.npz', {'structure': li2s()})
+    write_structures(tmp_path / 'structure.npz', {'structure': li2s()})
     (tmp_path / 'parameters.json').write_text(json.dumps({'task': 'md', 'md': {'n_steps': 2, 'stride': 1}}))
     output = tmp_path / 'trajectory.jsonl'
     args = ['--structure', str(tmp_path / 'structure.npz'), '--parameters', str(tmp_path / 'parameters.json')]
     assert main([*args, '--seed', '7', '--output', str(output)]) == 0
-    results = parse_results(output.read_text())
+    results = read_tblite_results(output.read_text())
     assert results.complete and list(results.frames) == ['step_000000', 'step_000001', 'step_000002']
     assert results.header['seed'] == 7

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from aiida_lisei.engines.lammps_plumed import run_plumed
 from aiida_lisei.engines.probe import find_plumed_kernel
 from aiida_lisei.formats.plumed import (
     colvar_fields,
@@ -14,7 +15,6 @@ from aiida_lisei.formats.plumed import (
     parse_atom_list,
     read_colvar,
     read_plumed_input,
-    run_plumed,
     write_colvar,
     write_plumed_input,
 )

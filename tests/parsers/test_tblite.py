@@ -13,7 +13,8 @@ from aiida.plugins.entry_point import format_entry_point_string
 from ase.build import bulk
 
 from aiida_lisei.engines.tblite_label import label_frames
-from aiida_lisei.parsers.tblite import NO_RESULT, parse_results
+from aiida_lisei.formats.frames_jsonl import read_tblite_results
+from aiida_lisei.parsers.tblite import NO_RESULT
 
 TbliteParser = ParserFactory('lisei.tblite')
 TbliteCalculation = CalculationFactory('lisei.tblite')
@@ -119,9 +120,9 @@ def test_output_missing_or_unreadable(calc_job_node, results_lines) -> None:
 
 def test_parse_results_function(results_lines) -> None:
     """The pure reader: header, frames, failures; a file without header is refused."""
-    results = parse_results('\n'.join(results_lines))
+    results = read_tblite_results('\n'.join(results_lines))
     assert results.complete
     assert list(results.frames) == ['good']
     assert list(results.failures) == ['overlap']
     with pytest.raises(ValueError, match='no header'):
-        parse_results('\n'.join(results_lines[1:]))
+        read_tblite_results('\n'.join(results_lines[1:]))

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from aiida_lisei.formats.lammps import parse_model_devi
-from aiida_lisei.science.selection import FrameClass, TrustLevels, classify_frames, select_candidates
+from aiida_lisei.science.selection import FrameClass, TrustLevels, classify_frames, draw_candidates
 
 FIXTURES = Path(__file__).parents[1] / 'parsers' / 'fixtures' / 'exploration'
 FUNCTIONS = (
@@ -214,7 +214,7 @@ def test_same_number_of_tasks_as_dpgen(
         0, str(modd_path), str(work_path), 0, levels.v_lo, levels.v_hi, levels.f_lo, levels.f_hi,
         fp_task_min, fp_task_max, [], ['Li', 'P', 'S', 'Cl'], jdata,
     )  # fmt: skip
-    selection = select_candidates(
+    selection = draw_candidates(
         classifications, fp_task_max, seed=7, fp_task_min=fp_task_min, fp_accurate_threshold=threshold,
         fp_accurate_soft_threshold=soft,
     )  # fmt: skip

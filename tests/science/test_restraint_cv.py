@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
+from aiida_lisei.engines.lammps_plumed import run_plumed
 from aiida_lisei.engines.probe import find_plumed_kernel
-from aiida_lisei.formats.plumed import read_colvar, run_plumed, term_action_label, write_plumed_input
+from aiida_lisei.formats.plumed import read_colvar, term_action_label, write_plumed_input
 from aiida_lisei.protocols.utils import ProtocolMixin
+from aiida_lisei.science.fast_cv import FastCoordinationCV
 from aiida_lisei.science.restraint_cv import (
     CoordinationCV,
     CoordinationTerm,
-    FastCoordinationCV,
     MovingRestraint,
     RestraintWork,
     build_paper_cv,

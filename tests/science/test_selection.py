@@ -10,8 +10,8 @@ from aiida_lisei.science.selection import (
     FrameClass,
     TrustLevels,
     classify_frames,
+    draw_candidates,
     last_rows_per_step,
-    select_candidates,
     task_max_for_accuracy,
 )
 
@@ -132,9 +132,9 @@ def _synthetic(seed: int, size: int = 200):
 def test_selection_is_seeded_and_capped():
     """The same seed chooses the same frames; another seed others; at most fp_task_max, sorted."""
     classification = _synthetic(1)
-    first = select_candidates([classification], fp_task_max=10, seed=42)
-    again = select_candidates([classification], fp_task_max=10, seed=42)
-    other = select_candidates([classification], fp_task_max=10, seed=43)
+    first = draw_candidates([classification], fp_task_max=10, seed=42)
+    again = draw_candidates([classification], fp_task_max=10, seed=42)
+    other = draw_candidates([classification], fp_task_max=10, seed=43)
     assert first.chosen == again.chosen
     assert first.chosen != other.chosen
     assert len(first.chosen) == 10 == first.task_max
@@ -147,20 +147,19 @@ def test_selection_is_seeded_and_capped():
 def test_selection_pools_trajectories_and_respects_task_min():
     """Counts pool over the trajectories of a system; fewer candidates than fp_task_min gives none."""
     classifications = [_synthetic(1, 50), _synthetic(2, 50)]
-    selection = select_candidates(classifications, fp_task_max=1000, seed=0)
+    selection = draw_candidates(classifications, fp_task_max=1000, seed=0)
     n_candidates = sum(c.counts['candidate'] for c in classifications)
     assert len(selection.chosen) == n_candidates
     assert {index for index, _ in selection.chosen} == {0, 1}
     assert sum(selection.counts.values()) == 100
     assert (
-        select_candidates(classifications, fp_task_max=1000, seed=0, fp_task_min=n_candidates + 1).chosen
-        == []
+        draw_candidates(classifications, fp_task_max=1000, seed=0, fp_task_min=n_candidates + 1).chosen == []
     )
 
 
 def test_selection_of_nothing():
     """No classified frame (all skipped): an empty selection, as DP-GEN skips the system."""
     classification = classify_frames([0, 10], [0.2, 0.2], LEVELS, skip=100)
-    selection = select_candidates([classification], fp_task_max=5, seed=0)
+    selection = draw_candidates([classification], fp_task_max=5, seed=0)
     assert selection.chosen == [] and selection.task_max == 0
     assert selection.fractions == {'accurate': 0.0, 'candidate': 0.0, 'failed': 0.0}

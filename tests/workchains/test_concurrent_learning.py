@@ -12,14 +12,12 @@ from aiida.manage.caching import enable_caching
 from ase.build import bulk
 
 from aiida_lisei.data.training_set import TrainingSetData
-from aiida_lisei.science.selection import PAPER_TRUST_TABLE, TrustLevels
+from aiida_lisei.science.selection import PAPER_TRUST_TABLE, TrustLevels, TrustTable
 from aiida_lisei.workchains.concurrent_learning import (
     ConcurrentLearningWorkChain,
     check_schedule,
-    derive_seed,
     schedule_entry,
     temperature_key,
-    trust_table_from_dict,
 )
 from aiida_lisei.workchains.label import LabelWorkChain
 
@@ -35,15 +33,6 @@ def li16(amplitude: float = 0.0, seed: int = 7) -> orm.StructureData:
     atoms = bulk('Li', 'bcc', a=3.42, cubic=True).repeat(2)
     atoms.positions += np.random.default_rng(seed).normal(scale=amplitude, size=atoms.positions.shape)
     return orm.StructureData(ase=atoms)
-
-
-def test_derive_seed_is_stable_distinct_and_in_range():
-    """Seeds depend on root and path only, differ between models/iterations and suit LAMMPS and DeePMD."""
-    assert derive_seed(1, 'train', 1, 1) == derive_seed(1, 'train', 1, 1) == 427810028
-    seeds = {derive_seed(root, 'train', it, m) for root in (1, 2) for it in (1, 2) for m in range(1, 5)}
-    assert len(seeds) == 16
-    assert derive_seed(1, 'explore', 1, 'bcc_lithium', 300) != derive_seed(1, 'select', 1, 'bcc_lithium', 300)
-    assert all(1 <= seed <= 2**31 - 2 for seed in seeds)
 
 
 def test_schedule_repeats_last_item_and_is_checked():
@@ -67,7 +56,7 @@ def test_schedule_repeats_last_item_and_is_checked():
 
 def test_trust_table_from_dict():
     """Flat levels hold at every temperature; ranged levels follow the SI table; unknown keys are refused."""
-    table = trust_table_from_dict(
+    table = TrustTable.from_dict(
         {
             'bcc_lithium': {'f_lo': 0.1, 'f_hi': 0.2},
             'interface': [
@@ -81,7 +70,7 @@ def test_trust_table_from_dict():
     with pytest.raises(KeyError):
         table.lookup('interface', 550)
     with pytest.raises(ValueError, match='unknown keys'):
-        trust_table_from_dict({'x': {'f_lo': 0.1, 'f_hi': 0.2, 'e_lo': 1}})
+        TrustTable.from_dict({'x': {'f_lo': 0.1, 'f_hi': 0.2, 'e_lo': 1}})
 
 
 def test_protocols(aiida_code_installed):
@@ -110,7 +99,7 @@ def test_protocols(aiida_code_installed):
     paper = ConcurrentLearningWorkChain.get_builder_from_protocol(
         code, code, code, training_set, structures, protocol='paper'
     )
-    table = trust_table_from_dict(paper.trust_levels.get_dict())
+    table = TrustTable.from_dict(paper.trust_levels.get_dict())
     for system in ('bcc_lithium', 'argyrodite', 'interface'):
         for temperature in (200, 500, 600, 1000):
             assert table.lookup(system, temperature) == PAPER_TRUST_TABLE.lookup(system, temperature)

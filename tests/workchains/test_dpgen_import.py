@@ -10,7 +10,7 @@ from aiida import orm
 from ase.build import bulk
 from ase.io import write
 
-from aiida_lisei.workchains.concurrent_learning import trust_table_from_dict
+from aiida_lisei.science.selection import TrustTable
 from aiida_lisei.workchains.dpgen_import import builder_from_dpgen_param
 
 TRAINING_SET = Path(__file__).parents[1] / 'fixtures' / 'dp_training_set'
@@ -114,7 +114,7 @@ def test_param_json_is_mapped(tmp_path, codes):
         'fp_accurate_threshold': 0.99,
         'fp_accurate_soft_threshold': 0.95,
     }
-    table = trust_table_from_dict(builder.trust_levels.get_dict())
+    table = TrustTable.from_dict(builder.trust_levels.get_dict())
     assert (table.lookup('interface', 800).f_lo, table.lookup('interface', 800).f_hi) == (0.25, 0.50)
     assert (table.lookup('argyrodite', 600).f_lo, table.lookup('argyrodite', 600).f_hi) == (0.15, 0.30)
     schedule = builder.schedule.get_list()

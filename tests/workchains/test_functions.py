@@ -7,12 +7,11 @@ import pytest
 from aiida import orm
 from ase.build import bulk
 
+from aiida_lisei.common.seeds import derive_label_seed
 from aiida_lisei.data.structure import GroupedStructureData
 from aiida_lisei.workchains.functions import (
-    MAX_SEED,
     check_perturbation_parameters,
     check_sampling_parameters,
-    derive_seed,
     derive_seeds,
     merge_parameters,
     perturb_cell_and_positions,
@@ -29,15 +28,12 @@ def li16() -> GroupedStructureData:
     return structure
 
 
-def test_derive_seed() -> None:
-    """Stable, in 1 .. 2**31 - 1, different per label and per root; the calcfunction records them."""
-    assert derive_seed(1, 'a') == derive_seed(1, 'a')
-    seeds = {derive_seed(root, label) for root in (1, 2) for label in ('a', 'b', 'c')}
-    assert len(seeds) == 6 and all(1 <= seed <= MAX_SEED for seed in seeds)
+def test_derive_seeds() -> None:
+    """The calcfunction records one seed per label (the pure derivation: ``tests/common/test_seeds.py``)."""
     outputs = derive_seeds(orm.Int(7), orm.List(['li_perturbation', 'li_copy_0000']))
     assert {label: seed.value for label, seed in outputs.items()} == {
-        'li_perturbation': derive_seed(7, 'li_perturbation'),
-        'li_copy_0000': derive_seed(7, 'li_copy_0000'),
+        'li_perturbation': derive_label_seed(7, 'li_perturbation'),
+        'li_copy_0000': derive_label_seed(7, 'li_copy_0000'),
     }
 
 

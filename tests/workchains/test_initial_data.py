@@ -10,8 +10,8 @@ from aiida.manage.caching import enable_caching
 from aiida.plugins import WorkflowFactory
 from ase.build import bulk
 
+from aiida_lisei.common.seeds import derive_label_seed
 from aiida_lisei.data.structure import GroupedStructureData
-from aiida_lisei.workchains.functions import derive_seed
 
 InitialDataWorkChain = WorkflowFactory('lisei.initial_data')
 
@@ -100,7 +100,7 @@ def test_initial_data_two_systems_and_caching(codes) -> None:
     assert len(md_runs) == 4
     seeds = {run.inputs.seed.value for run in md_runs}
     assert seeds == {
-        derive_seed(20241125, f'{name}_copy_{i:04d}') for name in ('li16', 'li2s') for i in (0, 1)
+        derive_label_seed(20241125, f'{name}_copy_{i:04d}') for name in ('li16', 'li2s') for i in (0, 1)
     }
     reports = [log.message for log in orm.Log.collection.get_logs_for(node)]
     assert any('li2s: 4 frames sampled for labelling' in message for message in reports), reports

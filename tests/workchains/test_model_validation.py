@@ -11,9 +11,9 @@ from aiida import orm
 from aiida.engine import run_get_node
 from ase.build import bulk
 
+from aiida_lisei.common.seeds import derive_seed
 from aiida_lisei.data.deep_potential import DeepPotentialData
 from aiida_lisei.plots import PNG_SIGNATURE, png_size
-from aiida_lisei.workchains.concurrent_learning import derive_seed
 from aiida_lisei.workchains.model_validation import (
     PAPER_SETUP,
     ModelValidationWorkChain,

@@ -6,26 +6,42 @@ import numpy as np
 import pytest
 from aiida.engine import run_get_node
 
-from aiida_lisei.calculations.restraint_md import build_restraint
 from aiida_lisei.plots import PNG_SIGNATURE
-from aiida_lisei.science.restraint_cv import DEFAULT_S0_DELTA, evaluate_cv
-from aiida_lisei.workchains.restraint_md import (
-    RestraintMdWorkChain,
+from aiida_lisei.science.restraint_cv import (
+    DEFAULT_S0_DELTA,
+    PAPER_KAPPA,
+    PAPER_R0,
+    RESTRAINT_DEFAULTS,
+    check_restraint_parameters,
+    cv_from_parameters,
+    evaluate_cv,
     resolve_restraint_parameters,
-    stitch_columns,
 )
+from aiida_lisei.workchains.restraint_md import RestraintMdWorkChain, stitch_columns
 
 
 def test_resolve_restraint_parameters():
     """Start at the initial CV, end delta higher, over the whole run; explicit values win."""
-    resolved = resolve_restraint_parameters({'kappa': 500.0}, 1.25, 3000)
-    assert resolved == {'kappa': 500.0, 'at_start': 1.25, 'at_end': 1.25 + DEFAULT_S0_DELTA, 'step_end': 3000}
-    explicit = resolve_restraint_parameters(
-        {'at_start': 0.0, 'at_end': 2.0, 'delta': 9.0, 'step_end': 10}, 1.0, 99
-    )
+
+    def resolve(request, initial_cv, n_steps):
+        return resolve_restraint_parameters(
+            check_restraint_parameters(request, resolved=False), initial_cv, n_steps
+        )
+
+    resolved = resolve({'kappa': 500.0}, 1.25, 3000)
+    assert resolved == {
+        **RESTRAINT_DEFAULTS,
+        'kappa': 500.0,
+        'at_start': 1.25,
+        'at_end': 1.25 + DEFAULT_S0_DELTA,
+        'step_end': 3000,
+    }
+    explicit = resolve({'at_start': 0.0, 'at_end': 2.0, 'delta': 9.0, 'step_end': 10}, 1.0, 99)
     assert (explicit['at_start'], explicit['at_end'], explicit['step_end']) == (0.0, 2.0, 10)
     with pytest.raises(ValueError, match='unknown'):
-        resolve_restraint_parameters({'kapa': 1}, 0.0, 1)
+        resolve({'kapa': 1}, 0.0, 1)
+    with pytest.raises(ValueError, match='check_restraint_parameters'):
+        resolve_restraint_parameters({'kappa': 500.0}, 0.0, 1)  # an unchecked request
 
 
 def test_stitch_columns_later_segment_wins():
@@ -60,6 +76,14 @@ def test_protocols(aiida_code_installed, small_sandwich, tiny_model):
         1.0,
     )
     assert paper.restraint['d_max'] == 10.0 and paper.restraint['normalisation'] == 'group_a'
+
+
+def test_protocols_carry_every_restraint_parameter():
+    """The protocols carry every key of the one table of defaults, R0 per term included (the paper's)."""
+    for protocol in ('demo', 'paper'):
+        restraint = RestraintMdWorkChain.get_protocol_inputs(protocol)['restraint']
+        assert set(restraint) == set(RESTRAINT_DEFAULTS), protocol
+        assert restraint['r_0'] == PAPER_R0 and restraint['kappa'] == PAPER_KAPPA
 
 
 def run_restraint(code, structure, model, n_steps, segment_steps=None):
@@ -106,7 +130,7 @@ def test_three_segments_equal_one_run(restraint_code, small_sandwich, tiny_model
     )
 
     restraint = split.outputs.restraint.get_dict()
-    cv, _ = build_restraint(small_sandwich, restraint)
+    cv = cv_from_parameters(small_sandwich.atom_groups, small_sandwich.atom_layers, restraint)
     positions = np.array([site.position for site in small_sandwich.sites])
     initial = evaluate_cv(cv, positions, np.array(small_sandwich.cell)).value
     assert restraint['at_start'] == pytest.approx(initial, rel=1e-10)

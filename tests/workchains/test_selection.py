@@ -35,7 +35,7 @@ def exploration(aiida_profile) -> tuple[orm.ArrayData, orm.TrajectoryData]:
     return model_devi.store(), trajectory.store()
 
 
-PARAMETERS = {'f_trust_lo': 1.0, 'f_trust_hi': 1.5, 'fp_task_max': 5}
+PARAMETERS = {'f_lo': 1.0, 'f_hi': 1.5, 'fp_task_max': 5}
 
 
 def select(exploration, parameters, seed, key='T800'):
@@ -93,7 +93,7 @@ def test_paper_levels_looked_up(exploration):
 
 def test_explicit_levels_skip_and_no_candidate(exploration):
     """Explicit levels replace the table; with no candidate there is no ``candidates`` output."""
-    parameters = {'f_trust_lo': 50.0, 'f_trust_hi': 60.0, 'fp_task_max': 5, 'model_devi_skip': 100}
+    parameters = {'f_lo': 50.0, 'f_hi': 60.0, 'fp_task_max': 5, 'model_devi_skip': 100}
     results = select(exploration, parameters, 1)
     pooled = results['statistics'].get_dict()
     statistics = pooled['explorations']['T800']
@@ -133,8 +133,8 @@ def test_explorations_of_a_system_are_pooled(exploration):
     ('parameters', 'error', 'match'),
     [
         ({'system': 'interface', 'temperature': 550, 'fp_task_max': 5}, KeyError, '200-500 K, 600-1000 K'),
-        ({'f_trust_lo': 0.3, 'f_trust_hi': 0.2, 'fp_task_max': 5}, ValueError, 'trust levels out of order'),
-        ({'f_trust_lo': 0.1, 'fp_task_max': 5}, ValueError, 'both'),
+        ({'f_lo': 0.3, 'f_hi': 0.2, 'fp_task_max': 5}, ValueError, 'trust levels out of order'),
+        ({'f_lo': 0.1, 'fp_task_max': 5}, ValueError, 'both'),
         ({'system': 'bcc_lithium', 'temperature': 300}, ValueError, 'fp_task_max'),
         ({'system': 'bcc_lithium', 'temperature': 300, 'fp_task_max': 1, 'seed': 3}, ValueError, 'unknown'),
         (

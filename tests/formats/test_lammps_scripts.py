@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from aiida_lisei.engines.lammps_plumed import rewrite_script
-from aiida_lisei.engines.restraint_input import (
+from aiida_lisei.formats.lammps import (
     DEFAULT_RESTRAINT_MD_PARAMETERS,
     RESTART_PATTERN,
     RESTRAINT_FIX_ID,

@@ -1,0 +1,1 @@
+"""The lowest layer: seeds and small checks shared by every other layer (no AiiDA imports)."""
