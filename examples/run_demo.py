@@ -24,13 +24,13 @@ from aiida.engine import run_get_node
 from aiida.manage import get_manager
 from aiida.manage.caching import enable_caching
 
-from aiida_lisei.reporting import (
+from aiida_lisei.reporting.tables import (
     format_iterations_table,
     format_models_summary,
+    format_nucleation_summary,
     format_paper_comparison,
     format_table,
 )
-from aiida_lisei.reporting_nucleation import format_nucleation_summary
 from aiida_lisei.workchains.atomic_models import AtomicModelsWorkChain
 from aiida_lisei.workchains.concurrent_learning import ConcurrentLearningWorkChain, extend_training_set
 from aiida_lisei.workchains.initial_data import InitialDataWorkChain

@@ -18,7 +18,10 @@ PURE_MODULES = [
     ),
     'aiida_lisei.data.frames',
     'aiida_lisei.data.level_of_theory',
-    'aiida_lisei.plots',
+    'aiida_lisei.reporting.comparisons',
+    'aiida_lisei.reporting.paper',
+    'aiida_lisei.reporting.plots',
+    'aiida_lisei.reporting.tables',
     'aiida_lisei.structures.builders',
 ]
 

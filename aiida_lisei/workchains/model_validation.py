@@ -17,7 +17,6 @@ input adds models for that; without it ``model`` is passed twice and the deviati
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,44 +32,18 @@ from aiida_lisei.data.deep_potential import DeepPotentialData, models_type_map
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.formats.lammps import check_exploration_parameters as check_md_parameters
 from aiida_lisei.protocols import ProtocolMixin
+from aiida_lisei.reporting.comparisons import validation_comparison
 from aiida_lisei.workchains.label import LabelWorkChain
 
 __all__ = (
-    'PAPER_SETUP',
-    'PAPER_VALIDATION',
     'ModelValidationWorkChain',
     'compare_with_paper',
     'count_drawable_frames',
     'draw_frame_indices',
     'draw_frames',
     'drawable_indices',
-    'paper_comparison',
     'plot_parity',
 )
-
-#: The paper's errors of its DP on the validation frames (main text, Figure 1d and e).
-PAPER_VALIDATION: dict[str, float] = {'rmse_e_per_atom': 5.45, 'rmse_f': 93.9}  # meV/atom, meV/Å
-
-#: The paper's validation setup (main text, SI §1): what a run must match not to be flagged ``demo``.
-PAPER_SETUP: dict[str, Any] = {
-    'engine': 'vasp',
-    'method': 'PBE',
-    'natoms': 185,
-    'n_frames': 100,
-    'ensemble': 'npt',
-    'temperature': 300.0,  # K
-    'pressure': 1.0,  # bar
-    'md_time': 200.0,  # ps
-}
-
-#: Units of the ``comparison`` output.
-COMPARISON_UNITS = {
-    'rmse_e_per_atom': 'meV/atom',
-    'rmse_f': 'meV/Å',
-    'temperature': 'K',
-    'pressure': 'bar',
-    'md_time': 'ps',
-}
 
 #: Name of the PNG file in the ``parity_plot`` output.
 PARITY_PLOT_FILENAME = 'parity.png'
@@ -114,55 +87,6 @@ def draw_frame_indices(
         )
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(candidates, size=n_frames, replace=False))
-
-
-def _same(ours: Any, paper: Any) -> bool:
-    """Whether a setup value matches the paper's (numbers within 1e-6 relative, strings case-blind)."""
-    if isinstance(paper, str):
-        return isinstance(ours, str) and ours.lower() == paper.lower()
-    if ours is None:
-        return False
-    return math.isclose(float(ours), float(paper), rel_tol=1e-6)
-
-
-def paper_comparison(errors: Mapping[str, Any], setup: Mapping[str, Any]) -> dict[str, Any]:
-    """Return our RMSEs next to the paper's and whether the setup is the paper's.
-
-    :param errors: ``rmse_e_per_atom`` (eV/atom), ``rmse_f`` (eV/Å), ``mae_e_per_atom``, ``mae_f``, as in the
-        ``output_parameters`` of ``lisei.dp_test``.
-    :param setup: our values of the keys of :data:`PAPER_SETUP` (engine and method of the labels, atoms,
-        frames tested, MD ensemble, temperature K, pressure bar, MD time ps).
-    :return: ``mode`` (``'paper'`` if every setup value matches the paper's, else ``'demo'``),
-        ``differences`` (one line per mismatch), ``rmse_e_per_atom`` and ``rmse_f`` (each ``{'ours',
-        'paper', 'ratio'}`` in meV/atom and meV/Å), ``mae_e_per_atom`` and ``mae_f`` (ours, meV),
-        ``setup`` (``{'ours', 'paper'}``), ``units`` and a one-line ``summary``.
-    """
-    differences = [
-        f'{key}: ours {setup.get(key)!r}, paper {value!r}'
-        for key, value in PAPER_SETUP.items()
-        if not _same(setup.get(key), value)
-    ]
-    mode = 'demo' if differences else 'paper'
-    result: dict[str, Any] = {'mode': mode, 'differences': differences}
-    for key, paper in PAPER_VALIDATION.items():
-        ours = 1000.0 * float(errors[key])
-        result[key] = {'ours': ours, 'paper': paper, 'ratio': ours / paper}
-    for key in ('mae_e_per_atom', 'mae_f'):
-        if key in errors:
-            result[key] = {'ours': 1000.0 * float(errors[key])}
-    result['setup'] = {'ours': {key: setup.get(key) for key in PAPER_SETUP}, 'paper': dict(PAPER_SETUP)}
-    result['units'] = {**COMPARISON_UNITS, 'mae_e_per_atom': 'meV/atom', 'mae_f': 'meV/Å'}
-    energy, force = result['rmse_e_per_atom'], result['rmse_f']
-    flag = (
-        'paper setup'
-        if mode == 'paper'
-        else f'DEMO, not comparable: {len(differences)} difference(s) from the paper'
-    )
-    result['summary'] = (
-        f'RMSE energy {energy["ours"]:.3g} meV/atom (paper {energy["paper"]}), force {force["ours"]:.3g} '
-        f'meV/Å (paper {force["paper"]}) [{flag}]'
-    )
-    return result
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -209,7 +133,7 @@ def draw_frames(
 
 @calcfunction
 def compare_with_paper(errors: orm.Dict, test_set: TrainingSetData, md_parameters: orm.Dict) -> orm.Dict:
-    """Return the comparison of the dp_test ``errors`` with the paper's (see :func:`paper_comparison`).
+    """Return the dp_test ``errors`` beside the paper's (``reporting.comparisons.validation_comparison``).
 
     The setup is read from the labels (engine and method of the level of theory, atoms, frames) and the MD
     parameters (ensemble, temperature K, pressure bar, ``n_steps`` x ``timestep`` in ps).
@@ -229,7 +153,7 @@ def compare_with_paper(errors: orm.Dict, test_set: TrainingSetData, md_parameter
     }
     if isinstance(setup['natoms'], list):  # several systems: never the paper's single 185-atom system
         setup['natoms'] = None
-    comparison = paper_comparison(errors.get_dict(), setup)
+    comparison = validation_comparison(errors.get_dict(), setup)
     comparison['level_of_theory_key'] = test_set.level_of_theory_key
     return orm.Dict(comparison)
 
@@ -243,7 +167,7 @@ def plot_parity(parity: orm.ArrayData, comparison: orm.Dict) -> orm.SinglefileDa
     """
     import io
 
-    from aiida_lisei.plots import energy_force_parity_png
+    from aiida_lisei.reporting.plots import energy_force_parity_png
 
     data = comparison.get_dict()
     title = (

@@ -9,12 +9,12 @@ paper's, ``time_series``, ``analysis``: the full result) → the figures, each a
 ``SinglefileData``: :func:`plot_charge_histograms` (Fig. 3b-d), :func:`plot_rdf` (Fig. 4b),
 :func:`plot_cluster_growth` (cluster size and CV vs time), :func:`plot_snapshot` (Fig. 3a).
 
-The paper's numbers (:data:`PAPER_NUCLEATION`) are read from its text: a Li cluster appears in the SEI at
-~125 ps, ~1 nm from the anode/SEI boundary, made of Li that were in the electrolyte at the start, with a
-Li-Li nearest-neighbour distance of 2.75 Å against 2.96 Å in bcc Li; QEq Li charges are ≈ 0 in the anode,
-≈ +1 in the electrolyte, in between in the SEI and ≈ 0 in the cluster (the colour code of Fig. 3b-d). The
-``summary`` says for every number whether it agrees within a stated tolerance and whether it comes from a
-system smaller or a run shorter than the paper's (``demo_size``): a demo does not test the paper's claims.
+The paper's numbers and the comparison live in :mod:`aiida_lisei.reporting` (``paper``: a Li cluster
+appears in the SEI at ~125 ps, ~1 nm from the anode/SEI boundary, made of Li that were in the electrolyte;
+its Li-Li nearest neighbours are closer than in bcc Li; QEq Li charges are ≈ 0 in the anode, ≈ +1 in the
+electrolyte, in between in the SEI and ≈ 0 in the cluster). The ``summary`` says for every number whether
+it agrees within a stated tolerance and whether it comes from a system smaller or a run shorter than the
+paper's (``demo_size``): a demo does not test the paper's claims.
 """
 
 from __future__ import annotations
@@ -37,18 +37,16 @@ from aiida_lisei.calculations.qeq import (
 from aiida_lisei.data.structure import GroupedStructureData
 from aiida_lisei.engines.qeq_charges import check_settings
 from aiida_lisei.protocols import ProtocolMixin
+from aiida_lisei.reporting.comparisons import nucleation_comparison
+from aiida_lisei.reporting.paper import PAPER_NUCLEATION
 from aiida_lisei.science.nucleation import NucleationParameters, summarise_trajectory
 from aiida_lisei.science.regions import check_slab_cell
 
 __all__ = (
     'ANALYSIS_DEFAULTS',
-    'PAPER_NUCLEATION',
-    'PAPER_SYSTEM',
-    'PAPER_TEXT',
     'NucleationAnalysisWorkChain',
     'analyse_nucleation',
     'check_analysis_parameters',
-    'paper_comparison',
     'plot_charge_histograms',
     'plot_cluster_growth',
     'plot_rdf',
@@ -56,40 +54,6 @@ __all__ = (
     'snapshot_frame',
     'time_series_arrays',
 )
-
-#: The paper's findings (main text §3, Figs. 3-4), as numbers where the text gives one.
-PAPER_NUCLEATION: dict[str, Any] = {
-    'cluster_onset_time_ps': 125.0,  # "emergence of a Li cluster ... at ~125 ps"
-    'cluster_boundary_distance': 10.0,  # Å, "~1 nm away from the Li/SEI interface"
-    'cluster_region': 'sei',
-    'cluster_origin': 'electrolyte',  # "come from the Li6PS5Cl SE at the beginning"
-    'cluster_nn_distance': 2.75,  # Å, Fig. 4b
-    'anode_nn_distance': 2.96,  # Å, bcc Li, Fig. 4b
-    'mean_li_charge': {'anode': 0.0, 'electrolyte': 1.0, 'cluster': 0.0},  # e, "close to 0", "close to +1"
-}
-
-#: The paper's numbers as the paper states them (for tables).
-PAPER_TEXT: dict[str, str] = {
-    'cluster_onset_time_ps': '~125 ps',
-    'cluster_boundary_distance': '~1 nm',
-    'cluster_region': 'SEI',
-    'cluster_origin': 'electrolyte',
-    'cluster_nn_distance': '2.75 Å',
-    'anode_nn_distance': '~2.96 Å',
-    'cluster_nn_contraction': '-0.21 Å',
-    'mean_li_charge_anode': 'close to 0',
-    'mean_li_charge_sei': 'between 0 and +1',
-    'mean_li_charge_electrolyte': 'close to +1',
-    'mean_li_charge_cluster': 'close to 0 (blue)',
-}
-
-#: The paper's system and run: a result from anything smaller or shorter is flagged ``demo_size``.
-PAPER_SYSTEM: dict[str, Any] = {
-    'natoms': 4833,
-    'duration_ps': 150.0,
-    'charge_times_ps': [100.0, 125.0, 150.0],
-    'qeq_parameter_set': 'paper',
-}
 
 #: Defaults of the ``analysis`` input: ``stride`` (analyse every stride-th frame), ``charge_stride`` (QEq on
 #: every charge_stride-th frame, a multiple of ``stride``), ``charge_times`` (ps: full charge statistics at
@@ -100,14 +64,6 @@ ANALYSIS_DEFAULTS: dict[str, Any] = {
     'charge_stride': 1,
     'charge_times': [100.0, 125.0, 150.0],
     'nucleation': {},
-}
-
-#: Tolerances of the agreement checks (units of each quantity): the paper writes "~125 ps", "~1 nm".
-TOLERANCES: dict[str, Any] = {
-    'cluster_onset_time_ps': 25.0,  # ps, the spacing of the paper's snapshots (100, 125, 150 ps)
-    'cluster_boundary_distance': 5.0,  # Å
-    'nn_distance': 0.05,  # Å
-    'charge': 0.25,  # e, for "≈ 0" and "≈ +1"
 }
 
 #: File names of the figures.
@@ -157,229 +113,6 @@ def check_analysis_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
     except (TypeError, ValueError) as exception:
         raise ValueError(f'nucleation parameters: {exception}') from None
     return merged
-
-
-def _close(ours: float | None, paper: float, tolerance: float) -> bool | None:
-    """Whether ``ours`` is within ``tolerance`` of ``paper`` (``None`` if we have no number)."""
-    if ours is None or not math.isfinite(ours):
-        return None
-    return abs(ours - paper) <= tolerance
-
-
-def _dominant(fractions: Mapping[str, float] | None) -> str | None:
-    """The origin with the largest fraction, or ``None``."""
-    if not fractions or not any(fractions.values()):
-        return None
-    return max(fractions, key=lambda key: fractions[key])
-
-
-def paper_comparison(summary: Mapping[str, Any], setup: Mapping[str, Any]) -> dict[str, Any]:
-    """Return our nucleation numbers beside the paper's, with agreement and demo-size flags.
-
-    :param summary: the ``summary`` of :func:`~aiida_lisei.science.nucleation.summarise_trajectory`.
-    :param setup: ``natoms``, ``duration_ps`` (last minus first analysed time), ``charge_times_ps`` (times of
-        the frames of the charge statistics), ``qeq_parameter_set``, ``n_charge_frames``, ``not_converged``
-        (frames whose QEq did not converge), ``onset_size``.
-    :return: ``mode`` (``paper`` if system, duration and QEq parameters are the paper's, else ``demo``),
-        ``differences`` (one line per mismatch of the setup), ``quantities`` (a list of rows ``{key, label,
-        ours, paper, unit, agrees, tolerance, demo_size, note}``; ``agrees`` is ``None`` where we have no
-        number), ``notes`` (plain sentences), ``setup`` and ``analysis_summary`` (the input ``summary``).
-    """
-    differences = []
-    if setup.get('natoms') != PAPER_SYSTEM['natoms']:
-        differences.append(f'natoms: ours {setup.get("natoms")}, paper {PAPER_SYSTEM["natoms"]}')
-    duration = setup.get('duration_ps')
-    if duration is None or duration < 0.99 * PAPER_SYSTEM['duration_ps']:
-        differences.append(f'duration: ours {duration} ps, paper {PAPER_SYSTEM["duration_ps"]} ps')
-    if setup.get('qeq_parameter_set') != PAPER_SYSTEM['qeq_parameter_set']:
-        differences.append(f'QEq parameters: ours {setup.get("qeq_parameter_set")!r}, paper Table S2')
-    small = setup.get('natoms') != PAPER_SYSTEM['natoms'] or bool(
-        duration is None or duration < 0.99 * PAPER_SYSTEM['duration_ps']
-    )
-    other_charges = setup.get('qeq_parameter_set') != PAPER_SYSTEM['qeq_parameter_set']
-    paper = PAPER_NUCLEATION
-    charges = summary.get('mean_li_charge') or {}
-    q = {region: charges.get(region) for region in ('anode', 'sei', 'electrolyte', 'cluster')}
-    origin = _dominant(summary.get('cluster_origin_at_onset'))
-    contraction = summary.get('cluster_nn_contraction')
-
-    def row(key, label, ours, paper_value, unit, agrees, tolerance, demo, note='') -> dict[str, Any]:
-        return {
-            'key': key,
-            'label': label,
-            'ours': ours,
-            'paper': paper_value,
-            'paper_text': PAPER_TEXT[key],
-            'unit': unit,
-            'agrees': agrees,
-            'tolerance': tolerance,
-            'demo_size': demo,
-            'note': note,
-        }
-
-    tol = TOLERANCES
-    onset = summary.get('cluster_onset_time_ps')
-    distance = summary.get('cluster_boundary_distance_at_onset')
-    rows = [
-        row(
-            'cluster_onset_time_ps',
-            'cluster onset time',
-            onset,
-            paper['cluster_onset_time_ps'],
-            'ps',
-            _close(onset, paper['cluster_onset_time_ps'], tol['cluster_onset_time_ps']),
-            f'± {tol["cluster_onset_time_ps"]:g} ps',
-            small,
-            'no isolated cluster reached the onset size' if onset is None else '',
-        ),
-        row(
-            'cluster_boundary_distance',
-            'cluster distance from anode/SEI boundary',
-            distance,
-            paper['cluster_boundary_distance'],
-            'Å',
-            _close(distance, paper['cluster_boundary_distance'], tol['cluster_boundary_distance']),
-            f'± {tol["cluster_boundary_distance"]:g} Å ("~1 nm")',
-            small,
-            'centre height above the boundary, at the onset',
-        ),
-        row(
-            'cluster_region',
-            'region of the cluster',
-            summary.get('cluster_region_at_onset'),
-            paper['cluster_region'],
-            '',
-            None
-            if summary.get('cluster_region_at_onset') is None
-            else summary['cluster_region_at_onset'] == 'sei',
-            'same region',
-            small,
-        ),
-        row(
-            'cluster_origin',
-            'initial region of the cluster Li',
-            origin,
-            paper['cluster_origin'],
-            '',
-            None if origin is None else origin == paper['cluster_origin'],
-            'largest origin fraction',
-            small,
-            ''
-            if origin is None
-            else ', '.join(f'{k} {v:.0%}' for k, v in summary['cluster_origin_at_onset'].items() if v),
-        ),
-        row(
-            'cluster_nn_distance',
-            'cluster Li-Li nearest neighbour',
-            summary.get('cluster_nn_distance'),
-            paper['cluster_nn_distance'],
-            'Å',
-            _close(summary.get('cluster_nn_distance'), paper['cluster_nn_distance'], tol['nn_distance']),
-            f'± {tol["nn_distance"]:g} Å',
-            small,
-            'first peak of g(r), frames from the onset on',
-        ),
-        row(
-            'anode_nn_distance',
-            'anode (bcc) Li-Li nearest neighbour',
-            summary.get('anode_nn_distance'),
-            paper['anode_nn_distance'],
-            'Å',
-            _close(summary.get('anode_nn_distance'), paper['anode_nn_distance'], tol['nn_distance']),
-            f'± {tol["nn_distance"]:g} Å',
-            False,
-            'bulk property of the potential, not of the system size',
-        ),
-        row(
-            'cluster_nn_contraction',
-            'cluster nn minus bcc nn',
-            contraction,
-            round(paper['cluster_nn_distance'] - paper['anode_nn_distance'], 3),
-            'Å',
-            None if contraction is None else contraction < 0.0,
-            'negative (shorter than bcc)',
-            small,
-        ),
-        row(
-            'mean_li_charge_anode',
-            'mean Li charge, anode',
-            q['anode'],
-            paper['mean_li_charge']['anode'],
-            'e',
-            _close(q['anode'], paper['mean_li_charge']['anode'], tol['charge']),
-            f'± {tol["charge"]:g} e ("close to 0")',
-            small or other_charges,
-        ),
-        row(
-            'mean_li_charge_sei',
-            'mean Li charge, SEI',
-            q['sei'],
-            'between',
-            'e',
-            None
-            if None in (q['anode'], q['sei'], q['electrolyte'])
-            else q['anode'] < q['sei'] < q['electrolyte'],
-            'anode < SEI < electrolyte',
-            small or other_charges,
-        ),
-        row(
-            'mean_li_charge_electrolyte',
-            'mean Li charge, electrolyte',
-            q['electrolyte'],
-            paper['mean_li_charge']['electrolyte'],
-            'e',
-            _close(q['electrolyte'], paper['mean_li_charge']['electrolyte'], tol['charge']),
-            f'± {tol["charge"]:g} e ("close to +1")',
-            small or other_charges,
-        ),
-        row(
-            'mean_li_charge_cluster',
-            'mean Li charge, cluster',
-            q['cluster'],
-            paper['mean_li_charge']['cluster'],
-            'e',
-            _close(q['cluster'], paper['mean_li_charge']['cluster'], tol['charge']),
-            f'± {tol["charge"]:g} e ("close to 0")',
-            small or other_charges,
-            'no cluster in a frame with charges' if q['cluster'] is None else '',
-        ),
-    ]
-
-    notes = [
-        "The paper's numbers are read from its text and figures: '~125 ps' and '~1 nm' are approximate, the "
-        'charges a colour scale (Fig. 3b-d); the tolerances above are ours.'
-    ]
-    if small:
-        notes.append(
-            f'DEMO: {"; ".join(differences)}. Rows flagged demo-size come from a smaller system or a shorter '
-            "run than the paper's: they test the analysis, not the paper's claims."
-        )
-    if other_charges:
-        notes.append(
-            f"Charges use the QEq parameter set {setup.get('qeq_parameter_set')!r}, not the paper's Table S2."
-        )
-    if q['electrolyte'] is not None and abs(q['electrolyte'] - 1.0) > tol['charge']:
-        notes.append(
-            f'Our mean electrolyte Li charge is {q["electrolyte"]:+.2f} e where the paper describes Li+ as '
-            '"close to +1": QEq charges with Table S2 are a relative scale; the ordering of the regions is '
-            'the comparable claim.'
-        )
-    if setup.get('not_converged'):
-        notes.append(f'{setup["not_converged"]} QEq frame(s) did not converge; their charges are used as is.')
-    if onset is None:
-        notes.append(
-            f'No isolated metallic Li cluster of {setup.get("onset_size", "?")} or more atoms formed: the '
-            'cluster rows are empty.'
-        )
-    return {
-        'mode': 'demo' if differences else 'paper',
-        'differences': differences,
-        'quantities': rows,
-        'notes': notes,
-        'setup': dict(setup),
-        'paper_setup': dict(PAPER_SYSTEM),
-        'analysis_summary': dict(summary),
-    }
 
 
 def time_series_arrays(
@@ -456,7 +189,7 @@ def analyse_nucleation(
     :param charges: ``charges`` output of ``lisei.qeq`` (frames by ``frame_indices``; rows as the trajectory).
     :param parameters: the ``analysis`` parameters (:func:`check_analysis_parameters`).
     :param qeq_parameters: the QEq settings (their ``parameter_set`` enters the comparison).
-    :return: ``summary`` (``Dict``, :func:`paper_comparison`), ``time_series`` (``ArrayData``,
+    :return: ``summary`` (``Dict``, ``nucleation_comparison``), ``time_series`` (``ArrayData``,
         :func:`time_series_arrays`) and ``analysis`` (``Dict``, the complete :func:`summarise_trajectory`
         result plus ``frame_indices``: lengths Å, times ps, charges e).
     """
@@ -502,7 +235,7 @@ def analyse_nucleation(
         'qeq_parameter_set': settings['parameter_set'] if not settings['species'] else 'custom',
         'onset_size': params['nucleation']['clusters']['onset_size'],
     }
-    summary = paper_comparison(result['summary'], setup)
+    summary = nucleation_comparison(result['summary'], setup)
     time_series = orm.ArrayData()
     for name, array in time_series_arrays(result, indices, stepids).items():
         time_series.set_array(name, array)
@@ -515,7 +248,7 @@ def plot_charge_histograms(analysis: orm.Dict, summary: orm.Dict) -> orm.Singlef
 
     At most :data:`MAX_CHARGE_PANELS` panels: the first, middle and last of the reported frames.
     """
-    from aiida_lisei.plots_nucleation import ChargePanel, charge_histograms_png
+    from aiida_lisei.reporting.plots import ChargePanel, charge_histograms_png
 
     charges = analysis['charges']
     frames = charges['frames']
@@ -540,7 +273,7 @@ def plot_charge_histograms(analysis: orm.Dict, summary: orm.Dict) -> orm.Singlef
 @calcfunction
 def plot_rdf(analysis: orm.Dict, summary: orm.Dict) -> orm.SinglefileData:
     """Return the Li-Li g(r) of the cluster and of the bcc anode, with the paper's peaks (PNG, Fig. 4b)."""
-    from aiida_lisei.plots_nucleation import rdf_png
+    from aiida_lisei.reporting.plots import rdf_png
 
     rdf, numbers = analysis['rdf'], analysis['summary']
     png = rdf_png(
@@ -561,7 +294,7 @@ def plot_cluster_growth(
     time_series: orm.ArrayData, summary: orm.Dict, colvar: orm.ArrayData | None = None
 ) -> orm.SinglefileData:
     """Return the largest isolated cluster vs time (ps), with the CV of ``colvar`` if given (PNG)."""
-    from aiida_lisei.plots_nucleation import cluster_growth_png
+    from aiida_lisei.reporting.plots import cluster_growth_png
 
     numbers = summary['analysis_summary']
     png = cluster_growth_png(
@@ -600,7 +333,7 @@ def plot_snapshot(
     charges: orm.ArrayData,
 ) -> orm.SinglefileData:
     """Return a side view of the frame nearest the onset: cluster in wine, Li by charge (PNG, Fig. 3a, c)."""
-    from aiida_lisei.plots_nucleation import snapshot_png
+    from aiida_lisei.reporting.plots import snapshot_png
 
     data = analysis.get_dict()
     index = snapshot_frame(data)

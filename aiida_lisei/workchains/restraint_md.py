@@ -25,7 +25,7 @@ from aiida.engine import ProcessHandlerReport, calcfunction, process_handler, wh
 from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
 from aiida_lisei.data.structure import GroupedStructureData
 from aiida_lisei.formats.lammps import check_restraint_md_parameters
-from aiida_lisei.plots import restraint_figures
+from aiida_lisei.reporting.plots import restraint_figures
 from aiida_lisei.science.fast_cv import FastCoordinationCV
 from aiida_lisei.science.restraint_cv import (
     check_restraint_parameters,

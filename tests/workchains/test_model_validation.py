@@ -13,16 +13,16 @@ from ase.build import bulk
 
 from aiida_lisei.common.seeds import derive_seed
 from aiida_lisei.data.deep_potential import DeepPotentialData
-from aiida_lisei.plots import PNG_SIGNATURE, png_size
+from aiida_lisei.reporting.comparisons import validation_comparison
+from aiida_lisei.reporting.paper import PAPER_SETUP
+from aiida_lisei.reporting.plots import PNG_SIGNATURE, png_size
 from aiida_lisei.workchains.model_validation import (
-    PAPER_SETUP,
     ModelValidationWorkChain,
     _md_models,
     count_drawable_frames,
     draw_frame_indices,
     draw_frames,
     drawable_indices,
-    paper_comparison,
 )
 
 TESTS = Path(__file__).parents[1]
@@ -85,18 +85,20 @@ def test_draw_frame_indices_is_seeded_and_without_replacement():
 def test_paper_comparison_flags_any_difference_as_demo():
     """The paper's setup gives mode 'paper'; any other engine, size or run gives 'demo' with the reasons."""
     errors = {'rmse_e_per_atom': 0.00545, 'rmse_f': 0.1878, 'mae_e_per_atom': 0.004, 'mae_f': 0.1}
-    paper = paper_comparison(errors, {**PAPER_SETUP, 'engine': 'VASP', 'pressure': 1})
+    paper = validation_comparison(errors, {**PAPER_SETUP, 'engine': 'VASP', 'pressure': 1})
     assert paper['mode'] == 'paper' and paper['differences'] == []
     assert paper['rmse_e_per_atom'] == pytest.approx({'ours': 5.45, 'paper': 5.45, 'ratio': 1.0})
     assert paper['rmse_f'] == pytest.approx({'ours': 187.8, 'paper': 93.9, 'ratio': 2.0})
     assert paper['mae_f'] == pytest.approx({'ours': 100.0})
     assert '[paper setup]' in paper['summary']
 
-    demo = paper_comparison(errors, {**PAPER_SETUP, 'engine': 'tblite', 'method': 'GFN1-xTB', 'md_time': 0.4})
+    demo = validation_comparison(
+        errors, {**PAPER_SETUP, 'engine': 'tblite', 'method': 'GFN1-xTB', 'md_time': 0.4}
+    )
     assert demo['mode'] == 'demo'
     assert [line.split(':')[0] for line in demo['differences']] == ['engine', 'method', 'md_time']
     assert 'DEMO' in demo['summary'] and demo['setup']['paper'] == PAPER_SETUP
-    assert paper_comparison(errors, {**PAPER_SETUP, 'natoms': None})['mode'] == 'demo'
+    assert validation_comparison(errors, {**PAPER_SETUP, 'natoms': None})['mode'] == 'demo'
 
 
 def test_md_models_put_the_tested_model_first():

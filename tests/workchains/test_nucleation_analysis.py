@@ -20,13 +20,13 @@ from aiida.engine import run_get_node
 from aiida.plugins import WorkflowFactory
 
 from aiida_lisei.data.structure import GroupedStructureData
-from aiida_lisei.plots import png_size
-from aiida_lisei.reporting_nucleation import format_nucleation_summary
+from aiida_lisei.reporting.comparisons import nucleation_comparison
+from aiida_lisei.reporting.paper import PAPER_NUCLEATION
+from aiida_lisei.reporting.plots import png_size
+from aiida_lisei.reporting.tables import format_nucleation_summary
 from aiida_lisei.structures.builders import argyrodite, sandwich
 from aiida_lisei.workchains.nucleation_analysis import (
-    PAPER_NUCLEATION,
     check_analysis_parameters,
-    paper_comparison,
 )
 
 NucleationAnalysisWorkChain = WorkflowFactory('lisei.nucleation_analysis')
@@ -248,7 +248,7 @@ def test_paper_comparison() -> None:
         'mean_li_charge': {'anode': 0.02, 'sei': 0.5, 'electrolyte': 0.95, 'cluster': 0.05},
     }
     setup = {'natoms': 4833, 'duration_ps': 150.0, 'qeq_parameter_set': 'paper', 'onset_size': 10}
-    result = paper_comparison(paper_like, setup)
+    result = nucleation_comparison(paper_like, setup)
     assert result['mode'] == 'paper' and result['differences'] == []
     assert all(row['agrees'] for row in result['quantities'])
     assert not any(row['demo_size'] for row in result['quantities'])
@@ -256,7 +256,7 @@ def test_paper_comparison() -> None:
     empty = {key: None for key in paper_like} | {
         'mean_li_charge': {'anode': 0.0, 'sei': 0.3, 'electrolyte': 0.5}
     }
-    small = paper_comparison(empty, {**setup, 'natoms': 230, 'duration_ps': 6.0})
+    small = nucleation_comparison(empty, {**setup, 'natoms': 230, 'duration_ps': 6.0})
     rows = {row['key']: row for row in small['quantities']}
     assert small['mode'] == 'demo' and len(small['differences']) == 2
     assert rows['cluster_onset_time_ps']['agrees'] is None and rows['cluster_onset_time_ps']['demo_size']

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from aiida.engine import run_get_node
 
-from aiida_lisei.plots import PNG_SIGNATURE
+from aiida_lisei.reporting.plots import PNG_SIGNATURE
 from aiida_lisei.science.restraint_cv import (
     DEFAULT_S0_DELTA,
     PAPER_KAPPA,

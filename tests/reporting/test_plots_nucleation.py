@@ -1,4 +1,4 @@
-"""Tests of :mod:`aiida_lisei.plots_nucleation`: PNG bytes from arrays, colours where they belong."""
+"""Tests of the nucleation figures of `aiida_lisei.reporting.plots`: PNG bytes, colours where they belong."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
 
-from aiida_lisei.plots import PNG_SIGNATURE, png_size
-from aiida_lisei.plots_nucleation import (
+from aiida_lisei.reporting.plots import (
     CLUSTER_COLOUR,
+    PNG_SIGNATURE,
     ChargePanel,
     charge_histograms_png,
     cluster_growth_png,
+    png_size,
     rdf_png,
     snapshot_png,
 )

@@ -1,4 +1,4 @@
-"""Tests of :mod:`aiida_lisei.plots`: PNG bytes from arrays, RMSE, PNG header checks (no AiiDA)."""
+"""Tests of :mod:`aiida_lisei.reporting.plots`: PNG bytes from arrays, RMSE, PNG header checks (no AiiDA)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from aiida_lisei.plots import (
+from aiida_lisei.reporting.plots import (
     PNG_SIGNATURE,
     ParityPanel,
     energy_force_parity_png,
@@ -128,6 +128,6 @@ def test_png_size_refuses_other_bytes():
 
 def test_module_imports_no_aiida():
     """The plotting module stays pure: importing it leaves ``aiida`` out of ``sys.modules``."""
-    code = 'import sys, aiida_lisei.plots; sys.exit(1 if "aiida" in sys.modules else 0)'
+    code = 'import sys, aiida_lisei.reporting.plots; sys.exit(1 if "aiida" in sys.modules else 0)'
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]

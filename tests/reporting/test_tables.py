@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiida_lisei.reporting import format_iterations_table, format_table
+from aiida_lisei.reporting.tables import format_iterations_table, format_table
 
 
 def test_format_table_aligns_columns():

@@ -1,29 +1,23 @@
-"""Plain-text tables for people: model summaries and comparisons with the paper.
+"""Plain-text tables for people: model summaries, iterations, and our numbers beside the paper's.
 
-Functions take AiiDA nodes or plain dicts and return strings; they create no nodes.
+Functions take finished nodes (read through their ``outputs``, without importing AiiDA) or plain dicts and
+return strings; they create no nodes. The comparisons themselves are :mod:`aiida_lisei.reporting.comparisons`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from aiida_lisei.reporting.comparisons import sandwich_comparison
+
 __all__ = (
-    'PAPER_SANDWICH',
     'format_iterations_table',
     'format_models_summary',
+    'format_nucleation_summary',
     'format_paper_comparison',
     'format_table',
+    'format_value',
 )
-
-#: The sandwich of the paper's SI §3 (cell in Å, strain of Li as a fraction).
-PAPER_SANDWICH: dict[str, Any] = {
-    'natoms': 4833,
-    'anode_Li': 1296,
-    'electrolyte': 2808,
-    'source_Li': 729,
-    'cell_lengths': (30.81, 30.81, 150.42),
-    'lateral_strain': 0.0016,
-}
 
 
 def format_table(headers: list[str], rows: list[list[Any]]) -> str:
@@ -68,33 +62,13 @@ def format_models_summary(workchain_node, title: str) -> str:
 
 def format_paper_comparison(summary: dict[str, Any]) -> str:
     """Compare the paper-size sandwich of ``summary`` (output of ``lisei.atomic_models``) with the SI."""
-    sandwich = summary['sandwich']
-    counts = sandwich['group_counts']
-    ours = {
-        'natoms': sandwich['natoms'],
-        'anode_Li': counts.get('anode_Li', 0),
-        'electrolyte': sum(n for group, n in counts.items() if group.startswith('electrolyte_')),
-        'source_Li': counts.get('source_Li', 0),
-    }
-    rows = [[key, PAPER_SANDWICH[key], value] for key, value in ours.items()]
-    for axis, paper_length, length in zip(
-        'xyz', PAPER_SANDWICH['cell_lengths'], sandwich['cell_lengths'], strict=True
-    ):
-        rows.append([f'cell {axis} (Å)', f'{paper_length:.2f}', f'{length:.2f}'])
-    rows.append(
-        [
-            'Li lateral strain',
-            f'{100 * PAPER_SANDWICH["lateral_strain"]:+.2f} %',
-            f'{100 * sandwich["lateral_strain"]:+.3f} %',
-        ]
-    )
     note = (
         'Note: with the SI lattice constant a(Li6PS5Cl) = 10.25 Å the lateral cell is 3 x 10.25 = 30.75 Å;\n'
         "the paper's 30.81 Å (30.814 Å in SI §3) implies a = 10.271 Å, hence its +0.16 % vs our strain of Li."
     )
     return (
         '\nLi|Li6PS5Cl|Li sandwich: paper (SI §3) vs this build\n'
-        + format_table(['quantity', 'paper', 'ours'], rows)
+        + format_table(['quantity', 'paper', 'ours'], sandwich_comparison(summary))
         + '\n'
         + note
         + '\n'
@@ -140,3 +114,45 @@ def format_iterations_table(iterations: dict[str, dict[str, Any]]) -> str:
             )
     headers = ['iter', 'system', 'T (K)', 'accurate %', 'candidate %', 'failed %', 'selected', 'labelled']
     return format_table(headers, rows)
+
+
+def format_value(value: Any, unit: str = '') -> str:
+    """Return ``value`` for a table cell: numbers with 3 significant decimals and the unit, ``-`` for none."""
+    if value is None:
+        return '-'
+    if isinstance(value, bool):
+        return 'yes' if value else 'no'
+    if isinstance(value, int | float):
+        text = f'{value:+.2f}' if unit == 'e' else f'{value:.3g}' if abs(value) < 1000 else f'{value:.0f}'
+        return f'{text} {unit}'.strip()
+    return f'{value} {unit}'.strip()
+
+
+def format_nucleation_summary(summary: dict[str, Any]) -> str:
+    """Return the paper comparison of a nucleation summary as a fixed-width table with notes.
+
+    :param summary: the ``summary`` output of ``lisei.nucleation_analysis`` (``get_dict()``): ``mode``,
+        ``quantities`` (rows with ``label``, ``ours``, ``paper`` or ``paper_text``, ``unit``, ``agrees``,
+        ``tolerance``, ``demo_size``, ``note``) and ``notes``.
+    """
+    rows = []
+    for quantity in summary['quantities']:
+        agrees = quantity['agrees']
+        rows.append(
+            [
+                quantity['label'],
+                format_value(quantity['ours'], quantity['unit']),
+                quantity.get('paper_text') or format_value(quantity['paper'], quantity['unit']),
+                '-' if agrees is None else ('yes' if agrees else 'no'),
+                quantity['tolerance'],
+                'demo-size' if quantity['demo_size'] else '',
+                quantity['note'],
+            ]
+        )
+    headers = ['quantity', 'ours', 'paper', 'agrees', 'criterion', 'demo-size', 'note']
+    mode = summary['mode']
+    heading = 'Li nucleation: ours vs the paper (§3, Figs. 3-4)' + (
+        '' if mode == 'paper' else '  [DEMO: not the paper setup, see the notes]'
+    )
+    notes = '\n'.join(f'- {note}' for note in summary.get('notes', []))
+    return f'\n{heading}\n{format_table(headers, rows)}\n{notes}\n'
