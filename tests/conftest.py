@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiida import orm
+from aiida.common.links import LinkType
+from aiida.plugins import ParserFactory
+from aiida.plugins.entry_point import format_entry_point_string
 
 pytest_plugins = ['aiida.tools.pytest_fixtures']
 
@@ -23,6 +28,10 @@ def aiida_profile(aiida_config, aiida_profile_factory):
     with aiida_profile_factory(aiida_config, broker_backend='core.zeromq') as profile:
         yield profile
 
+
+#: The one root of the tests' data: models, training sets, VASP registry, and the parser fixtures under
+#: ``parsers/<calc>/<case>/`` (real outputs, with the scripts that regenerate them).
+FIXTURES = Path(__file__).parent / 'fixtures'
 
 #: Folder of this environment's console scripts (lisei-probe, lisei-tblite, dp, lmp, mock-vasp).
 VENV_BIN = Path(sys.executable).parent
@@ -35,7 +44,7 @@ ONE_THREAD = (
 )
 
 #: The first tiny DeePMD test model (type map Li P S Cl, trained on bcc Li only: stable, not physical).
-TINY_MODEL = Path(__file__).parent / 'fixtures' / 'models' / 'model_1.pb'
+TINY_MODEL = FIXTURES / 'models' / 'model_1.pb'
 
 
 @pytest.fixture(scope='session')
@@ -123,3 +132,77 @@ def cp2k_code(aiida_computer_local, aiida_code_installed) -> orm.InstalledCode:
         default_calc_job_plugin='cp2k',
         prepend_text='export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1',
     )
+
+
+def _link_inputs(node: orm.CalcJobNode, inputs: Mapping[str, Any], prefix: str = '') -> None:
+    """Link ``inputs`` (nested dicts are namespaces: ``structures__key``) to ``node``, storing them."""
+    for label, value in inputs.items():
+        if isinstance(value, Mapping):
+            _link_inputs(node, value, f'{prefix}{label}__')
+        else:
+            node.base.links.add_incoming(value.store(), LinkType.INPUT_CALC, f'{prefix}{label}')
+
+
+@pytest.fixture
+def generate_calc_job_node(aiida_localhost):
+    """Return a factory of a finished ``CalcJobNode`` with inputs and retrieved files, for parser tests.
+
+    ``factory(entry_point, inputs=None, retrieved=None, *, options=None, exit_status=None, exclude=(),
+    computer=True, outputs=None, finished=False)``: ``entry_point`` of the CalcJob (``lisei.tblite``,
+    ``cp2k``, ...); ``inputs`` nodes by link label (nested dicts for namespaces); ``retrieved`` either
+    ``{name: str | bytes}`` or a folder of real outputs (files in ``exclude`` left out; ``None``: no
+    ``retrieved`` output); ``options`` set on the node (one machine, one rank by default); ``exit_status`` as
+    the scheduler (or, with ``finished``, the parser) set it; ``outputs`` further output nodes by link label
+    (a handler test's ``remote_folder``, say).
+    """
+
+    def factory(
+        entry_point: str,
+        inputs: Mapping[str, Any] | None = None,
+        retrieved: Mapping[str, str | bytes] | Path | None = None,
+        *,
+        options: Mapping[str, Any] | None = None,
+        exit_status: int | None = None,
+        exclude: tuple[str, ...] = (),
+        computer: bool = True,
+        outputs: Mapping[str, orm.Data] | None = None,
+        finished: bool = False,
+    ) -> orm.CalcJobNode:
+        node = orm.CalcJobNode(
+            computer=aiida_localhost if computer else None,
+            process_type=format_entry_point_string('aiida.calculations', entry_point),
+        )
+        for name, value in {
+            'resources': {'num_machines': 1, 'num_mpiprocs_per_machine': 1},
+            **(options or {}),
+        }.items():
+            node.set_option(name, value)
+        _link_inputs(node, inputs or {})
+        if finished:
+            node.set_process_state('finished')
+        node.store()
+        if exit_status is not None:
+            node.set_exit_status(exit_status)
+        outputs = dict(outputs or {})
+        if retrieved is not None:
+            folder = outputs['retrieved'] = orm.FolderData()
+            if isinstance(retrieved, Path):
+                for path in sorted(retrieved.iterdir()):
+                    if path.is_file() and path.name not in exclude:
+                        folder.base.repository.put_object_from_file(str(path), path.name)
+            else:
+                for name, content in retrieved.items():
+                    data = content.encode() if isinstance(content, str) else content
+                    folder.base.repository.put_object_from_bytes(data, name)
+        for label, output in outputs.items():
+            output.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label=label)
+            output.store()
+        return node
+
+    return factory
+
+
+@pytest.fixture
+def generate_parser():
+    """Return a factory: the parser class of an entry point, e.g. ``generate_parser('lisei.tblite')``."""
+    return ParserFactory

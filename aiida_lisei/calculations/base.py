@@ -1,4 +1,5 @@
-"""Base class of the CalcJobs of aiida-lisei: serial one-rank defaults, parser and stdout names."""
+"""Base class of the CalcJobs of aiida-lisei: serial one-rank defaults, parser and stdout names, and the
+exit-code table's cache rule (:mod:`aiida_lisei.common.exit_codes`) applied to every exit code."""
 
 from __future__ import annotations
 
@@ -7,23 +8,42 @@ from collections.abc import Sequence
 from aiida.common.datastructures import CalcInfo, CodeInfo
 from aiida.engine import CalcJob, CalcJobProcessSpec
 
+from aiida_lisei.common.exit_codes import invalidates_cache as status_invalidates_cache
 from aiida_lisei.common.seeds import check_seed
 from aiida_lisei.common.validation import value_port_validator
 
-__all__ = ('LiseiCalcJob', 'validate_seed')
+__all__ = ('LiseiCalcJob', 'LiseiCalcJobProcessSpec', 'validate_seed')
 
 #: Port validator of an engine's ``seed`` input: an integer in ``[1, MAX_SEED]``.
 validate_seed = value_port_validator(check_seed)
 
 
+class LiseiCalcJobProcessSpec(CalcJobProcessSpec):
+    """A CalcJob spec whose exit codes follow the table's cache rule: 300-409 invalidate the cache.
+
+    As aiida-quantumespresso's ``calculations/base.py``: no exit code says ``invalidates_cache`` by hand.
+    """
+
+    def exit_code(self, status: int, label: str, message: str, invalidates_cache: bool | None = None) -> None:
+        """Add an exit code; from 300 on, ``invalidates_cache`` follows from the range and must not be given
+        (aiida-core's own codes, below 300, keep theirs)."""
+        if status < 300:
+            super().exit_code(status, label, message, invalidates_cache=bool(invalidates_cache))
+            return
+        if invalidates_cache is not None:
+            raise ValueError(f'{label}: `invalidates_cache` follows from the status range, do not set it')
+        super().exit_code(status, label, message, invalidates_cache=status_invalidates_cache(status))
+
+
 class LiseiCalcJob(CalcJob):
     """A CalcJob with one machine, one rank, no MPI by default, its own parser and a stdout file.
 
-    Subclasses set ``_DEFAULT_PARSER`` (the parser's entry point, the CalcJob's own name). Exit
-    codes below 400 mean that outputs are missing or unreadable: they must invalidate the cache
-    (a test checks it for every CalcJob of the package).
+    Subclasses set ``_DEFAULT_PARSER`` (the parser's entry point, the CalcJob's own name). Exit codes
+    follow :mod:`aiida_lisei.common.exit_codes`: 300-409 (outputs missing or unreadable, engine errors,
+    walltime) invalidate the cache, by the spec class, not by hand.
     """
 
+    _spec_class = LiseiCalcJobProcessSpec
     _DEFAULT_PARSER: str = ''
     _STDOUT_FILE = 'aiida.out'
 
@@ -43,13 +63,11 @@ class LiseiCalcJob(CalcJob):
         spec.exit_code(
             302,
             'ERROR_OUTPUT_MISSING',
-            invalidates_cache=True,
             message='The file `{filename}` was not retrieved.',
         )
         spec.exit_code(
             310,
             'ERROR_OUTPUT_UNREADABLE',
-            invalidates_cache=True,
             message='The file `{filename}` could not be read: {exception}',
         )
 
@@ -60,13 +78,11 @@ class LiseiCalcJob(CalcJob):
         spec.exit_code(
             312,
             'ERROR_OUTPUT_INCOMPLETE',
-            invalidates_cache=True,
             message='The engine stopped early: {missing} of {nframes} frames have no result.',
         )
         spec.exit_code(
             400,
             'ERROR_OUT_OF_WALLTIME',
-            invalidates_cache=True,
             message='The job ran out of walltime: {missing} of {nframes} frames have no result.',
         )
 

@@ -82,19 +82,16 @@ class DpTestCalculation(LiseiCalcJob):
         spec.exit_code(
             301,
             'ERROR_DETAIL_MISSING',
-            invalidates_cache=True,
             message='The detail file `{filename}` was not retrieved (see test.log).',
         )
         spec.exit_code(
             310,
             'ERROR_DETAIL_UNREADABLE',
-            invalidates_cache=True,
             message='The detail files could not be read: {exception}',
         )
         spec.exit_code(
             311,
             'ERROR_FRAMES_MISSING',
-            invalidates_cache=True,
             message='dp test reported {tested} frames, the test set has {expected}.',
         )
 

@@ -30,6 +30,7 @@ from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
 from aiida_lisei.calculations.base import LiseiCalcJob
+from aiida_lisei.common.validation import dict_port_validator
 from aiida_lisei.data.deep_potential import MODEL_FILENAME, DeepPotentialData
 from aiida_lisei.data.training_set import TrainingSetData
 
@@ -59,25 +60,25 @@ CHECKPOINT_PATTERNS = ('checkpoint', 'model.ckpt*')
 RETRIEVED_CHECKPOINT = ('checkpoint', 'model.ckpt.index', 'model.ckpt.meta', 'model.ckpt.data-*')
 
 
-def check_parameters(parameters: Mapping[str, Any]) -> str | None:
-    """Return an error message if ``parameters`` is not a DeePMD input without data systems and seeds."""
+def check_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``parameters`` if it is a DeePMD input without data systems and seeds; raise ``ValueError``."""
     missing = [key for key in ('model', 'learning_rate', 'loss', 'training') if key not in parameters]
     if missing:
-        return f'the DeePMD input lacks the section(s) {missing}'
+        raise ValueError(f'the DeePMD input lacks the section(s) {missing}')
     model, training = parameters['model'], parameters['training']
     for section in ('descriptor', 'fitting_net'):
         if section not in model:
-            return f'the DeePMD input lacks `model.{section}`'
+            raise ValueError(f'the DeePMD input lacks `model.{section}`')
         if 'seed' in model[section]:
-            return f'`model.{section}.seed` is set by the `seed` input: remove it from `parameters`'
+            raise ValueError(f'`model.{section}.seed` is set by the `seed` input: remove it from parameters')
     if 'seed' in training:
-        return '`training.seed` is set by the `seed` input: remove it from `parameters`'
+        raise ValueError('`training.seed` is set by the `seed` input: remove it from `parameters`')
     for key in ('training_data', 'validation_data'):
         if 'systems' in training.get(key, {}):
-            return f'`training.{key}.systems` is written by the CalcJob from its inputs: remove it'
+            raise ValueError(f'`training.{key}.systems` is written by the CalcJob from its inputs: remove it')
     if not isinstance(training.get('numb_steps'), int) or training['numb_steps'] < 1:
-        return '`training.numb_steps` must be a positive integer'
-    return None
+        raise ValueError('`training.numb_steps` must be a positive integer')
+    return dict(parameters)
 
 
 def resolve_settings(settings: orm.Dict | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -86,14 +87,15 @@ def resolve_settings(settings: orm.Dict | Mapping[str, Any] | None) -> dict[str,
     return {**DEFAULT_SETTINGS, **given}
 
 
-def check_settings(settings: Mapping[str, Any]) -> str | None:
-    """Return an error message if ``settings`` has unknown keys or asks to compress without statistics."""
+def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``settings`` completed with the defaults; raise ``ValueError`` on unknown keys or a compression
+    without neighbour statistics."""
     unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
     if unknown:
-        return f'unknown settings {unknown}; known: {sorted(DEFAULT_SETTINGS)}'
+        raise ValueError(f'unknown settings {unknown}; known: {sorted(DEFAULT_SETTINGS)}')
     if settings.get('compress') and settings.get('skip_neighbor_stat'):
-        return '`compress` needs the neighbour statistics: do not set `skip_neighbor_stat`'
-    return None
+        raise ValueError('`compress` needs the neighbour statistics: do not set `skip_neighbor_stat`')
+    return {**DEFAULT_SETTINGS, **settings}
 
 
 def build_input(
@@ -125,12 +127,8 @@ def build_input(
     return data
 
 
-def _validate_parameters(parameters: orm.Dict, _ctx: Any = None) -> str | None:
-    return check_parameters(parameters.get_dict())
-
-
-def _validate_settings(settings: orm.Dict, _ctx: Any = None) -> str | None:
-    return check_settings(settings.get_dict())
+validate_parameters = dict_port_validator(check_parameters)
+validate_settings = dict_port_validator(check_settings)
 
 
 def validate_inputs(inputs: Mapping[str, Any], _ctx: Any = None) -> str | None:
@@ -205,7 +203,7 @@ class DpTrainCalculation(LiseiCalcJob):
             'parameters',
             valid_type=orm.Dict,
             serializer=orm.to_aiida_type,
-            validator=_validate_parameters,
+            validator=validate_parameters,
             help='DeePMD input (model, learning_rate, loss, training) without data systems and seeds.',
         )
         spec.input(
@@ -219,7 +217,7 @@ class DpTrainCalculation(LiseiCalcJob):
             valid_type=orm.Dict,
             required=False,
             serializer=orm.to_aiida_type,
-            validator=_validate_settings,
+            validator=validate_settings,
             help=f'Job settings, defaults {DEFAULT_SETTINGS}.',
         )
         spec.input(
@@ -249,41 +247,35 @@ class DpTrainCalculation(LiseiCalcJob):
         )
         spec.default_output_node = 'output_parameters'
 
-        spec.exit_code(301, 'ERROR_LCURVE_MISSING', invalidates_cache=True, message='No `lcurve.out`.')
+        spec.exit_code(301, 'ERROR_LCURVE_MISSING', message='No `lcurve.out`.')
         spec.exit_code(
             302,
             'ERROR_MODEL_MISSING',
-            invalidates_cache=True,
             message='No frozen model: training or `dp freeze` failed (see train.log, freeze.log).',
         )
         spec.exit_code(
             303,
             'ERROR_COMPRESSED_MODEL_MISSING',
-            invalidates_cache=True,
             message='No compressed model: `dp compress` failed (see compress.log).',
         )
         spec.exit_code(
             310,
             'ERROR_LCURVE_UNREADABLE',
-            invalidates_cache=True,
             message='`lcurve.out` could not be read: {exception}',
         )
         spec.exit_code(
             311,
             'ERROR_TRAINING_INCOMPLETE',
-            invalidates_cache=True,
             message='Training stopped at step {step} of {numb_steps} (see train.log).',
         )
         spec.exit_code(
             400,
             'ERROR_OUT_OF_WALLTIME',
-            invalidates_cache=True,
             message='The job ran out of walltime at step {step}: the checkpoint is in the remote folder.',
         )
         spec.exit_code(
             410,
             'ERROR_NAN_LOSS',
-            invalidates_cache=True,
             message='The loss became NaN/inf at step {step}: lower the learning rate or check the data.',
         )
 

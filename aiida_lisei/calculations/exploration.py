@@ -119,22 +119,17 @@ class ExplorationCalculation(LiseiCalcJob):
         spec.exit_code(
             311,
             'ERROR_FRAMES_MISALIGNED',
-            invalidates_cache=True,
             message='The dumped frames and the model-deviation rows are at different steps: {detail}',
         )
         spec.exit_code(
             312,
             'ERROR_OUTPUT_INCOMPLETE',
-            invalidates_cache=True,
             message='LAMMPS stopped after {steps} of {n_steps} steps without an error message.',
         )
-        spec.exit_code(
-            350, 'ERROR_LAMMPS', invalidates_cache=True, message='LAMMPS stopped with an error: {error}'
-        )
+        spec.exit_code(350, 'ERROR_LAMMPS', message='LAMMPS stopped with an error: {error}')
         spec.exit_code(
             400,
             'ERROR_OUT_OF_WALLTIME',
-            invalidates_cache=True,
             message='The run ran out of walltime after {steps} of {n_steps} steps (outputs attached).',
         )
         spec.exit_code(410, 'ERROR_LOST_ATOMS', message='LAMMPS lost atoms: {error}')

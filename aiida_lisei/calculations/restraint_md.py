@@ -170,16 +170,12 @@ class RestraintMdCalculation(LiseiCalcJob):
         spec.exit_code(
             312,
             'ERROR_OUTPUT_INCOMPLETE',
-            invalidates_cache=True,
             message='LAMMPS stopped at step {step} of {n_steps} without an error message.',
         )
-        spec.exit_code(
-            350, 'ERROR_LAMMPS', invalidates_cache=True, message='LAMMPS stopped with an error: {error}'
-        )
+        spec.exit_code(350, 'ERROR_LAMMPS', message='LAMMPS stopped with an error: {error}')
         spec.exit_code(
             400,
             'ERROR_OUT_OF_WALLTIME',
-            invalidates_cache=True,
             message='The segment ran out of walltime at step {step} of {n_steps} (outputs and restart kept).',
         )
         spec.exit_code(410, 'ERROR_LOST_ATOMS', message='LAMMPS lost atoms: {error}')

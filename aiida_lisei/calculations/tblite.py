@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiida import orm
@@ -13,62 +13,21 @@ from aiida.engine import CalcJobProcessSpec
 
 from aiida_lisei.calculations.base import LiseiCalcJob
 from aiida_lisei.common.validation import dict_port_validator
+from aiida_lisei.data.frames import validate_frame_tags
 from aiida_lisei.data.training_set import TrainingSetData
-from aiida_lisei.engines.tblite_label import MAX_ATOMIC_NUMBER, check_atoms, check_parameters
+from aiida_lisei.engines.tblite_label import MAX_ATOMIC_NUMBER, check_parameters
 from aiida_lisei.formats.frames_npz import write_structures
+from aiida_lisei.science.geometry import validate_frames
 
-__all__ = ('TbliteCalculation', 'resolve_frame_tags', 'validate_structures', 'validate_tags')
-
-
-def resolve_frame_tags(tags: Mapping[str, Any] | None, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
-    """Return the tags of every frame ``key``: the scalar entries of ``tags``, updated with ``tags[key]``.
-
-    ``tags`` mixes batch tags (scalar values, e.g. ``{'temperature': 300, 'source': 'aimd'}``) and
-    per-frame tags (a dict under the frame's key, e.g. ``{'frame_0003': {'temperature': 600}}``).
-    """
-    tags = dict(tags or {})
-    common = {name: value for name, value in tags.items() if not isinstance(value, Mapping)}
-    return {key: {**common, **tags.get(key, {})} for key in keys}
-
-
-def validate_tags(tags: Mapping[str, Any], keys: Iterable[str]) -> str | None:
-    """Return an error message if a per-frame entry of ``tags`` names no frame or holds a non-scalar."""
-    keys = set(keys)
-    for name, value in tags.items():
-        if isinstance(value, Mapping):
-            if name not in keys:
-                return f'`tags` has per-frame tags for `{name}`, which is not a key of `structures`'
-            if any(isinstance(item, Mapping | list) for item in value.values()):
-                return f'`tags.{name}`: per-frame tags must be scalars'
-        elif isinstance(value, list):
-            return f'`tags.{name}`: tags must be scalars (or a dict of scalars under a frame key)'
-    return None
+__all__ = ('TbliteCalculation', 'validate_structures')
 
 
 def validate_structures(
     structures: Mapping[str, orm.StructureData], max_atomic_number: int | None = MAX_ATOMIC_NUMBER
 ) -> str | None:
-    """Return an error message unless ``structures`` is a non-empty batch of labellable frames of one system.
-
-    Every frame must be 3D periodic, have no two atoms closer than 0.5 Å and only elements up to
-    ``max_atomic_number``; all frames must share one atom list (same elements in the same order).
-    """
-    if not structures:
-        return 'no structures given: the batch is empty'
-    reference_key, symbols = None, None
-    for key, structure in structures.items():
-        atoms = structure.get_ase()
-        reason = check_atoms(atoms, max_atomic_number)
-        if reason is not None:
-            return f'structure `{key}`: {reason}'
-        if symbols is None:
-            reference_key, symbols = key, atoms.get_chemical_symbols()
-        elif atoms.get_chemical_symbols() != symbols:
-            return (
-                f'structures `{reference_key}` and `{key}` have different atom lists: all frames of one '
-                '`system_label` need the same elements in the same order'
-            )
-    return None
+    """Return an error message unless ``structures`` is a batch of labellable frames of one system
+    (:func:`~aiida_lisei.science.geometry.validate_frames`)."""
+    return validate_frames({key: node.get_ase() for key, node in structures.items()}, max_atomic_number)
 
 
 validate_parameters = dict_port_validator(check_parameters)
@@ -81,7 +40,7 @@ def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
     structures = inputs.get('structures', {})
     message = validate_structures(structures)
     if message is None and 'tags' in inputs:
-        message = validate_tags(inputs['tags'].get_dict(), structures)
+        message = validate_frame_tags(inputs['tags'].get_dict(), structures)
     return message
 
 
@@ -98,7 +57,7 @@ class TbliteCalculation(LiseiCalcJob):
     ``parameters`` (``Dict``: ``method``, ``electronic_temperature`` K, ``accuracy``, ``max_iterations``;
     defaults in :data:`~aiida_lisei.engines.tblite_label.DEFAULT_PARAMETERS`), ``system_label`` (``Str``)
     and optional ``tags`` (``Dict``: scalar entries tag every frame, a dict under a frame key adds or
-    overrides tags of that frame, see :func:`resolve_frame_tags`).
+    overrides tags of that frame, see :func:`~aiida_lisei.data.frames.resolve_frame_tags`).
 
     Outputs: ``labels`` (``TrainingSetData``, one system ``system_label``, frames in sorted key order,
     ``labelled_by`` = this job) when at least one frame was labelled; ``failed_frames`` (``Dict``

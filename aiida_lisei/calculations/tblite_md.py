@@ -12,9 +12,9 @@ from aiida.engine import CalcJobProcessSpec
 
 from aiida_lisei.calculations.base import LiseiCalcJob
 from aiida_lisei.common.validation import dict_port_validator
-from aiida_lisei.engines.tblite_label import check_atoms
 from aiida_lisei.engines.tblite_md import check_parameters
 from aiida_lisei.formats.frames_npz import write_structures
+from aiida_lisei.science.geometry import validate_frame
 
 __all__ = ('TbliteMdCalculation',)
 
@@ -24,7 +24,7 @@ validate_parameters = dict_port_validator(check_parameters)
 
 def validate_structure(structure: orm.StructureData, _ctx: Any = None) -> str | None:
     """Return an error message unless the structure is 3D periodic with no overlapping atoms."""
-    reason = check_atoms(structure.get_ase())
+    reason = validate_frame(structure.get_ase())
     return None if reason is None else f'structure: {reason}'
 
 
@@ -112,13 +112,11 @@ class TbliteMdCalculation(LiseiCalcJob):
         spec.exit_code(
             312,
             'ERROR_OUTPUT_INCOMPLETE',
-            invalidates_cache=True,
             message='The engine stopped early, after {steps} steps (no footer line).',
         )
         spec.exit_code(
             400,
             'ERROR_OUT_OF_WALLTIME',
-            invalidates_cache=True,
             message='The job ran out of walltime after {steps} steps.',
         )
         spec.exit_code(

@@ -39,6 +39,7 @@ __all__ = (
     'default_type_map',
     'merge_frames',
     'remap_frames',
+    'resolve_frame_tags',
     'select_frames',
     'select_records',
     'split_frames',
@@ -46,6 +47,7 @@ __all__ = (
     'system_from_dpdata',
     'system_to_dpdata',
     'take_frames',
+    'validate_frame_tags',
 )
 
 #: File written next to ``type.raw`` in every deepmd/npy system directory (DeePMD ignores it).
@@ -62,6 +64,31 @@ TagValue = str | int | float | bool
 
 #: Element order of every model of the study: one type map, so all training sets merge.
 STUDY_TYPE_MAP: tuple[str, ...] = ('Li', 'P', 'S', 'Cl')
+
+
+def resolve_frame_tags(tags: Mapping[str, Any] | None, keys: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Return the tags of every frame ``key``: the scalar entries of ``tags``, updated with ``tags[key]``.
+
+    ``tags`` mixes batch tags (scalar values, e.g. ``{'temperature': 300, 'source': 'aimd'}``) and
+    per-frame tags (a dict under the frame's key, e.g. ``{'frame_0003': {'temperature': 600}}``).
+    """
+    tags = dict(tags or {})
+    common = {name: value for name, value in tags.items() if not isinstance(value, Mapping)}
+    return {key: {**common, **tags.get(key, {})} for key in keys}
+
+
+def validate_frame_tags(tags: Mapping[str, Any], keys: Iterable[str]) -> str | None:
+    """Return an error message if a per-frame entry of ``tags`` names no frame or holds a non-scalar."""
+    keys = set(keys)
+    for name, value in tags.items():
+        if isinstance(value, Mapping):
+            if name not in keys:
+                return f'`tags` has per-frame tags for `{name}`, which is not a key of `structures`'
+            if any(isinstance(item, Mapping | list) for item in value.values()):
+                return f'`tags.{name}`: per-frame tags must be scalars'
+        elif isinstance(value, list):
+            return f'`tags.{name}`: tags must be scalars (or a dict of scalars under a frame key)'
+    return None
 
 
 def default_type_map(symbols: Iterable[str]) -> list[str]:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from aiida.orm import StructureData
 
-__all__ = ('REGION_GROUPS', 'GroupedStructureData')
+__all__ = ('REGION_GROUPS', 'GroupedStructureData', 'with_geometry')
 
 #: Allowed region labels, in the order used for summaries.
 REGION_GROUPS: tuple[str, ...] = (
@@ -102,3 +102,14 @@ class GroupedStructureData(StructureData):
         if layers is not None:
             mask &= np.isin(self.atom_layers, list(layers))
         return np.flatnonzero(mask)
+
+
+def with_geometry(
+    structure: StructureData, cell: Sequence[Sequence[float]], positions: Sequence[Sequence[float]]
+) -> StructureData:
+    """Return an unstored copy of ``structure`` (same class, kinds and attributes, e.g. atom groups) with
+    a new cell and new positions (Å)."""
+    copy = structure.clone()
+    copy.reset_cell(np.asarray(cell, dtype=float).tolist())
+    copy.reset_sites_positions(np.asarray(positions, dtype=float).tolist())
+    return copy

@@ -11,7 +11,8 @@ what it computed:
 * per frame ``{"type": "frame", "key", "energy" (eV), "forces" (eV/Å, natomsx3), "stress"
   (eV/Å³, 3x3, ASE sign: negative under compression), "wall_time" (s)}``, or
   ``{"type": "failure", "key", "reason"}`` when tblite raised (e.g. SCF not converged) or the frame
-  is unphysical (not 3D periodic, atoms closer than :data:`MIN_DISTANCE`);
+  is unphysical (:func:`~aiida_lisei.science.geometry.validate_frame`: not 3D periodic, atoms closer than
+  0.5 Å);
 * last line ``{"type": "footer", "labelled", "failed", "wall_time"}``.
 
 Every frame gets a fresh calculator, so a label does not depend on the other frames of the batch.
@@ -33,6 +34,7 @@ import numpy as np
 
 from aiida_lisei.formats.frames_jsonl import write_frame_records
 from aiida_lisei.formats.frames_npz import read_structures
+from aiida_lisei.science.geometry import validate_frame
 
 if TYPE_CHECKING:  # ASE and tblite are imported lazily (heavy)
     from ase import Atoms
@@ -42,8 +44,6 @@ __all__ = (
     'DEFAULT_PARAMETERS',
     'MAX_ATOMIC_NUMBER',
     'METHODS',
-    'MIN_DISTANCE',
-    'check_atoms',
     'check_parameters',
     'label_frame',
     'label_frames',
@@ -66,9 +66,6 @@ DEFAULT_PARAMETERS: dict[str, Any] = {
 
 #: Heaviest element the GFN parametrisations cover (H-Rn).
 MAX_ATOMIC_NUMBER = 86
-
-#: Shortest interatomic distance (Å) accepted in a frame; closer atoms give meaningless labels.
-MIN_DISTANCE = 0.5
 
 
 def tblite_version() -> str:
@@ -97,35 +94,6 @@ def check_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f'max_iterations must be a positive integer, got {iterations!r}')
     return merged
-
-
-def check_atoms(
-    atoms: Atoms, max_atomic_number: int | None = None, min_distance: float = MIN_DISTANCE
-) -> str | None:
-    """Return why ``atoms`` cannot be labelled (not 3D periodic, unknown element, atoms overlap) or ``None``.
-
-    :param max_atomic_number: heaviest element allowed (``None``: no check; tblite itself rejects Z > 86).
-    :param min_distance: shortest allowed distance between two atoms, periodic images included (Å).
-    """
-    from ase.neighborlist import neighbor_list
-
-    if len(atoms) == 0:
-        return 'no atoms'
-    if not atoms.pbc.all() or atoms.cell.rank < 3:
-        return 'not periodic in 3D (a cell and pbc=True in all directions are required)'
-    if max_atomic_number is not None and atoms.numbers.max() > max_atomic_number:
-        heavy = sorted(
-            {s for s, z in zip(atoms.symbols, atoms.numbers, strict=True) if z > max_atomic_number}
-        )
-        return f'elements {heavy} are not parametrised (Z > {max_atomic_number})'
-    first, second, distances = neighbor_list('ijd', atoms, min_distance)
-    if len(distances):
-        index = int(np.argmin(distances))
-        return (
-            f'atoms {first[index]} and {second[index]} are {distances[index]:.3f} Å apart '
-            f'(minimum {min_distance} Å)'
-        )
-    return None
 
 
 def make_calculator(parameters: Mapping[str, Any]) -> Calculator:
@@ -172,7 +140,7 @@ def label_frames(
     start, counts = time.perf_counter(), {'frame': 0, 'failure': 0}
     for key, atoms in frames:
         frame_start = time.perf_counter()
-        reason = check_atoms(atoms)
+        reason = validate_frame(atoms)
         record: dict[str, Any] = {'key': key}
         if reason is None:
             try:

@@ -38,15 +38,15 @@ from aiida_lisei.engines.tblite_label import (
     DEFAULT_PARAMETERS as TBLITE_PARAMETERS,
 )
 from aiida_lisei.engines.tblite_label import (
-    check_atoms,
+    check_parameters as check_tblite_parameters,
+)
+from aiida_lisei.engines.tblite_label import (
     make_calculator,
     tblite_version,
 )
-from aiida_lisei.engines.tblite_label import (
-    check_parameters as check_tblite_parameters,
-)
 from aiida_lisei.formats.frames_jsonl import write_frame_records
 from aiida_lisei.formats.frames_npz import read_structures
+from aiida_lisei.science.geometry import validate_frame
 
 if TYPE_CHECKING:  # ASE and tblite are imported lazily (heavy)
     from ase import Atoms
@@ -237,7 +237,7 @@ def run_task(
     footer: dict[str, Any] = {'type': 'footer', 'task': task, 'steps': 0, 'error': None}
     if task == 'relax':
         footer['converged'] = False
-    reason = check_atoms(atoms)
+    reason = validate_frame(atoms)
     if reason is not None:
         footer['error'] = reason
     else:

@@ -17,12 +17,16 @@ import numpy as np
 from .cp2k import BOHR_TO_ANGSTROM, HARTREE_TO_EV, Cp2kOutputError
 
 __all__ = (
+    'ENERGY_FILE',
     'parse_cp2k_cells',
     'parse_cp2k_energies',
     'parse_cp2k_restart_geometry',
     'parse_cp2k_trajectory',
     'parse_cp2k_xyz',
 )
+
+#: The ``MD/PRINT/ENERGY`` file of aiida-cp2k's project ``aiida``.
+ENERGY_FILE = 'aiida-1.ener'
 
 _STEP = re.compile(r'\bi\s*=\s*(\d+)')
 _ENERGY = re.compile(r'\bE\s*=\s*(\S+)')

@@ -11,17 +11,14 @@ from typing import Any
 import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode
-from aiida.parsers import Parser
 
-from aiida_lisei.formats.cp2k import Cp2kOutputError, cp2k_stress_to_ase, parse_cp2k_output
+from aiida_lisei.formats.cp2k import cp2k_stress_to_ase
+from aiida_lisei.parsers.base import Cp2kBaseParser
 
 __all__ = ('Cp2kLabelParser',)
 
-#: Exit status of aiida-core's ``ERROR_SCHEDULER_OUT_OF_WALLTIME``.
-_SCHEDULER_OUT_OF_WALLTIME = 120
 
-
-class Cp2kLabelParser(Parser):
+class Cp2kLabelParser(Cp2kBaseParser):
     """Parse a CP2K ``ENERGY_FORCE`` run (``PRINT_LEVEL MEDIUM``, ``&PRINT &FORCES ON``, analytical stress).
 
     Outputs, attached whenever they were printed (also when the run then fails):
@@ -38,22 +35,9 @@ class Cp2kLabelParser(Parser):
     forces: they are attached, the calculation fails), 303 run incomplete or no energy/forces.
     """
 
-    def parse(self, **kwargs: Any) -> ExitCode | None:
+    def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
         """Parse the main output file and attach the outputs, then return the exit code."""
-        filename = self.node.get_option('output_filename')
-        try:
-            text = self.retrieved.base.repository.get_object_content(filename, mode='r')
-        except FileNotFoundError:
-            return self._walltime_exit_code() or self.exit_codes.ERROR_OUTPUT_MISSING
-        except (OSError, UnicodeDecodeError):
-            return self.exit_codes.ERROR_OUTPUT_READ
-
-        try:
-            results = parse_cp2k_output(text)
-        except Cp2kOutputError as exception:
-            self.logger.error(f'cannot parse {filename}: {exception}')
-            return self.exit_codes.ERROR_OUTPUT_PARSE
-
+        _, results = self.read_output()
         exit_code = self._attach_outputs(results)
         if exit_code is not None:
             return exit_code
@@ -88,22 +72,14 @@ class Cp2kLabelParser(Parser):
 
     def _exit_code(self, results: dict[str, Any]) -> ExitCode | None:
         """Return the exit code that the parsed results call for (``None`` if the run is complete)."""
-        if results['walltime_exceeded'] or (not results['completed'] and self._walltime_exit_code()):
-            return self.exit_codes.ERROR_OUT_OF_WALLTIME
-        if results['abort'] is not None:
-            self.logger.error(f'CP2K aborted: {results["abort"]}')
-            return self.exit_codes.ERROR_OUTPUT_CONTAINS_ABORT
+        stopped = self.walltime_or_abort(results)
+        if stopped is not None:
+            return stopped
         if not results['scf_converged'] and results['n_scf_steps']:
             self.logger.error(f'SCF run NOT converged after {results["n_scf_steps"]} steps')
             return self.exit_codes.ERROR_SCF_NOT_CONVERGED
         if not results['completed'] or results['energy'] is None or results['forces'] is None:
             return self.exit_codes.ERROR_OUTPUT_INCOMPLETE
-        return None
-
-    def _walltime_exit_code(self) -> ExitCode | None:
-        """Return 400 if the scheduler reported that the job ran out of walltime, else ``None``."""
-        if self.node.exit_status == _SCHEDULER_OUT_OF_WALLTIME:
-            return self.exit_codes.ERROR_OUT_OF_WALLTIME
         return None
 
 

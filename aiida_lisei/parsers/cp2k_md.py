@@ -14,24 +14,22 @@ import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode
 
-from aiida_lisei.formats.cp2k import Cp2kOutputError, parse_cp2k_output
+from aiida_lisei.data.structure import with_geometry
+from aiida_lisei.formats.cp2k import Cp2kOutputError
 from aiida_lisei.formats.cp2k_md import (
+    ENERGY_FILE,
     parse_cp2k_energies,
     parse_cp2k_restart_geometry,
     parse_cp2k_trajectory,
 )
-from aiida_lisei.workchains.functions import with_geometry
+from aiida_lisei.parsers.base import Cp2kBaseParser
 
-from .cp2k import Cp2kLabelParser
+__all__ = ('Cp2kMdParser',)
 
-__all__ = ('ENERGY_FILE', 'Cp2kMdParser')
-
-#: The ``MD/PRINT/ENERGY`` file of aiida-cp2k's project ``aiida``.
-ENERGY_FILE = 'aiida-1.ener'
 _MAX_STEPS_REACHED = 'MAXIMUM NUMBER OF OPTIMIZATION STEPS REACHED'
 
 
-class Cp2kMdParser(Cp2kLabelParser):
+class Cp2kMdParser(Cp2kBaseParser):
     """Parse a CP2K MD or geometry/cell optimisation with the trajectory printed by ``MOTION/PRINT``.
 
     Outputs, attached whenever they were written (also when the run then fails, so a walltime-killed MD
@@ -51,17 +49,10 @@ class Cp2kMdParser(Cp2kLabelParser):
     not converged in ``MAX_ITER``, 303 incomplete.
     """
 
-    def parse(self, **kwargs: Any) -> ExitCode | None:
+    def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
         """Parse the main output and the trajectory files, attach the outputs, return the exit code."""
-        filename = self.node.get_option('output_filename')
+        text, results = self.read_output()
         try:
-            text = self.retrieved.base.repository.get_object_content(filename, mode='r')
-        except FileNotFoundError:
-            return self._walltime_exit_code() or self.exit_codes.ERROR_OUTPUT_MISSING
-        except (OSError, UnicodeDecodeError):
-            return self.exit_codes.ERROR_OUTPUT_READ
-        try:
-            results = parse_cp2k_output(text)
             frames = self._parse_frames()
             structure = self._final_structure()
         except Cp2kOutputError as exception:
@@ -89,11 +80,9 @@ class Cp2kMdParser(Cp2kLabelParser):
             self.out('output_structure', structure)
         self.out('output_parameters', orm.Dict(parameters))
 
-        if results['walltime_exceeded'] or (not results['completed'] and self._walltime_exit_code()):
-            return self.exit_codes.ERROR_OUT_OF_WALLTIME
-        if results['abort'] is not None:
-            self.logger.error(f'CP2K aborted: {results["abort"]}')
-            return self.exit_codes.ERROR_OUTPUT_CONTAINS_ABORT
+        stopped = self.walltime_or_abort(results)
+        if stopped is not None:
+            return stopped
         if not results['scf_converged'] and results['n_scf_steps']:
             if parameters['run_type'] != 'MD':
                 return self.exit_codes.ERROR_SCF_NOT_CONVERGED
@@ -107,9 +96,7 @@ class Cp2kMdParser(Cp2kLabelParser):
 
     def _read(self, name: str) -> str | None:
         """Return the text of a retrieved file, or ``None`` if it is absent."""
-        if name not in self.retrieved.base.repository.list_object_names():
-            return None
-        return self.retrieved.base.repository.get_object_content(name, mode='r')
+        return self.read(name, required=False)
 
     def _parse_frames(self) -> dict[str, Any] | None:
         """Return the frames of the positions, forces and cell files (``None`` without positions)."""

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode
-from aiida.parsers import Parser
+
+from aiida_lisei.parsers.base import LiseiParser
 
 __all__ = ('DpTestParser', 'error_summary', 'parse_test_log', 'read_detail')
 
@@ -75,28 +76,21 @@ def error_summary(
     return summary
 
 
-class DpTestParser(Parser):
+class DpTestParser(LiseiParser):
     """Parser of ``DpTestCalculation`` (entry point ``lisei.dp_test``)."""
 
-    def _read(self, filename: str) -> str | None:
-        """Return the text of a retrieved file, or ``None`` if it is missing."""
-        try:
-            return self.retrieved.base.repository.get_object_content(filename, mode='r')
-        except (FileNotFoundError, OSError):
-            return None
+    _MISSING = 'ERROR_DETAIL_MISSING'
+    _UNREADABLE = 'ERROR_DETAIL_UNREADABLE'
 
-    def parse(self, **kwargs: Any) -> ExitCode | None:
+    def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
         """Attach ``parity`` and ``output_parameters``; fail on a missing detail file or lost frames."""
-        texts = {name: self._read(name) for name in ('test.log', 'detail.e.out', 'detail.f.out')}
-        for name, text in texts.items():
-            if text is None:
-                return self.exit_codes.ERROR_DETAIL_MISSING.format(filename=name)
+        texts = {name: self.read(name) for name in ('test.log', 'detail.e.out', 'detail.f.out')}
         test_set = self.node.inputs.test_set
         try:
             tested = parse_test_log(texts['test.log'])
             energies = read_detail(texts['detail.e.out'])
             forces = read_detail(texts['detail.f.out'])
-            virial_text = self._read('detail.v.out')
+            virial_text = self.read('detail.v.out', required=False)
             virials = read_detail(virial_text) if virial_text else None
         except ValueError as exception:
             return self.exit_codes.ERROR_DETAIL_UNREADABLE.format(exception=exception)

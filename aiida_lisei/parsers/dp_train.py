@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode
-from aiida.parsers import Parser
 
 from aiida_lisei.calculations.dp_train import DpTrainCalculation, resolve_settings
 from aiida_lisei.data.deep_potential import DeepPotentialData, model_metadata
+from aiida_lisei.parsers.base import LiseiParser
 
 __all__ = ('DpTrainParser', 'first_nonfinite_step', 'parse_lcurve', 'parse_train_log')
 
@@ -91,17 +91,20 @@ def parse_train_log(text: str) -> dict[str, Any]:
     return result
 
 
-class DpTrainParser(Parser):
-    """Parser of ``DpTrainCalculation`` (entry point ``lisei.dp_train``)."""
+class DpTrainParser(LiseiParser):
+    """Parser of ``DpTrainCalculation`` (entry point ``lisei.dp_train``).
+
+    Every file is optional to the base: the order of the checks is the training's (walltime, NaN loss,
+    learning curve, finished, model)."""
+
+    _MISSING = 'ERROR_LCURVE_MISSING'
+    _UNREADABLE = 'ERROR_LCURVE_UNREADABLE'
 
     def _read(self, filename: str, mode: str = 'r') -> Any:
         """Return the content of a retrieved file, or ``None`` if it is missing."""
-        try:
-            return self.retrieved.base.repository.get_object_content(filename, mode=mode)
-        except (FileNotFoundError, OSError):
-            return None
+        return self.read(filename, mode=mode, required=False)
 
-    def parse(self, **kwargs: Any) -> ExitCode | None:
+    def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
         """Attach ``learning_curve``; then ``model`` and ``output_parameters`` if training finished."""
         calc = DpTrainCalculation
         log = parse_train_log(self._read(calc._TRAIN_LOG) or '')
@@ -119,7 +122,7 @@ class DpTrainParser(Parser):
             self.out('learning_curve', curve)
         last_step = int(lcurve['step'][-1]) if lcurve is not None else 0
 
-        if self.node.exit_status == self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status:
+        if self.out_of_walltime():
             return self.exit_codes.ERROR_OUT_OF_WALLTIME.format(step=last_step)
         nan_step = log['nan_step']
         if nan_step is None and lcurve is not None:

@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode
-from aiida.parsers import Parser
 
 from aiida_lisei.calculations.exploration import ExplorationCalculation
 from aiida_lisei.data.deep_potential import models_type_map
@@ -21,12 +20,13 @@ from aiida_lisei.formats.lammps import (
     parse_model_devi,
     summarize_log,
 )
+from aiida_lisei.parsers.base import LiseiParser, OutputFileError
 from aiida_lisei.science.selection import last_rows_per_step
 
 __all__ = ('ExplorationParser',)
 
 
-class ExplorationParser(Parser):
+class ExplorationParser(LiseiParser):
     """Parser of ``ExplorationCalculation`` (entry point ``lisei.exploration``).
 
     Attaches ``model_devi``, ``trajectory`` and ``output_parameters`` from whatever was written, then
@@ -35,25 +35,18 @@ class ExplorationParser(Parser):
     frames that do not match the model-deviation rows (311).
     """
 
-    def parse(self, **kwargs: Any) -> ExitCode | None:
+    def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
         """Parse log, model deviation and dump; attach the outputs; return an exit code on failure."""
         calc = ExplorationCalculation
-        files = self.retrieved.base.repository.list_object_names()
-        if calc._LOG_FILE not in files:
-            if self.node.exit_status:  # keep the scheduler's diagnosis (e.g. 120, out of walltime)
-                return ExitCode(self.node.exit_status, self.node.exit_message or '')
-            return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=calc._LOG_FILE)
-        log = parse_log(self._read(calc._LOG_FILE))
+        files = self.retrieved_names()
+        log = self.parse_file(calc._LOG_FILE, parse_log)
 
         model_devi, frames, exit_code = None, None, None
         try:
-            if calc._MODEL_DEVI_FILE in files:
-                model_devi = parse_model_devi(self._read(calc._MODEL_DEVI_FILE))
-            if calc._DUMP_FILE in files:
-                frames = parse_dump(self._read(calc._DUMP_FILE))
-        except ValueError as exception:
-            name = calc._DUMP_FILE if model_devi is not None else calc._MODEL_DEVI_FILE
-            exit_code = self.exit_codes.ERROR_OUTPUT_UNREADABLE.format(filename=name, exception=exception)
+            model_devi = self.parse_file(calc._MODEL_DEVI_FILE, parse_model_devi, required=False)
+            frames = self.parse_file(calc._DUMP_FILE, parse_dump, required=False)
+        except OutputFileError as error:  # attach what was read, then fail with 310
+            exit_code = error.exit_code
 
         summary = summarize_log(log)
         if model_devi is not None:
@@ -68,10 +61,6 @@ class ExplorationParser(Parser):
         self.out('output_parameters', orm.Dict(summary))
 
         return exit_code or self._exit_code(log, model_devi, frames, files)
-
-    def _read(self, filename: str) -> str:
-        """Return the content of a retrieved file."""
-        return self.retrieved.base.repository.get_object_content(filename, mode='r')
 
     def _exit_code(
         self,
@@ -91,8 +80,7 @@ class ExplorationParser(Parser):
 
         n_steps = check_exploration_parameters(self.node.inputs.parameters.get_dict())['n_steps']
         steps_done = int(log.thermo['Step'][-1]) if log.thermo.get('Step') is not None else 0
-        walltime = self.node.exit_status == self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
-        if log.timeout or walltime:
+        if log.timeout or self.out_of_walltime():
             return self.exit_codes.ERROR_OUT_OF_WALLTIME.format(steps=steps_done, n_steps=n_steps)
         if not log.completed or steps_done < n_steps:
             return self.exit_codes.ERROR_OUTPUT_INCOMPLETE.format(steps=steps_done, n_steps=n_steps)

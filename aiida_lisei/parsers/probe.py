@@ -7,7 +7,8 @@ from typing import Any
 
 from aiida import orm
 from aiida.engine import ExitCode
-from aiida.parsers import Parser
+
+from aiida_lisei.parsers.base import LiseiParser
 
 __all__ = ('EngineProbeParser', 'parse_probe_report')
 
@@ -28,7 +29,7 @@ def parse_probe_report(text: str) -> dict[str, Any]:
     return report
 
 
-class EngineProbeParser(Parser):
+class EngineProbeParser(LiseiParser):
     """Parser of ``EngineProbeCalculation`` (entry point ``lisei.probe``).
 
     Reads the report file (``metadata.options.report_filename``, ``probe.json`` by default) from the
@@ -38,20 +39,10 @@ class EngineProbeParser(Parser):
     the scheduler's exit code is kept.
     """
 
-    def parse(self, **kwargs: Any) -> ExitCode | None:
+    def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
         """Parse the retrieved report; return 302 if it is absent, 310 if it is unreadable."""
         filename = self.node.get_option('report_filename') or 'probe.json'
-        try:
-            text = self.retrieved.base.repository.get_object_content(filename, mode='r')
-        except (FileNotFoundError, OSError):
-            return self._scheduler_exit_code() or self.exit_codes.ERROR_OUTPUT_MISSING.format(
-                filename=filename
-            )
-
-        try:
-            report = parse_probe_report(text)
-        except ValueError as exception:
-            return self.exit_codes.ERROR_OUTPUT_UNREADABLE.format(filename=filename, exception=exception)
+        report = self.parse_file(filename, parse_probe_report)
 
         host = report.get('host', '?')
         if report['missing']:
@@ -64,11 +55,3 @@ class EngineProbeParser(Parser):
 
         self.out('engines', orm.Dict(report))
         return None
-
-    def _scheduler_exit_code(self) -> ExitCode | None:
-        """Return the exit code the scheduler output parser set on the node (status > 0), else ``None``."""
-        status = self.node.exit_status
-        if not status:
-            return None
-        known = [code for code in self.exit_codes.values() if code.status == status]
-        return known[0] if known else ExitCode(status, self.node.exit_message or '')

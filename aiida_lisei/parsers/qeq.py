@@ -7,7 +7,6 @@ from typing import Any
 import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode
-from aiida.parsers import Parser
 
 from aiida_lisei.calculations.qeq import (
     QEqCalculation,
@@ -16,6 +15,7 @@ from aiida_lisei.calculations.qeq import (
     trajectory_species,
 )
 from aiida_lisei.formats.frames_jsonl import FrameRecords, read_qeq_results
+from aiida_lisei.parsers.base import LiseiParser
 from aiida_lisei.science.nucleation import group_statistics
 
 __all__ = ('QEqParser', 'charge_arrays')
@@ -45,7 +45,7 @@ def charge_arrays(results: FrameRecords, nframes: int) -> dict[str, np.ndarray]:
     return arrays
 
 
-class QEqParser(Parser):
+class QEqParser(LiseiParser):
     """Parser of ``QEqCalculation`` (entry point ``lisei.qeq``).
 
     Frame indices, step ids and times come from the input trajectory and stride (exact); charges and
@@ -53,26 +53,21 @@ class QEqParser(Parser):
     stopped early, failed on some frames or did not converge still delivers what it computed.
     """
 
-    def parse(self, **kwargs: Any) -> ExitCode | None:
+    def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
         """Attach ``charges`` and ``statistics``; return an exit code for missing, failed or slow frames."""
-        calc = QEqCalculation
-        try:
-            text = self.retrieved.base.repository.get_object_content(calc._RESULTS_FILE, mode='r')
-        except (FileNotFoundError, OSError):
-            if self.node.exit_status:
-                return ExitCode(self.node.exit_status, self.node.exit_message or '')
-            return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=calc._RESULTS_FILE)
         trajectory = self.node.inputs.trajectory
-        try:
-            results = read_qeq_results(text)
-            if int(results.header['natoms']) != trajectory.numsites:
-                raise ValueError(
-                    f'{results.header["natoms"]} atoms in the header, {trajectory.numsites} in the trajectory'
-                )
-        except (ValueError, TypeError, KeyError) as exception:
-            return self.exit_codes.ERROR_OUTPUT_UNREADABLE.format(
-                filename=calc._RESULTS_FILE, exception=exception
-            )
+
+        def read(text: str) -> FrameRecords:
+            try:
+                results = read_qeq_results(text)
+                natoms = int(results.header['natoms'])
+            except (TypeError, KeyError) as exception:
+                raise ValueError(f'{type(exception).__name__}: {exception}') from None
+            if natoms != trajectory.numsites:
+                raise ValueError(f'{natoms} atoms in the header, {trajectory.numsites} in the trajectory')
+            return results
+
+        results = self.parse_file(QEqCalculation._RESULTS_FILE, read)
 
         indices = selected_frames(trajectory.numsteps, self.node.inputs.stride.value)
         nframes = len(indices)
@@ -83,9 +78,10 @@ class QEqParser(Parser):
 
         missing = nframes - len(set(results.frames) | set(results.failures))
         if missing:
-            walltime = self.node.exit_status == self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
             exit_code = (
-                self.exit_codes.ERROR_OUT_OF_WALLTIME if walltime else self.exit_codes.ERROR_OUTPUT_INCOMPLETE
+                self.exit_codes.ERROR_OUT_OF_WALLTIME
+                if self.out_of_walltime()
+                else self.exit_codes.ERROR_OUTPUT_INCOMPLETE
             )
             return exit_code.format(missing=missing, nframes=nframes)
         if results.failures:

@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode
-from aiida.parsers import Parser
 
 from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
 from aiida_lisei.data.structure import GroupedStructureData
@@ -22,6 +21,7 @@ from aiida_lisei.formats.lammps import (
     summarize_log,
 )
 from aiida_lisei.formats.plumed import CV_LABEL, RESTRAINT_LABEL, read_colvar
+from aiida_lisei.parsers.base import LiseiParser, OutputFileError
 
 __all__ = ('COLVAR_ARRAY_NAMES', 'RestraintMdParser', 'colvar_arrays')
 
@@ -48,7 +48,7 @@ def colvar_arrays(text: str) -> dict[str, np.ndarray]:
     return {name: values[keep] for name, values in arrays.items()}
 
 
-class RestraintMdParser(Parser):
+class RestraintMdParser(LiseiParser):
     """Parser of ``RestraintMdCalculation`` (entry point ``lisei.restraint_md``).
 
     Attaches what was written (``thermo``, ``colvar``, ``trajectory``, ``structure``, ``restart``,
@@ -57,15 +57,11 @@ class RestraintMdParser(Parser):
     file lets the work chain continue), an unfinished run 312, a missing file 302.
     """
 
-    def parse(self, **kwargs: Any) -> ExitCode | None:
+    def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
         """Parse the log, COLVAR and dump; attach the outputs; return an exit code on failure."""
         calc = RestraintMdCalculation
-        files = self.retrieved.base.repository.list_object_names()
-        if calc._LOG_FILE not in files:
-            if self.node.exit_status:  # keep the scheduler's diagnosis (e.g. 120, out of walltime)
-                return ExitCode(self.node.exit_status, self.node.exit_message or '')
-            return self.exit_codes.ERROR_OUTPUT_MISSING.format(filename=calc._LOG_FILE)
-        log = parse_log(self._read(calc._LOG_FILE))
+        files = self.retrieved_names()
+        log = self.parse_file(calc._LOG_FILE, parse_log)
         summary = summarize_log(log)
 
         thermo = orm.ArrayData()
@@ -77,18 +73,16 @@ class RestraintMdParser(Parser):
         exit_code = None
         frames: DumpFrames | None = None
         try:
-            if calc._COLVAR_FILE in files:
-                colvar = colvar_arrays(self._read(calc._COLVAR_FILE))
+            colvar = self.parse_file(calc._COLVAR_FILE, colvar_arrays, required=False)
+            if colvar is not None:
                 array = orm.ArrayData()
                 for name, values in colvar.items():
                     array.set_array(name, values)
                 self.out('colvar', array)
                 summary.update(_colvar_summary(colvar))
-            if calc._DUMP_FILE in files:
-                frames = parse_dump(self._read(calc._DUMP_FILE))
-        except ValueError as exception:
-            name = calc._DUMP_FILE if 'colvar' in self.outputs else calc._COLVAR_FILE
-            exit_code = self.exit_codes.ERROR_OUTPUT_UNREADABLE.format(filename=name, exception=exception)
+            frames = self.parse_file(calc._DUMP_FILE, parse_dump, required=False)
+        except OutputFileError as error:  # attach what was read, then fail with 310
+            exit_code = error.exit_code
 
         parameters = check_restraint_md_parameters(self.node.inputs.parameters.get_dict())
         if frames is not None and frames.steps.size:
@@ -102,10 +96,6 @@ class RestraintMdParser(Parser):
             summary['restart_step'] = int(restart.suffix[1:])
         self.out('output_parameters', orm.Dict(summary))
         return exit_code or self._exit_code(log, files, restart is not None, parameters['n_steps'])
-
-    def _read(self, filename: str) -> str:
-        """Return the content of a retrieved text file."""
-        return self.retrieved.base.repository.get_object_content(filename, mode='r')
 
     def _trajectory(self, frames: DumpFrames, timestep_ps: float) -> orm.TrajectoryData:
         """Return the frames as ``TrajectoryData`` in the order of the atom ids (= structure sites)."""
@@ -146,7 +136,7 @@ class RestraintMdParser(Parser):
             label, arguments = failure
             return self.exit_codes[label].format(**arguments)
         stdout = self.node.base.attributes.get('output_filename', calc._STDOUT_FILE)
-        text = self._read(stdout) if stdout in files else ''
+        text = self.read(stdout, required=False) or ''
         restraint_errors = [
             line for line in text.splitlines() if 'restraint callback' in line or 'PLUMED' in line
         ]
@@ -160,8 +150,7 @@ class RestraintMdParser(Parser):
             if log.thermo.get('Step') is not None and log.thermo['Step'].size
             else 0
         )
-        walltime = self.node.exit_status == self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
-        if log.timeout or walltime:
+        if log.timeout or self.out_of_walltime():
             return self.exit_codes.ERROR_OUT_OF_WALLTIME.format(step=step, n_steps=n_steps)
         if not log.completed or step < n_steps:
             return self.exit_codes.ERROR_OUTPUT_INCOMPLETE.format(step=step, n_steps=n_steps)

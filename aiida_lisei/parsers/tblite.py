@@ -7,13 +7,14 @@ from typing import Any
 import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode
-from aiida.parsers import Parser
 
-from aiida_lisei.calculations.tblite import TbliteCalculation, resolve_frame_tags
+from aiida_lisei.calculations.tblite import TbliteCalculation
+from aiida_lisei.data.frames import resolve_frame_tags
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.formats.frames_jsonl import FrameRecords, read_tblite_results
+from aiida_lisei.parsers.base import LiseiParser
 
-__all__ = ('TbliteParser', 'read_results_file', 'tblite_level_of_theory')
+__all__ = ('NO_RESULT', 'TbliteParser', 'tblite_level_of_theory')
 
 #: Reason recorded for a frame that has no line in the results file.
 NO_RESULT = 'no result: the engine stopped before labelling this frame (see aiida.out)'
@@ -30,25 +31,7 @@ def tblite_level_of_theory(header: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def read_results_file(parser: Parser, filename: str) -> tuple[str, Any] | ExitCode:
-    """Return ``(text, read_tblite_results(text))`` of a retrieved JSON Lines results file, or the exit code.
-
-    A missing file keeps the scheduler's diagnosis (e.g. 120, out of walltime) when there is one, else
-    gives ``ERROR_OUTPUT_MISSING``; an unreadable one gives ``ERROR_OUTPUT_UNREADABLE``.
-    """
-    try:
-        text = parser.retrieved.base.repository.get_object_content(filename, mode='r')
-    except (FileNotFoundError, OSError):
-        if parser.node.exit_status:
-            return ExitCode(parser.node.exit_status, parser.node.exit_message or '')
-        return parser.exit_codes.ERROR_OUTPUT_MISSING.format(filename=filename)
-    try:
-        return text, read_tblite_results(text)
-    except ValueError as exception:
-        return parser.exit_codes.ERROR_OUTPUT_UNREADABLE.format(filename=filename, exception=exception)
-
-
-class TbliteParser(Parser):
+class TbliteParser(LiseiParser):
     """Parser of ``TbliteCalculation`` (entry point ``lisei.tblite``).
 
     Positions and cells of the labels are those of the input structures (exact); energies, forces and
@@ -57,12 +40,9 @@ class TbliteParser(Parser):
     that stopped early or ran out of walltime still delivers the frames it labelled.
     """
 
-    def parse(self, **kwargs: Any) -> ExitCode | None:
+    def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
         """Attach ``labels`` and ``failed_frames``; return an exit code if results are incomplete or empty."""
-        read = read_results_file(self, TbliteCalculation._RESULTS_FILE)
-        if isinstance(read, ExitCode):
-            return read
-        _, results = read
+        results = self.parse_file(TbliteCalculation._RESULTS_FILE, read_tblite_results)
 
         keys = sorted(self.node.inputs.structures)
         failed = {key: results.failures.get(key, NO_RESULT) for key in keys if key not in results.frames}
@@ -78,9 +58,10 @@ class TbliteParser(Parser):
 
         missing = sum(reason == NO_RESULT for reason in failed.values())
         if missing:
-            walltime = self.node.exit_status == self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
             exit_code = (
-                self.exit_codes.ERROR_OUT_OF_WALLTIME if walltime else self.exit_codes.ERROR_OUTPUT_INCOMPLETE
+                self.exit_codes.ERROR_OUT_OF_WALLTIME
+                if self.out_of_walltime()
+                else self.exit_codes.ERROR_OUTPUT_INCOMPLETE
             )
             return exit_code.format(missing=missing, nframes=len(keys))
         if not labelled:

@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode
-from aiida.parsers import Parser
 
 from aiida_lisei.calculations.tblite_md import TbliteMdCalculation
-from aiida_lisei.parsers.tblite import read_results_file
-from aiida_lisei.workchains.functions import with_geometry
+from aiida_lisei.data.structure import with_geometry
+from aiida_lisei.formats.frames_jsonl import read_tblite_results
+from aiida_lisei.parsers.base import LiseiParser
 
 __all__ = ('TbliteMdParser', 'build_trajectory')
 
@@ -38,7 +38,7 @@ def build_trajectory(structure: orm.StructureData, frames: list[dict[str, Any]])
     return trajectory
 
 
-class TbliteMdParser(Parser):
+class TbliteMdParser(LiseiParser):
     """Parser of ``TbliteMdCalculation`` (entry point ``lisei.tblite_md``).
 
     Attaches ``trajectory``, ``structure`` (the last written step) and ``output_parameters`` whenever
@@ -46,12 +46,9 @@ class TbliteMdParser(Parser):
     walltime, hit a tblite failure or did not converge its relaxation still delivers its last geometry.
     """
 
-    def parse(self, **kwargs: Any) -> ExitCode | None:
+    def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
         """Attach the outputs; return an exit code if the run is incomplete, failed or did not converge."""
-        read = read_results_file(self, TbliteMdCalculation._RESULTS_FILE)
-        if isinstance(read, ExitCode):
-            return read
-        _, results = read
+        results = self.parse_file(TbliteMdCalculation._RESULTS_FILE, read_tblite_results)
         footer = results.footer or {}
         frames = list(results.frames.values())
         steps = footer.get('steps', frames[-1]['step'] if frames else 0)
@@ -63,7 +60,7 @@ class TbliteMdParser(Parser):
             self.out('output_parameters', orm.Dict(self._summary(results.header, footer, frames, steps)))
 
         if not results.complete:
-            if self.node.exit_status == self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status:
+            if self.out_of_walltime():
                 return self.exit_codes.ERROR_OUT_OF_WALLTIME.format(steps=steps)
             return self.exit_codes.ERROR_OUTPUT_INCOMPLETE.format(steps=steps)
         if footer.get('error') or not frames:

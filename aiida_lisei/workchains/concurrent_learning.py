@@ -303,9 +303,9 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
         spec.output_namespace(
             'iterations', valid_type=orm.Dict, dynamic=True, help='Statistics per iteration.'
         )
-        spec.exit_code(401, 'ERROR_TRAINING_FAILED', message='Training of model {index} failed: {message}')
-        spec.exit_code(402, 'ERROR_EXPLORATION_FAILED', message='Exploration {key} failed without outputs.')
-        spec.exit_code(403, 'ERROR_LABELLING_FAILED', message='Labelling of `{system}` failed: {message}')
+        spec.exit_code(501, 'ERROR_TRAINING_FAILED', message='Training of model {index} failed: {message}')
+        spec.exit_code(502, 'ERROR_EXPLORATION_FAILED', message='Exploration {key} failed without outputs.')
+        spec.exit_code(503, 'ERROR_LABELLING_FAILED', message='Labelling of `{system}` failed: {message}')
         spec.outline(
             cls.setup,
             while_(cls.should_run_iteration)(

@@ -7,7 +7,7 @@ it directly; every random choice draws from a ``numpy`` generator seeded from an
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ from aiida import orm
 from aiida.engine import calcfunction
 
 from aiida_lisei.common.seeds import derive_label_seed
+from aiida_lisei.data.structure import with_geometry
 from aiida_lisei.protocols.utils import recursive_merge
 
 __all__ = (
@@ -27,7 +28,6 @@ __all__ = (
     'perturb_structure',
     'sample_indices',
     'sample_trajectory',
-    'with_geometry',
 )
 
 #: Atom displacement styles of dpdata's ``System.perturb``: ``uniform`` in a ball of radius ``d``,
@@ -94,17 +94,6 @@ def perturb_cell_and_positions(
         lengths = rng.random(natoms) ** (1 / 3) if style == 'uniform' else np.ones(natoms)
         displacements = atom_perturbation * lengths[:, None] * directions
     return np.asarray(cell) @ matrix, np.asarray(positions) @ matrix + displacements
-
-
-def with_geometry(
-    structure: orm.StructureData, cell: Sequence[Sequence[float]], positions: Sequence[Sequence[float]]
-) -> orm.StructureData:
-    """Return an unstored copy of ``structure`` (same class, kinds and attributes, e.g. atom groups) with
-    a new cell and new positions (Å)."""
-    copy = structure.clone()
-    copy.reset_cell(np.asarray(cell, dtype=float).tolist())
-    copy.reset_sites_positions(np.asarray(positions, dtype=float).tolist())
-    return copy
 
 
 def check_sampling_parameters(parameters: Mapping[str, Any]) -> dict[str, int]:

@@ -14,7 +14,7 @@ The relax/MD engine is the process class :attr:`InitialDataWorkChain._engine_pro
 GFN1-xTB): any process with the same contract (inputs ``structure``, ``parameters`` with ``task`` =
 ``relax`` | ``md``, ``seed``; outputs ``structure``, ``trajectory``) can replace it in a subclass. The
 paper's AIMD (PBE, 20 ps) runs with ``lisei.initial_data.cp2k``
-(:class:`~aiida_lisei.workchains.cp2k_md.InitialDataCp2kWorkChain`, engine ``lisei.cp2k.md``).
+(:class:`~aiida_lisei.workchains.initial_data_cp2k.InitialDataCp2kWorkChain`, engine ``lisei.cp2k.md``).
 """
 
 from __future__ import annotations
@@ -148,10 +148,10 @@ class InitialDataWorkChain(ProtocolMixin, WorkChain):
         )
         spec.output('summary', valid_type=orm.Dict, help='Frames, atoms and formula of each training set.')
 
-        spec.exit_code(401, 'ERROR_SUB_PROCESS_FAILED_RELAX', message='The relaxation of {systems} failed.')
-        spec.exit_code(402, 'ERROR_SUB_PROCESS_FAILED_MD', message='No MD run of {systems} wrote a frame.')
-        spec.exit_code(403, 'ERROR_NO_FRAMES_SAMPLED', message='No frame was sampled for {systems}.')
-        spec.exit_code(404, 'ERROR_SUB_PROCESS_FAILED_LABEL', message='The labelling of {systems} failed.')
+        spec.exit_code(501, 'ERROR_SUB_PROCESS_FAILED_RELAX', message='The relaxation of {systems} failed.')
+        spec.exit_code(502, 'ERROR_SUB_PROCESS_FAILED_MD', message='No MD run of {systems} wrote a frame.')
+        spec.exit_code(503, 'ERROR_NO_FRAMES_SAMPLED', message='No frame was sampled for {systems}.')
+        spec.exit_code(504, 'ERROR_SUB_PROCESS_FAILED_LABEL', message='The labelling of {systems} failed.')
         spec.outline(
             cls.setup,
             cls.run_relax,

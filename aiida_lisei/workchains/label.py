@@ -25,10 +25,11 @@ from aiida.common import AttributeDict
 from aiida.engine import ProcessBuilder, WorkChain, calcfunction, if_, while_
 from aiida.plugins.entry_point import load_entry_point_from_string
 
-from aiida_lisei.calculations.tblite import resolve_frame_tags, validate_structures, validate_tags
+from aiida_lisei.data.frames import resolve_frame_tags, validate_frame_tags
 from aiida_lisei.data.training_set import TrainingSetData, merge
 from aiida_lisei.engines.tblite_label import MAX_ATOMIC_NUMBER
 from aiida_lisei.protocols import ProtocolMixin
+from aiida_lisei.science.geometry import validate_frames
 
 __all__ = ('ENGINES', 'LabelEngine', 'LabelWorkChain', 'collect_failed_frames', 'merge_labels', 'split_tags')
 
@@ -144,9 +145,10 @@ def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
     if ctx is not None and 'structures' not in ctx:
         return None  # exposed by a parent that sets the frames itself
     structures = inputs.get('structures', {})
-    message = validate_structures(structures, ENGINES[name].max_atomic_number)
+    frames = {key: node.get_ase() for key, node in structures.items()}
+    message = validate_frames(frames, ENGINES[name].max_atomic_number)
     if message is None and 'tags' in inputs:
-        message = validate_tags(inputs['tags'].get_dict(), structures)
+        message = validate_frame_tags(inputs['tags'].get_dict(), structures)
     return message
 
 

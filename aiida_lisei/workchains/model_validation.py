@@ -356,24 +356,24 @@ class ModelValidationWorkChain(ProtocolMixin, WorkChain):
         spec.output('parity_plot', valid_type=orm.SinglefileData, help='Parity plot (PNG), two panels.')
 
         spec.exit_code(
-            401,
+            501,
             'ERROR_MD_FAILED',
             message='The NPT DPMD run {process} failed without a usable trajectory: {message}',
         )
         spec.exit_code(
-            402,
+            502,
             'ERROR_NOT_ENOUGH_FRAMES',
             message='The trajectory has {available} frames after the equilibration, fewer than n_frames = '
             '{n_frames}.',
         )
-        spec.exit_code(403, 'ERROR_LABELLING_FAILED', message='Labelling of the frames failed: {message}')
+        spec.exit_code(503, 'ERROR_LABELLING_FAILED', message='Labelling of the frames failed: {message}')
         spec.exit_code(
-            404,
+            504,
             'ERROR_LEVEL_OF_THEORY_MISMATCH',
             message='The labels are at {labels}, the model was trained at {model}: the errors would compare '
             'two levels of theory.',
         )
-        spec.exit_code(405, 'ERROR_DP_TEST_FAILED', message='Testing the model failed: {message}')
+        spec.exit_code(505, 'ERROR_DP_TEST_FAILED', message='Testing the model failed: {message}')
         spec.outline(
             cls.setup,
             cls.run_md,

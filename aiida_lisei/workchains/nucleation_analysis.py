@@ -465,8 +465,8 @@ class NucleationAnalysisWorkChain(ProtocolMixin, WorkChain):
         )
         spec.output_namespace('figures', valid_type=orm.SinglefileData, dynamic=True, help='PNG figures.')
 
-        spec.exit_code(401, 'ERROR_QEQ_FAILED', message='The QEq calculation {process} failed: {message}')
-        spec.exit_code(402, 'ERROR_ANALYSIS_FAILED', message='The nucleation analysis failed: {message}')
+        spec.exit_code(501, 'ERROR_QEQ_FAILED', message='The QEq calculation {process} failed: {message}')
+        spec.exit_code(502, 'ERROR_ANALYSIS_FAILED', message='The nucleation analysis failed: {message}')
         spec.outline(
             cls.setup,
             cls.run_qeq,

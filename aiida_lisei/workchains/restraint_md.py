@@ -239,11 +239,11 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         )
         spec.output_namespace('plots', valid_type=orm.SinglefileData, dynamic=True, help='PNG figures.')
         spec.exit_code(
-            410,
+            510,
             'ERROR_RESTRAINT_DEFINITION',
             message='The restraint cannot be built on the structure: {message}',
         )
-        spec.exit_code(411, 'ERROR_NO_OUTPUT', message='No segment produced a COLVAR: nothing to stitch.')
+        spec.exit_code(511, 'ERROR_NO_OUTPUT', message='No segment produced a COLVAR: nothing to stitch.')
 
     @classmethod
     def get_builder_from_protocol(

@@ -7,8 +7,8 @@ VASP CalcJob's ``misc`` output, so the graph links every label to the run that c
 theory is read from the INCAR the CalcJob actually ran with, not from the protocol.
 
 Inputs are checked before anything is stored: the POTCAR family exists and maps every kind, no two atoms
-are closer than :data:`MIN_DISTANCE`, ENCUT and the k-point spacing are positive, PSTRESS is zero, the
-parser is asked for the chosen energy (and for the trajectory when ions move).
+are closer than ``science.geometry.MIN_INTERATOMIC_DISTANCE``, ENCUT and the k-point spacing are positive,
+PSTRESS is zero, the parser is asked for the chosen energy (and for the trajectory when ions move).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from aiida.common import AttributeDict
 from aiida.engine import ExitCode, ToContext, WorkChain, calcfunction
 from aiida.plugins import WorkflowFactory
 from aiida_vasp.data.potcar import PotcarData
-from ase.neighborlist import neighbor_list
 
 from aiida_lisei.data.frames import LABEL_PATTERN as _SYSTEM_LABEL
 from aiida_lisei.data.training_set import TrainingSetData, TrainingSetError
@@ -33,13 +32,11 @@ from aiida_lisei.formats.vasp import (
 )
 from aiida_lisei.protocols import ProtocolMixin
 from aiida_lisei.protocols.utils import recursive_merge
+from aiida_lisei.science.geometry import MIN_INTERATOMIC_DISTANCE, close_contact
 
-__all__ = ('MIN_DISTANCE', 'VaspLabelWorkChain', 'build_vasp_labels', 'kpoints_tag', 'validate_inputs')
+__all__ = ('VaspLabelWorkChain', 'build_vasp_labels', 'kpoints_tag', 'validate_inputs')
 
 VaspWorkChain = WorkflowFactory('vasp.vasp')
-
-#: Atoms closer than this (Å) are overlapping: VASP would run, but the frame is unphysical.
-MIN_DISTANCE = 0.5
 
 
 def _incar(parameters: orm.Dict | dict) -> dict[str, Any]:
@@ -132,14 +129,14 @@ def _potential_errors(inputs: dict[str, Any]) -> list[str]:
 
 
 def _structure_errors(structure: orm.StructureData) -> list[str]:
-    """Check for atoms closer than :data:`MIN_DISTANCE` (periodic images included)."""
-    first, second, distance = neighbor_list('ijd', structure.get_ase(), MIN_DISTANCE)
-    if not len(distance):
+    """Check for atoms closer than ``MIN_INTERATOMIC_DISTANCE`` (Å, periodic images included)."""
+    contact = close_contact(structure.get_ase(), MIN_INTERATOMIC_DISTANCE)
+    if contact is None:
         return []
-    worst = distance.argmin()
+    first, second, distance, pairs = contact
     return [
-        f'atoms {first[worst]} and {second[worst]} are {distance[worst]:.3f} Å apart (< {MIN_DISTANCE} Å): '
-        f'{len(distance) // 2} overlapping pair(s); fix the structure'
+        f'atoms {first} and {second} are {distance:.3f} Å apart (< {MIN_INTERATOMIC_DISTANCE} Å): '
+        f'{pairs} overlapping pair(s); fix the structure'
     ]
 
 
@@ -228,11 +225,11 @@ class VaspLabelWorkChain(ProtocolMixin, WorkChain):
         spec.output('misc', valid_type=orm.Dict, help='The `misc` output of the VASP CalcJob.')
         spec.outline(cls.run_vasp, cls.inspect_vasp, cls.results)
         spec.exit_code(
-            301,
+            501,
             'ERROR_SUB_PROCESS_FAILED_VASP',
             message='the vasp.vasp workchain failed with exit status {exit_status}',
         )
-        spec.exit_code(310, 'ERROR_LABELS_UNAVAILABLE', message='no label from the VASP outputs: {message}')
+        spec.exit_code(510, 'ERROR_LABELS_UNAVAILABLE', message='no label from the VASP outputs: {message}')
 
     @classmethod
     def get_builder_from_protocol(

@@ -11,7 +11,10 @@ import inspect
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from aiida.engine import CalcJob, Process
+from aiida.engine import CalcJob, Process, WorkChain
+from aiida.engine.processes.workchains.restart import BaseRestartWorkChain
+
+from aiida_lisei.common.exit_codes import EXIT_CODE_RANGES
 
 GROUPS = ('aiida.calculations', 'aiida.workflows')
 
@@ -35,17 +38,32 @@ def render() -> str:
     lines = [
         '# Exit codes and restart handlers',
         '',
-        'Generated from the process specifications when the docs are built. Ranges: 0-99, 100-199 '
-        '(scheduler) and 200-299 (input validation) belong to aiida-core; 300-399 output missing or '
-        'unreadable; 400-409 walltime; 410-499 physics failures a handler can restart; 700-799 '
-        'warnings with usable outputs.',
+        'Generated from the process specifications and from the one table of ranges '
+        '(`aiida_lisei.common.exit_codes`) when the docs are built; a test checks every process against '
+        'the table. aiida-core owns 0-99 and the codes of its base classes (e.g. 401 and 402 of '
+        '`BaseRestartWorkChain`).',
         '',
+        '| range | meaning | CalcJobs | work chains | invalidates the cache |',
+        '| --- | --- | --- | --- | --- |',
     ]
+    lines += [
+        f'| {entry.low}-{entry.high} | {entry.meaning} | {"yes" if entry.calculations else "-"} | '
+        f'{"yes" if entry.workchains else "-"} | {"yes" if entry.invalidates_cache else "no"} |'
+        for entry in EXIT_CODE_RANGES
+    ]
+    lines.append('')
     for group, name, cls in _process_classes():
-        base = CalcJob if issubclass(cls, CalcJob) else Process
-        inherited = {code.status for code in base.spec().exit_codes.values()}
+        if issubclass(cls, CalcJob):
+            base = CalcJob
+        elif issubclass(cls, BaseRestartWorkChain):
+            base = BaseRestartWorkChain
+        elif issubclass(cls, WorkChain):
+            base = WorkChain
+        else:
+            base = Process
+        inherited = set(base.spec().exit_codes)
         own = sorted(
-            ((label, code) for label, code in cls.spec().exit_codes.items() if code.status not in inherited),
+            ((label, code) for label, code in cls.spec().exit_codes.items() if label not in inherited),
             key=lambda item: item[1].status,
         )
         lines += [f'## `{name}`', '', f'{_first_paragraph(cls.__doc__)} ({group}, `{cls.__name__}`)', '']

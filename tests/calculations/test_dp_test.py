@@ -19,7 +19,7 @@ from aiida_lisei.data.training_set import TrainingSetData
 DpTestCalculation = CalculationFactory('lisei.dp_test')
 DP = Path(sys.executable).parent / 'dp'
 TESTS = Path(__file__).parents[1]
-MODEL_FILE = TESTS / 'parsers' / 'fixtures' / 'dp_train' / 'default' / 'frozen_model.pb'
+MODEL_FILE = TESTS / 'fixtures' / 'parsers' / 'dp_train' / 'default' / 'frozen_model.pb'
 THREADS = 'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 TF_CPP_MIN_LOG_LEVEL=2'
 
 

@@ -95,18 +95,21 @@ def trained(dp_code, training_set) -> orm.CalcJobNode:
 def test_check_parameters():
     """Seeds and data systems belong to the CalcJob; the four sections are required."""
     parameters = demo_parameters()
-    assert check_parameters(parameters) is None
-    assert 'lacks' in check_parameters({'model': {}})
+    assert check_parameters(parameters) == parameters
+    with pytest.raises(ValueError, match='lacks'):
+        check_parameters({'model': {}})
     for section, key in (('model.descriptor', 'seed'), ('training', 'seed')):
         bad = json.loads(json.dumps(parameters))
         target = bad
         for name in section.split('.'):
             target = target[name]
         target[key] = 1
-        assert 'seed' in check_parameters(bad)
+        with pytest.raises(ValueError, match='seed'):
+            check_parameters(bad)
     bad = json.loads(json.dumps(parameters))
     bad['training']['training_data']['systems'] = ['x']
-    assert 'written by the CalcJob' in check_parameters(bad)
+    with pytest.raises(ValueError, match='written by the CalcJob'):
+        check_parameters(bad)
 
 
 def test_build_input():

@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 from aiida import orm
 from aiida.common.folders import Folder
-from aiida.common.links import LinkType
 from aiida.engine import run_get_node
 from aiida.engine.utils import instantiate_process
 from aiida.manage import get_manager
 from aiida.plugins import CalculationFactory, ParserFactory
-from aiida.plugins.entry_point import format_entry_point_string
 
 from aiida_lisei.data.structure import GroupedStructureData
 from aiida_lisei.engines.qeq_charges import check_settings
@@ -230,15 +228,10 @@ TINY_SYMBOLS = ['Li', 'Li', 'S', 'Cl']
 
 
 @pytest.fixture
-def calc_job_node(aiida_localhost):
+def calc_job_node(generate_calc_job_node):
     """Return a factory: a stored ``lisei.qeq`` node (4 atoms, 3 frames, stride 2) with retrieved files."""
 
     def factory(files: dict[str, str], exit_status: int | None = None) -> orm.CalcJobNode:
-        node = orm.CalcJobNode(
-            computer=aiida_localhost,
-            process_type=format_entry_point_string('aiida.calculations', 'lisei.qeq'),
-        )
-        node.set_option('resources', {'num_machines': 1, 'num_mpiprocs_per_machine': 1})
         positions = np.array([[0.0, 0.0, 0.0], [2.5, 0.0, 0.0], [0.0, 2.5, 0.0], [2.5, 2.5, 2.5]])
         structure = GroupedStructureData(cell=np.diag([5.0, 5.0, 5.0]).tolist())
         for symbol, position in zip(TINY_SYMBOLS, positions, strict=True):
@@ -253,22 +246,13 @@ def calc_job_node(aiida_localhost):
             times=np.array([0.0, 1.0, 2.0]),
             pbc=(True, True, True),
         )
-        for label, value in (
-            ('trajectory', trajectory),
-            ('structure', structure),
-            ('stride', orm.Int(2)),
-            ('parameters', orm.Dict({})),
-        ):
-            node.base.links.add_incoming(value.store(), LinkType.INPUT_CALC, label)
-        node.store()
-        if exit_status is not None:
-            node.set_exit_status(exit_status)
-        retrieved = orm.FolderData()
-        for name, content in files.items():
-            retrieved.base.repository.put_object_from_bytes(content.encode(), name)
-        retrieved.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label='retrieved')
-        retrieved.store()
-        return node
+        inputs = {
+            'trajectory': trajectory,
+            'structure': structure,
+            'stride': orm.Int(2),
+            'parameters': orm.Dict({}),
+        }
+        return generate_calc_job_node('lisei.qeq', inputs, files, exit_status=exit_status)
 
     return factory
 

@@ -21,7 +21,7 @@ from ase import Atoms
 from ase.build import bulk
 from tblite.ase import TBLite
 
-from aiida_lisei.calculations.tblite import resolve_frame_tags
+from aiida_lisei.data.frames import resolve_frame_tags
 from aiida_lisei.engines.tblite_label import DEFAULT_PARAMETERS, tblite_version
 from aiida_lisei.formats.frames_npz import read_structures
 

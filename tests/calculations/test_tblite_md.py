@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 from aiida import orm
 from aiida.common.folders import Folder
-from aiida.common.links import LinkType
 from aiida.engine import run_get_node
 from aiida.engine.utils import instantiate_process
 from aiida.manage import get_manager
 from aiida.plugins import CalculationFactory, ParserFactory
-from aiida.plugins.entry_point import format_entry_point_string
 from ase.build import bulk
 
 from aiida_lisei.data.structure import GroupedStructureData
@@ -131,25 +129,13 @@ def md_lines() -> list[str]:
 
 
 @pytest.fixture
-def calc_job_node(aiida_localhost):
+def calc_job_node(generate_calc_job_node):
     """Return a factory: a stored ``lisei.tblite_md`` node with a Li16 input and ``retrieved`` files."""
 
     def factory(files: dict[str, str], exit_status: int | None = None) -> orm.CalcJobNode:
-        node = orm.CalcJobNode(
-            computer=aiida_localhost,
-            process_type=format_entry_point_string('aiida.calculations', 'lisei.tblite_md'),
+        return generate_calc_job_node(
+            'lisei.tblite_md', {'structure': li16()}, files, exit_status=exit_status
         )
-        node.set_option('resources', {'num_machines': 1, 'num_mpiprocs_per_machine': 1})
-        node.base.links.add_incoming(li16().store(), LinkType.INPUT_CALC, 'structure')
-        node.store()
-        if exit_status is not None:
-            node.set_exit_status(exit_status)
-        retrieved = orm.FolderData()
-        for name, content in files.items():
-            retrieved.base.repository.put_object_from_bytes(content.encode(), name)
-        retrieved.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label='retrieved')
-        retrieved.store()
-        return node
 
     return factory
 

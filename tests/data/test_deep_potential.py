@@ -12,7 +12,7 @@ from aiida_lisei.data.deep_potential import model_metadata
 from aiida_lisei.workchains.dp_train import DpTrainWorkChain
 
 DeepPotentialData = DataFactory('lisei.deep_potential')
-MODEL_FILE = Path(__file__).parents[1] / 'parsers' / 'fixtures' / 'dp_train' / 'default' / 'frozen_model.pb'
+MODEL_FILE = Path(__file__).parents[1] / 'fixtures' / 'parsers' / 'dp_train' / 'default' / 'frozen_model.pb'
 METADATA = {
     'type_map': ['Li', 'P', 'S', 'Cl'],
     'descriptor_type': 'se_e2_a',

@@ -16,13 +16,13 @@ from tblite.ase import TBLite
 
 from aiida_lisei.engines.tblite_label import (
     DEFAULT_PARAMETERS,
-    check_atoms,
     check_parameters,
     label_frames,
     main,
     tblite_version,
 )
 from aiida_lisei.formats.frames_npz import read_structures, write_structures
+from aiida_lisei.science.geometry import validate_frame
 
 LISEI_TBLITE = Path(sys.executable).parent / 'lisei-tblite'
 
@@ -50,20 +50,20 @@ def test_check_parameters() -> None:
             check_parameters(bad)
 
 
-def test_check_atoms() -> None:
+def test_validate_frame() -> None:
     """Overlapping atoms (periodic images included), missing periodicity and heavy elements are reported."""
-    assert check_atoms(li16()) is None
+    assert validate_frame(li16()) is None
     overlap = li16()
     overlap.positions[1] = overlap.positions[0] + [0.3, 0.0, 0.0]
-    assert 'atoms 0 and 1 are 0.300 Å apart' in check_atoms(overlap)
+    assert 'atoms 0 and 1 are 0.300 Å apart' in validate_frame(overlap)
     across = Atoms('Li2', positions=[[0.1, 0, 0], [4.9, 0, 0]], cell=[5.0, 5.0, 5.0], pbc=True)
-    assert '0.200 Å apart' in check_atoms(across)
+    assert '0.200 Å apart' in validate_frame(across)
     slab = li16()
     slab.pbc = [True, True, False]
-    assert 'not periodic in 3D' in check_atoms(slab)
+    assert 'not periodic in 3D' in validate_frame(slab)
     heavy = Atoms('LiOg', positions=[[0, 0, 0], [2, 2, 2]], cell=[4.0, 4.0, 4.0], pbc=True)
-    assert check_atoms(heavy) is None
-    assert "elements ['Og']" in check_atoms(heavy, max_atomic_number=86)
+    assert validate_frame(heavy) is None
+    assert "elements ['Og']" in validate_frame(heavy, max_atomic_number=86)
 
 
 def test_frames_round_trip(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """``Cp2kLabelParser`` (``lisei.cp2k``) and its text parser, on real CP2K 2023.1 outputs.
 
-Fixtures in ``fixtures/cp2k/<case>/`` are outputs of real runs made with this package's protocols
-(``aiida.inp`` and ``aiida.coords.xyz`` are the inputs aiida-cp2k wrote, 2 MPI ranks):
+Fixtures in ``tests/fixtures/parsers/cp2k/<case>/`` are outputs of real runs made with this package's
+protocols (``aiida.inp`` and ``aiida.coords.xyz`` are the inputs aiida-cp2k wrote, 2 MPI ranks):
 
 * ``li16_xtb``: rattled bcc Li16, ``gfn1_xtb`` (metal settings), converged in 9 SCF steps;
 * ``li2s_xtb``: rattled antifluorite Li2S (12 atoms, a = 5.70 Å), ``gfn1_xtb`` (insulator settings);
@@ -19,9 +19,7 @@ import dpdata
 import numpy as np
 import pytest
 from aiida import orm
-from aiida.common.links import LinkType
 from aiida.plugins import CalculationFactory, ParserFactory
-from aiida.plugins.entry_point import format_entry_point_string
 from ase.io import read
 
 from aiida_lisei.formats.cp2k import (
@@ -34,7 +32,7 @@ from aiida_lisei.formats.cp2k import (
 Cp2kLabelParser = ParserFactory('lisei.cp2k')
 Cp2kCalculation = CalculationFactory('cp2k')
 
-FIXTURES = Path(__file__).parent / 'fixtures' / 'cp2k'
+FIXTURES = Path(__file__).parents[1] / 'fixtures' / 'parsers' / 'cp2k'
 
 
 def _parse(case: str) -> dict:
@@ -154,29 +152,15 @@ def test_unit_constants():
 
 
 @pytest.fixture
-def calc_job_node(aiida_localhost):
+def calc_job_node(generate_calc_job_node):
     """Return a factory: a stored ``cp2k`` CalcJobNode with input ``structure`` and ``retrieved`` files."""
 
     def factory(case: str | None, files: dict[str, bytes] | None = None, exit_status: int | None = None):
-        node = orm.CalcJobNode(
-            computer=aiida_localhost, process_type=format_entry_point_string('aiida.calculations', 'cp2k')
-        )
-        node.set_option('resources', {'num_machines': 1, 'num_mpiprocs_per_machine': 1})
-        node.set_option('output_filename', 'aiida.out')
-        node.set_option('parser_name', 'lisei.cp2k')
-        structure = orm.StructureData(ase=_atoms(case or 'li16_xtb')).store()
-        node.base.links.add_incoming(structure, link_type=LinkType.INPUT_CALC, link_label='structure')
-        node.store()
-        if exit_status is not None:
-            node.set_exit_status(exit_status)
-        retrieved = orm.FolderData()
         if files is None:
             files = {'aiida.out': (FIXTURES / case / 'aiida.out').read_bytes()}
-        for name, content in files.items():
-            retrieved.base.repository.put_object_from_bytes(content, name)
-        retrieved.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label='retrieved')
-        retrieved.store()
-        return node
+        inputs = {'structure': orm.StructureData(ase=_atoms(case or 'li16_xtb'))}
+        options = {'output_filename': 'aiida.out', 'parser_name': 'lisei.cp2k'}
+        return generate_calc_job_node('cp2k', inputs, files, options=options, exit_status=exit_status)
 
     return factory
 

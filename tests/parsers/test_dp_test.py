@@ -1,7 +1,7 @@
 """Tests of ``DpTestParser`` (``lisei.dp_test``) on a real ``dp test`` run, checked against ``DeepPot``.
 
-Fixture ``fixtures/dp_test/default``: the model ``fixtures/dp_train/default/frozen_model.pb`` tested on the
-14 frames of ``tests/fixtures/dp_training_set`` by a ``DpTestCalculation`` (DeePMD-kit 3.2.0).
+Fixture ``tests/fixtures/parsers/dp_test/default``: the model ``.../dp_train/default/frozen_model.pb``
+tested on the 14 frames of ``tests/fixtures/dp_training_set`` by a ``DpTestCalculation`` (DeePMD-kit 3.2.0).
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiida import orm
-from aiida.common.links import LinkType
 from aiida.plugins import CalculationFactory, ParserFactory
 
 from aiida_lisei.data.deep_potential import DeepPotentialData
@@ -20,7 +18,7 @@ from aiida_lisei.parsers.dp_test import error_summary, parse_test_log, read_deta
 
 DpTestCalculation = CalculationFactory('lisei.dp_test')
 DpTestParser = ParserFactory('lisei.dp_test')
-FIXTURES = Path(__file__).parent / 'fixtures'
+FIXTURES = Path(__file__).parents[1] / 'fixtures' / 'parsers'
 TRAINING_SET = Path(__file__).parents[1] / 'fixtures' / 'dp_training_set'
 MODEL_FILE = FIXTURES / 'dp_train' / 'default' / 'frozen_model.pb'
 
@@ -47,19 +45,22 @@ def model(test_set) -> DeepPotentialData:
     ).store()
 
 
-def parse(test_set, model, exclude: tuple[str, ...] = ()):
-    """Run the parser on a ``lisei.dp_test`` node whose ``retrieved`` holds the fixture files."""
-    node = orm.CalcJobNode(process_type='aiida.calculations:lisei.dp_test')
-    node.base.links.add_incoming(test_set, LinkType.INPUT_CALC, 'test_set')
-    node.base.links.add_incoming(model, LinkType.INPUT_CALC, 'model')
-    node.store()
-    retrieved = orm.FolderData()
-    for path in (FIXTURES / 'dp_test' / 'default').iterdir():
-        if path.name not in exclude:
-            retrieved.base.repository.put_object_from_file(str(path), path.name)
-    retrieved.base.links.add_incoming(node, LinkType.CREATE, 'retrieved')
-    retrieved.store()
-    return DpTestParser.parse_from_node(node, store_provenance=False)
+@pytest.fixture
+def parse(generate_calc_job_node, generate_parser, test_set, model):
+    """Return a function: run the parser on a ``lisei.dp_test`` node whose ``retrieved`` holds the fixture
+    files (those in ``exclude`` left out)."""
+
+    def run(exclude: tuple[str, ...] = ()):
+        node = generate_calc_job_node(
+            'lisei.dp_test',
+            {'test_set': test_set, 'model': model},
+            FIXTURES / 'dp_test' / 'default',
+            exclude=exclude,
+            computer=False,
+        )
+        return generate_parser('lisei.dp_test').parse_from_node(node, store_provenance=False)
+
+    return run
 
 
 def test_log_and_detail_files():
@@ -84,9 +85,9 @@ def test_error_summary():
     )  # fmt: skip
 
 
-def test_errors_equal_an_independent_deeppot_evaluation(test_set, model):
+def test_errors_equal_an_independent_deeppot_evaluation(parse, test_set, model):
     """The parsed RMSEs equal those of ``deepmd.infer.DeepPot`` evaluated here on the same frames (1e-6)."""
-    results, calcfunction = parse(test_set, model)
+    results, calcfunction = parse()
     assert calcfunction.exit_status == 0, calcfunction.exit_message
 
     deep_pot = model.get_deep_pot()
@@ -132,7 +133,7 @@ def test_errors_equal_an_independent_deeppot_evaluation(test_set, model):
     assert parity.base.attributes.get('systems') == ['bcc_li', 'li2s']
 
 
-def test_missing_detail_file(test_set, model):
+def test_missing_detail_file(parse):
     """No detail.f.out: 301."""
-    _, calcfunction = parse(test_set, model, exclude=('detail.f.out',))
+    _, calcfunction = parse(exclude=('detail.f.out',))
     assert calcfunction.exit_status == DpTestCalculation.exit_codes.ERROR_DETAIL_MISSING.status

@@ -1,4 +1,4 @@
-"""Tests of ``DpTrainParser`` (``lisei.dp_train``) on real DeePMD-kit 3.2 outputs (see fixtures/dp_train)."""
+"""Tests of ``DpTrainParser`` (``lisei.dp_train``) on real DeePMD-kit 3.2 outputs (fixtures/parsers)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiida import orm
-from aiida.common.links import LinkType
 from aiida.plugins import CalculationFactory, ParserFactory
 
 from aiida_lisei.data.training_set import TrainingSetData
@@ -16,7 +15,7 @@ from aiida_lisei.workchains.dp_train import DpTrainWorkChain
 
 DpTrainCalculation = CalculationFactory('lisei.dp_train')
 DpTrainParser = ParserFactory('lisei.dp_train')
-FIXTURES = Path(__file__).parent / 'fixtures' / 'dp_train'
+FIXTURES = Path(__file__).parents[1] / 'fixtures' / 'parsers' / 'dp_train'
 TRAINING_SET = Path(__file__).parents[1] / 'fixtures' / 'dp_training_set'
 
 
@@ -27,26 +26,21 @@ def training_set() -> TrainingSetData:
 
 
 @pytest.fixture
-def generate_node(training_set):
+def generate_node(generate_calc_job_node, training_set):
     """Return a stored ``lisei.dp_train`` node whose ``retrieved`` holds the files of a fixture case."""
 
     def factory(case: str, exit_status: int | None = None, exclude: tuple[str, ...] = ()) -> orm.CalcJobNode:
-        node = orm.CalcJobNode(process_type='aiida.calculations:lisei.dp_train')
         parameters = DpTrainWorkChain.get_protocol_inputs('demo')['dp_train']['parameters']
         parameters['training'].update(numb_steps=60, disp_freq=10, save_freq=30)
         inputs = {'training_set': training_set, 'parameters': orm.Dict(parameters), 'seed': orm.Int(1)}
-        for label, value in inputs.items():
-            node.base.links.add_incoming(value.store(), LinkType.INPUT_CALC, label)
-        node.store()
-        retrieved = orm.FolderData()
-        for path in (FIXTURES / case).iterdir() if case else ():
-            if path.name not in exclude:
-                retrieved.base.repository.put_object_from_file(str(path), path.name)
-        retrieved.base.links.add_incoming(node, LinkType.CREATE, 'retrieved')
-        retrieved.store()
-        if exit_status is not None:
-            node.set_exit_status(exit_status)
-        return node
+        return generate_calc_job_node(
+            'lisei.dp_train',
+            inputs,
+            FIXTURES / case if case else {},
+            exit_status=exit_status,
+            exclude=exclude,
+            computer=False,
+        )
 
     return factory
 

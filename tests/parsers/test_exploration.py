@@ -1,4 +1,4 @@
-"""Tests of ``ExplorationParser`` (``lisei.exploration``) on real LAMMPS outputs (fixtures/exploration)."""
+"""Tests of ``ExplorationParser`` (``lisei.exploration``) on real LAMMPS outputs (fixtures/parsers)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiida import orm
-from aiida.common.links import LinkType
 from aiida.plugins import CalculationFactory, ParserFactory
-from aiida.plugins.entry_point import format_entry_point_string
 
 from aiida_lisei.formats.lammps import box_to_cell, parse_dump, parse_log, parse_model_devi
 
 ExplorationParser = ParserFactory('lisei.exploration')
 ExplorationCalculation = CalculationFactory('lisei.exploration')
 
-FIXTURES = Path(__file__).parent / 'fixtures' / 'exploration'
+FIXTURES = Path(__file__).parents[1] / 'fixtures' / 'parsers' / 'exploration'
 MODELS = sorted((Path(__file__).parents[1] / 'fixtures' / 'models').glob('model_*.pb'))
 OUTPUTS = ('log.lammps', 'model_devi.out', 'traj.dump', 'aiida.out')
 
@@ -29,36 +27,29 @@ def model_nodes(aiida_profile) -> dict[str, orm.SinglefileData]:
 
 
 @pytest.fixture
-def calc_job_node(aiida_localhost, model_nodes):
+def calc_job_node(generate_calc_job_node, model_nodes):
     """Return a factory: a stored ``lisei.exploration`` node with the inputs and retrieved files of a case."""
 
     def factory(
         case: str, leave_out: tuple[str, ...] = (), exit_status: int | None = None
     ) -> orm.CalcJobNode:
         record = json.loads((FIXTURES / case / 'case.json').read_text())
-        node = orm.CalcJobNode(
-            computer=aiida_localhost,
-            process_type=format_entry_point_string('aiida.calculations', 'lisei.exploration'),
-        )
-        node.set_option('resources', {'num_machines': 1, 'num_mpiprocs_per_machine': record.get('ranks', 1)})
-        node.set_option('parser_name', 'lisei.exploration')
         inputs = {
             'parameters': orm.Dict(record['parameters']),
             'seed': orm.Int(record['seed']),
-            **model_nodes,
+            'models': {label.split('__', 1)[1]: node for label, node in model_nodes.items()},
         }
-        for label, data in inputs.items():
-            node.base.links.add_incoming(data.store(), link_type=LinkType.INPUT_CALC, link_label=label)
-        if exit_status is not None:
-            node.set_exit_status(exit_status)
-        node.store()
-        retrieved = orm.FolderData()
-        for name in OUTPUTS:
-            if name not in leave_out and (FIXTURES / case / name).exists():
-                retrieved.base.repository.put_object_from_file(str(FIXTURES / case / name), name)
-        retrieved.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label='retrieved')
-        retrieved.store()
-        return node
+        options = {
+            'resources': {'num_machines': 1, 'num_mpiprocs_per_machine': record.get('ranks', 1)},
+            'parser_name': 'lisei.exploration',
+        }
+        folder = FIXTURES / case
+        exclude = tuple(
+            path.name for path in folder.iterdir() if path.name not in OUTPUTS or path.name in leave_out
+        )
+        return generate_calc_job_node(
+            'lisei.exploration', inputs, folder, options=options, exit_status=exit_status, exclude=exclude
+        )
 
     return factory
 

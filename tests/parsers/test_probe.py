@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 from aiida import orm
-from aiida.common.links import LinkType
 from aiida.plugins import CalculationFactory, ParserFactory
-from aiida.plugins.entry_point import format_entry_point_string
 
 from aiida_lisei.parsers.probe import parse_probe_report
 
@@ -34,24 +32,12 @@ def probe_report(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def calc_job_node(aiida_localhost):
+def calc_job_node(generate_calc_job_node):
     """Return a factory: a stored ``CalcJobNode`` of ``lisei.probe`` whose ``retrieved`` holds ``files``."""
 
     def factory(files: dict[str, bytes]) -> orm.CalcJobNode:
-        node = orm.CalcJobNode(
-            computer=aiida_localhost,
-            process_type=format_entry_point_string('aiida.calculations', 'lisei.probe'),
-        )
-        node.set_option('resources', {'num_machines': 1, 'num_mpiprocs_per_machine': 1})
-        node.set_option('report_filename', 'probe.json')
-        node.set_option('parser_name', 'lisei.probe')
-        node.store()
-        retrieved = orm.FolderData()
-        for name, content in files.items():
-            retrieved.base.repository.put_object_from_bytes(content, name)
-        retrieved.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label='retrieved')
-        retrieved.store()
-        return node
+        options = {'report_filename': 'probe.json', 'parser_name': 'lisei.probe'}
+        return generate_calc_job_node('lisei.probe', retrieved=files, options=options)
 
     return factory
 

@@ -7,9 +7,7 @@ import json
 import numpy as np
 import pytest
 from aiida import orm
-from aiida.common.links import LinkType
 from aiida.plugins import CalculationFactory, ParserFactory
-from aiida.plugins.entry_point import format_entry_point_string
 from ase.build import bulk
 
 from aiida_lisei.engines.tblite_label import label_frames
@@ -35,31 +33,17 @@ def results_lines() -> list[str]:
 
 
 @pytest.fixture
-def calc_job_node(aiida_localhost):
+def calc_job_node(generate_calc_job_node):
     """Return a factory: a stored ``lisei.tblite`` node with ``structures`` inputs and ``retrieved`` files."""
 
     def factory(files: dict[str, str], keys=('good', 'overlap'), exit_status: int | None = None):
-        node = orm.CalcJobNode(
-            computer=aiida_localhost,
-            process_type=format_entry_point_string('aiida.calculations', 'lisei.tblite'),
-        )
-        node.set_option('resources', {'num_machines': 1, 'num_mpiprocs_per_machine': 1})
         frames = li16_frames()
-        for key in keys:
-            node.base.links.add_incoming(
-                orm.StructureData(ase=frames[key]).store(), LinkType.INPUT_CALC, f'structures__{key}'
-            )
-        node.base.links.add_incoming(orm.Str('li16').store(), LinkType.INPUT_CALC, 'system_label')
-        node.base.links.add_incoming(orm.Dict({'source': 'test'}).store(), LinkType.INPUT_CALC, 'tags')
-        node.store()
-        if exit_status is not None:
-            node.set_exit_status(exit_status)
-        retrieved = orm.FolderData()
-        for name, content in files.items():
-            retrieved.base.repository.put_object_from_bytes(content.encode(), name)
-        retrieved.base.links.add_incoming(node, link_type=LinkType.CREATE, link_label='retrieved')
-        retrieved.store()
-        return node
+        inputs = {
+            'structures': {key: orm.StructureData(ase=frames[key]) for key in keys},
+            'system_label': orm.Str('li16'),
+            'tags': orm.Dict({'source': 'test'}),
+        }
+        return generate_calc_job_node('lisei.tblite', inputs, files, exit_status=exit_status)
 
     return factory
 

@@ -25,7 +25,7 @@ import pytest
 from aiida_lisei.formats.lammps import parse_model_devi
 from aiida_lisei.science.selection import FrameClass, TrustLevels, classify_frames, draw_candidates
 
-FIXTURES = Path(__file__).parents[1] / 'parsers' / 'fixtures' / 'exploration'
+FIXTURES = Path(__file__).parents[1] / 'fixtures' / 'parsers' / 'exploration'
 FUNCTIONS = (
     '_read_model_devi_file',
     '_select_by_model_devi_standard',

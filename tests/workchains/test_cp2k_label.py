@@ -16,12 +16,12 @@ from aiida.engine import run_get_node
 from aiida.engine.utils import instantiate_process
 from aiida.manage import get_manager
 from aiida.plugins import CalculationFactory, WorkflowFactory
-from aiida.plugins.entry_point import format_entry_point_string
 from ase.build import bulk
 
 from aiida_lisei.data.level_of_theory import LevelOfTheoryError
 from aiida_lisei.data.training_set import TrainingFrames, TrainingSetData
-from aiida_lisei.workchains.cp2k_label import gentler_scf, get_level_of_theory
+from aiida_lisei.workchains.cp2k_base import Cp2kBaseWorkChain, gentler_scf
+from aiida_lisei.workchains.cp2k_label import get_level_of_theory
 
 Cp2kLabelWorkChain = WorkflowFactory('lisei.cp2k.label')
 Cp2kCalculation = CalculationFactory('cp2k')
@@ -205,7 +205,7 @@ def test_gentler_scf():
             }
         }
     }
-    new, changes = gentler_scf(parameters, Cp2kLabelWorkChain.defaults)
+    new, changes = gentler_scf(parameters, Cp2kBaseWorkChain.defaults)
     scf = new['FORCE_EVAL']['DFT']['SCF']
     assert (scf['MAX_SCF'], scf['MIXING']['ALPHA'], scf['ADDED_MOS']) == (100, 0.1, 30)
     assert scf['SMEAR'] == parameters['FORCE_EVAL']['DFT']['SCF']['SMEAR']
@@ -219,30 +219,32 @@ def test_gentler_scf():
 
 
 @pytest.fixture
-def workchain_with_failed_child(fake_code, aiida_localhost):
-    """Return a factory: an instantiated work chain (after ``setup``) and a failed ``cp2k`` CalcJobNode."""
+def workchain_with_failed_child(fake_code, generate_calc_job_node):
+    """Return a factory: an instantiated ``lisei.cp2k.base`` (after ``setup``), with the inputs that
+    ``lisei.cp2k.label`` gives it, and a failed ``cp2k`` CalcJobNode."""
 
     def factory(exit_status: int, max_wallclock_seconds: int = 600):
-        builder = Cp2kLabelWorkChain.get_builder_from_protocol(
+        label = Cp2kLabelWorkChain.get_builder_from_protocol(
             fake_code, li16(), options={'max_wallclock_seconds': max_wallclock_seconds}
         )
+        builder = Cp2kBaseWorkChain.get_builder()
+        for name in ('cp2k', 'structure', 'clean_workdir', 'max_iterations'):
+            builder[name] = label[name]
         process = instantiate_process(get_manager().get_runner(), builder)
         process.setup()
-        node = orm.CalcJobNode(
-            computer=aiida_localhost, process_type=format_entry_point_string('aiida.calculations', 'cp2k')
+        node = generate_calc_job_node(
+            'cp2k',
+            options={'resources': {'num_machines': 1}, 'max_wallclock_seconds': max_wallclock_seconds},
+            exit_status=exit_status,
+            finished=True,
         )
-        node.set_option('resources', {'num_machines': 1})
-        node.set_option('max_wallclock_seconds', max_wallclock_seconds)
-        node.set_process_state('finished')
-        node.set_exit_status(exit_status)
-        node.store()
         return process, node
 
     return factory
 
 
 def test_handle_out_of_walltime(workchain_with_failed_child):
-    """Walltime times 1.5 and CP2K's GLOBAL/WALLTIME at 90 % of it; at the cap: exit 420."""
+    """Walltime times 1.5 and CP2K's GLOBAL/WALLTIME at 90 % of it; at the cap: exit 520."""
     process, node = workchain_with_failed_child(400, 600)
     assert process.ctx.inputs.parameters['GLOBAL']['WALLTIME'] == 540
     report = process.handle_out_of_walltime(node)
@@ -250,18 +252,20 @@ def test_handle_out_of_walltime(workchain_with_failed_child):
     assert process.ctx.inputs.metadata['options']['max_wallclock_seconds'] == 900
     assert process.ctx.inputs.parameters['GLOBAL']['WALLTIME'] == 810
 
-    process, node = workchain_with_failed_child(400, Cp2kLabelWorkChain.defaults.max_wallclock_seconds_cap)
+    process, node = workchain_with_failed_child(400, Cp2kBaseWorkChain.defaults.max_wallclock_seconds_cap)
     report = process.handle_out_of_walltime(node)
-    assert report.exit_code.status == Cp2kLabelWorkChain.exit_codes.ERROR_WALLTIME_CAP_REACHED.status == 420
+    assert report.exit_code.status == Cp2kBaseWorkChain.exit_codes.ERROR_WALLTIME_CAP_REACHED.status == 520
+    assert Cp2kLabelWorkChain.exit_codes.ERROR_WALLTIME_CAP_REACHED.status == 520  # passed on as it is
 
 
 def test_handle_scf_not_converged_gives_up(workchain_with_failed_child):
-    """After ``max_scf_restarts`` restarts the handler stops the work chain with 410."""
+    """After ``max_scf_restarts`` restarts the handler stops the work chain with 411."""
     process, node = workchain_with_failed_child(450)
-    for _ in range(Cp2kLabelWorkChain.defaults.max_scf_restarts):
+    for _ in range(Cp2kBaseWorkChain.defaults.max_scf_restarts):
         assert process.handle_scf_not_converged(node).exit_code.status == 0
     report = process.handle_scf_not_converged(node)
-    assert report.exit_code.status == Cp2kLabelWorkChain.exit_codes.ERROR_SCF_NOT_CONVERGED.status == 410
+    assert report.exit_code.status == Cp2kBaseWorkChain.exit_codes.ERROR_SCF_NOT_CONVERGED.status == 411
+    assert Cp2kLabelWorkChain.exit_codes.ERROR_SCF_NOT_CONVERGED.status == 411  # passed on as it is
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -285,7 +289,8 @@ def test_label_li16_gfn1_xtb(cp2k_code, tmp_path):
     )
     results, node = run_get_node(builder)
     assert node.is_finished_ok, node.exit_message
-    calc = node.called[0]
+    (base,) = [child for child in node.called if child.process_label == 'Cp2kBaseWorkChain']
+    calc = base.called[0]
     assert isinstance(calc, orm.CalcJobNode) and calc.is_finished_ok
 
     labels = results['labels']
@@ -347,9 +352,11 @@ def test_scf_failure_is_fixed_by_the_handler(cp2k_code):
     )
     results, node = run_get_node(builder)
     assert node.is_finished_ok, node.exit_message
-    calcs = [child for child in node.called if isinstance(child, orm.CalcJobNode)]
+    calcs = [child for child in node.called_descendants if isinstance(child, orm.CalcJobNode)]
     assert [calc.exit_status for calc in sorted(calcs, key=lambda calc: calc.ctime)] == [450, 0]
-    reports = ' '.join(log.message for log in orm.Log.collection.get_logs_for(node))
+    reports = ' '.join(
+        log.message for process in (node, *node.called) for log in orm.Log.collection.get_logs_for(process)
+    )
     assert 'handle_scf_not_converged' in reports and 'MAX_SCF 2 -> 100' in reports
     assert results['output_parameters']['scf_converged'] is True
     assert results['labels'].nframes == 1
@@ -375,8 +382,8 @@ def test_label_li16_pbe(cp2k_code):
 def test_docs_list_every_handler_and_exit_code():
     """docs/labelling_cp2k.md names every handler and every exit code of the work chain (no drift)."""
     text = (Path(__file__).parents[2] / 'docs' / 'labelling_cp2k.md').read_text()
-    handlers = {handler.__name__ for handler in Cp2kLabelWorkChain.get_process_handlers()}
-    assert handlers == {'handle_out_of_walltime', 'handle_scf_not_converged'}
+    handlers = {handler.__name__ for handler in Cp2kBaseWorkChain.get_process_handlers()}
+    assert handlers == {'handle_out_of_walltime', 'handle_scf_not_converged', 'handle_relax_not_converged'}
     assert all(f'`{name}`' in text for name in handlers)
     for label in ('ERROR_SCF_NOT_CONVERGED', 'ERROR_WALLTIME_CAP_REACHED'):
         code = Cp2kLabelWorkChain.exit_codes[label]

@@ -113,7 +113,8 @@ def test_md_li16_gfn1_xtb(cp2k_code):
     """5 NVT steps at 300 K, stride 1: 6 frames, consistent energies/forces; the seed sets the velocities."""
     structure = li16()
     results, node = _run_md(cp2k_code, structure, seed=7)
-    calc = node.called[0]
+    (base,) = [child for child in node.called if child.process_label == 'Cp2kBaseWorkChain']
+    calc = base.called[0]
     parameters = calc.inputs.parameters.get_dict()
     assert parameters['GLOBAL']['RUN_TYPE'] == 'MD' and parameters['GLOBAL']['SEED'] == 7
     assert parameters['MOTION']['MD']['THERMOSTAT']['TYPE'] == 'NOSE'
@@ -149,7 +150,7 @@ def test_md_continues_after_walltime(cp2k_code):
     )
     builder.max_iterations = orm.Int(20)
     results, node = run_get_node(builder)
-    calcs = sorted(node.called, key=lambda child: child.ctime)
+    calcs = sorted(node.called_descendants, key=lambda child: child.ctime)
     calcs = [calc for calc in calcs if isinstance(calc, orm.CalcJobNode)]
     steps = [
         calc.outputs.output_trajectory.get_stepids().tolist() if 'output_trajectory' in calc.outputs else None

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiida import orm
-from aiida.common.links import LinkType
 from aiida.engine import ProcessHandlerReport
 from aiida.engine.utils import instantiate_process
 from aiida.manage import get_manager
@@ -47,24 +46,21 @@ def generate_workchain(dp_code, training_set):
 
 
 @pytest.fixture
-def failed_child(dp_code):
+def failed_child(generate_calc_job_node, aiida_localhost):
     """Return a factory of finished `lisei.dp_train` nodes: exit code, remote folder, learning curve."""
 
     def factory(exit_code, last_step: int | None = None, walltime: int = 1800) -> orm.CalcJobNode:
-        node = orm.CalcJobNode(computer=dp_code.computer, process_type='aiida.calculations:lisei.dp_train')
-        node.set_option('max_wallclock_seconds', walltime)
-        node.set_process_state('finished')
-        node.set_exit_status(exit_code.status)
-        node.store()
-        remote = orm.RemoteData(computer=node.computer, remote_path='/tmp/run')
-        remote.base.links.add_incoming(node, LinkType.CREATE, 'remote_folder')
-        remote.store()
+        outputs = {'remote_folder': orm.RemoteData(computer=aiida_localhost, remote_path='/tmp/run')}
         if last_step is not None:
-            curve = orm.ArrayData()
+            curve = outputs['learning_curve'] = orm.ArrayData()
             curve.set_array('step', np.arange(0, last_step + 1, 10))
-            curve.base.links.add_incoming(node, LinkType.CREATE, 'learning_curve')
-            curve.store()
-        return node
+        return generate_calc_job_node(
+            'lisei.dp_train',
+            options={'max_wallclock_seconds': walltime},
+            exit_status=exit_code.status,
+            outputs=outputs,
+            finished=True,
+        )
 
     return factory
 

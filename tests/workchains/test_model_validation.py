@@ -220,21 +220,21 @@ def test_docs_list_every_exit_code():
 # -- real runs ------------------------------------------------------------------------------------------
 
 
-def test_failed_md_gives_401(aiida_code_installed, stand_in):
-    """A failed MD child (here a LAMMPS that writes nothing) stops the workchain with 401, quoting it."""
+def test_failed_md_gives_501(aiida_code_installed, stand_in):
+    """A failed MD child (here a LAMMPS that writes nothing) stops the workchain with 501, quoting it."""
     broken = aiida_code_installed(
         label='no-lammps', filepath_executable='/bin/false', default_calc_job_plugin='lisei.exploration'
     )
     builder = demo_builder(stand_in)
     builder.md.code = broken
     _, node = run_get_node(builder)
-    assert node.exit_status == ModelValidationWorkChain.exit_codes.ERROR_MD_FAILED.status
+    assert node.exit_status == ModelValidationWorkChain.exit_codes.ERROR_MD_FAILED.status == 501
     assert 'Exploration' in node.exit_message and 'exit status 302' in node.exit_message
     assert [child.process_label for child in node.called] == ['ExplorationCalculation']
 
 
 @pytest.mark.slow
-def test_labels_at_another_level_than_the_model_give_404(venv_code):
+def test_labels_at_another_level_than_the_model_give_504(venv_code):
     """Same engine, other settings: caught after labelling (the key is known only then), before dp test."""
     lmp = venv_code('lmp', 'lisei.exploration', prepend_text=THREADS)
     tblite = venv_code('lisei-tblite', 'lisei.tblite')

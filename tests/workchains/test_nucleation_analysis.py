@@ -305,12 +305,12 @@ def test_unconverged_charges_are_used(qeq_code, synthetic) -> None:
 
 
 def test_failed_qeq_fails_the_workchain(qeq_code, synthetic) -> None:
-    """A frame the engine refuses (NaN coordinate) fails the QEq job (410) and the workchain (401)."""
+    """A frame the engine refuses (NaN coordinate) fails the QEq job (410) and the workchain (501)."""
     structure, trajectory, _, _ = synthetic
     builder = NucleationAnalysisWorkChain.get_builder_from_protocol(
         qeq_code, two_frames(trajectory, nan=True), structure
     )
     _, node = run_get_node(builder)
-    assert node.exit_status == NucleationAnalysisWorkChain.exit_codes.ERROR_QEQ_FAILED.status
+    assert node.exit_status == NucleationAnalysisWorkChain.exit_codes.ERROR_QEQ_FAILED.status == 501
     assert 'non-finite positions' in node.exit_message
     assert 'summary' not in node.outputs

@@ -12,7 +12,7 @@ from aiida_lisei.formats.lammps import parse_dump, parse_model_devi
 from aiida_lisei.science.selection import TrustLevels, classify_frames
 from aiida_lisei.workchains.selection import check_selection_parameters, select_candidates
 
-CASE = Path(__file__).parents[1] / 'parsers' / 'fixtures' / 'exploration' / 'nvt_800k'
+CASE = Path(__file__).parents[1] / 'fixtures' / 'parsers' / 'exploration' / 'nvt_800k'
 
 
 @pytest.fixture(scope='module')

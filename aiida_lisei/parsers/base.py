@@ -1,0 +1,163 @@
+"""``LiseiParser``: the one base of the package's parsers (retrieved files, scheduler status, decision order).
+
+As aiida-quantumespresso's ``parsers/base.py``, the base owns what every parser needs; a parser adds only
+what is its own (reading its formats through :mod:`aiida_lisei.formats`, attaching its outputs, mapping
+its engine's failures to its exit codes):
+
+* **retrieved files**: :meth:`LiseiParser.read` returns a file's text (or bytes); a file that is absent
+  gives the *missing* exit code (302 ``ERROR_OUTPUT_MISSING`` unless the parser names another), or
+  ``None`` when it is optional; a file that cannot be read or decoded (``OSError``,
+  ``UnicodeDecodeError``) gives the *unreadable* exit code (310 ``ERROR_OUTPUT_UNREADABLE``);
+  :meth:`LiseiParser.parse_file` also turns the reader's ``ValueError`` into the unreadable code;
+* **the scheduler's diagnosis**: when a required file is missing and the scheduler already gave the job
+  an exit status (e.g. 120, out of walltime), that status is kept (:meth:`LiseiParser.scheduler_exit_code`);
+  :meth:`LiseiParser.out_of_walltime` says whether the scheduler killed the job on its walltime;
+* **the decision order**: :meth:`LiseiParser.parse` runs the parser's :meth:`LiseiParser.parse_outputs`,
+  which attaches what it can before it decides the exit code; a missing or unreadable required file
+  stops it at once (:class:`OutputFileError`) with its exit code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aiida.engine import ExitCode
+from aiida.parsers import Parser
+
+from aiida_lisei.formats.cp2k import Cp2kOutputError, parse_cp2k_output
+
+__all__ = ('Cp2kBaseParser', 'LiseiParser', 'OutputFileError')
+
+
+class OutputFileError(Exception):
+    """A required retrieved file is missing or unreadable: the parse ends with ``exit_code``."""
+
+    def __init__(self, exit_code: ExitCode) -> None:
+        super().__init__(exit_code.message)
+        self.exit_code = exit_code
+
+
+class LiseiParser(Parser):
+    """Base of the parsers: retrieved files, the scheduler's exit status, the exit-code decision order.
+
+    Subclasses implement :meth:`parse_outputs` and may rename the file exit codes (``_MISSING``,
+    ``_UNREADABLE``: labels of the CalcJob's exit codes, formatted with ``filename`` and ``exception``).
+    """
+
+    _MISSING = 'ERROR_OUTPUT_MISSING'
+    _UNREADABLE = 'ERROR_OUTPUT_UNREADABLE'
+
+    def parse(self, **kwargs: Any) -> ExitCode | None:
+        """Run :meth:`parse_outputs`; a missing or unreadable required file ends it with its exit code."""
+        try:
+            return self.parse_outputs(**kwargs)
+        except OutputFileError as error:
+            return error.exit_code
+
+    def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
+        """Attach the outputs, then return the exit code (``None``: success)."""
+        raise NotImplementedError
+
+    # -- retrieved files ------------------------------------------------------------------------------------
+
+    def retrieved_names(self) -> list[str]:
+        """Names of the retrieved files."""
+        return self.retrieved.base.repository.list_object_names()
+
+    def read(
+        self,
+        filename: str,
+        *,
+        mode: str = 'r',
+        required: bool = True,
+        missing: str | None = None,
+        unreadable: str | None = None,
+    ) -> Any:
+        """Return the content of the retrieved file ``filename`` (text, or bytes with ``mode='rb'``).
+
+        :param required: if false, return ``None`` for an absent file; else raise :class:`OutputFileError`
+            with :meth:`missing_exit_code` (label ``missing``, default ``_MISSING``).
+        :param unreadable: label of the exit code of a file that cannot be read or decoded (default
+            ``_UNREADABLE``).
+        """
+        try:
+            return self.retrieved.base.repository.get_object_content(filename, mode=mode)
+        except FileNotFoundError:
+            if not required:
+                return None
+            raise OutputFileError(self.missing_exit_code(filename, missing)) from None
+        except (OSError, UnicodeDecodeError) as exception:
+            raise OutputFileError(self.unreadable_exit_code(filename, exception, unreadable)) from None
+
+    def parse_file(self, filename: str, reader: Callable[[str], Any], **kwargs: Any) -> Any:
+        """Return ``reader`` applied to the text of ``filename`` (``None`` for an absent optional file).
+
+        ``kwargs`` go to :meth:`read`; a ``ValueError`` of ``reader`` gives the unreadable exit code.
+        """
+        text = self.read(filename, **kwargs)
+        if text is None:
+            return None
+        try:
+            return reader(text)
+        except ValueError as exception:
+            raise OutputFileError(
+                self.unreadable_exit_code(filename, exception, kwargs.get('unreadable'))
+            ) from None
+
+    # -- exit codes -----------------------------------------------------------------------------------------
+
+    def missing_exit_code(self, filename: str, label: str | None = None) -> ExitCode:
+        """The exit code of a missing required file: the scheduler's if it gave one, else ``label``'s."""
+        return self.scheduler_exit_code() or self.exit_codes[label or self._MISSING].format(filename=filename)
+
+    def unreadable_exit_code(self, filename: str, exception: Exception, label: str | None = None) -> ExitCode:
+        """The exit code of a file that cannot be read, decoded or parsed."""
+        self.logger.error(f'cannot read `{filename}`: {exception}')
+        return self.exit_codes[label or self._UNREADABLE].format(filename=filename, exception=exception)
+
+    def scheduler_exit_code(self) -> ExitCode | None:
+        """The exit status the scheduler output parser already set on the job (e.g. 120), else ``None``."""
+        status = self.node.exit_status
+        if not status:
+            return None
+        known = [code for code in self.exit_codes.values() if code.status == status]
+        return known[0] if known else ExitCode(status, self.node.exit_message or '')
+
+    def out_of_walltime(self) -> bool:
+        """Whether the scheduler stopped the job on its walltime (aiida-core's 120)."""
+        return self.node.exit_status == self.exit_codes.ERROR_SCHEDULER_OUT_OF_WALLTIME.status
+
+
+class Cp2kBaseParser(LiseiParser):
+    """Base of the parsers of aiida-cp2k's ``cp2k`` CalcJob: its exit-code labels and walltime policy.
+
+    The main output missing gives 400 ``ERROR_OUT_OF_WALLTIME`` when the scheduler stopped the job on its
+    walltime (so the restart handlers see one code), else aiida-cp2k's ``ERROR_OUTPUT_MISSING``; a file
+    that cannot be read gives ``ERROR_OUTPUT_READ``, one that is not a CP2K output ``ERROR_OUTPUT_PARSE``.
+    """
+
+    _UNREADABLE = 'ERROR_OUTPUT_READ'
+
+    def scheduler_exit_code(self) -> ExitCode | None:
+        """Return 400 if the scheduler reported that the job ran out of walltime, else ``None``."""
+        return self.exit_codes.ERROR_OUT_OF_WALLTIME if self.out_of_walltime() else None
+
+    def walltime_or_abort(self, results: dict[str, Any]) -> ExitCode | None:
+        """400: CP2K (or the scheduler, before CP2K ended) stopped on the walltime; 304: an ``[ABORT]``."""
+        if results['walltime_exceeded'] or (not results['completed'] and self.out_of_walltime()):
+            return self.exit_codes.ERROR_OUT_OF_WALLTIME
+        if results['abort'] is not None:
+            self.logger.error(f'CP2K aborted: {results["abort"]}')
+            return self.exit_codes.ERROR_OUTPUT_CONTAINS_ABORT
+        return None
+
+    def read_output(self) -> tuple[str, dict[str, Any]]:
+        """Return the text of the main output and what ``formats.cp2k.parse_cp2k_output`` reads in it."""
+        filename = self.node.get_option('output_filename')
+        text = self.read(filename)
+        try:
+            return text, parse_cp2k_output(text)
+        except Cp2kOutputError as exception:
+            exit_code = self.unreadable_exit_code(filename, exception, 'ERROR_OUTPUT_PARSE')
+            raise OutputFileError(exit_code) from None
