@@ -24,7 +24,7 @@ from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
 from aiida_lisei.calculations.base import LiseiCalcJob, validate_seed
-from aiida_lisei.common.validation import dict_port_validator
+from aiida_lisei.common.validation import complete_parameters, dict_port_validator
 from aiida_lisei.data.deep_potential import DeepPotentialData, model_filename
 from aiida_lisei.data.frames import STUDY_TYPE_MAP
 from aiida_lisei.data.structure import GroupedStructureData
@@ -37,6 +37,7 @@ from aiida_lisei.formats.lammps import (
 )
 from aiida_lisei.formats.plumed import write_plumed_input
 from aiida_lisei.science.restraint_cv import (
+    RESTRAINT_DEFAULTS,
     check_minimum_image,
     check_restraint_parameters,
     cv_from_parameters,
@@ -189,7 +190,8 @@ class RestraintMdCalculation(LiseiCalcJob):
         structure = self.inputs.structure
         model = self.inputs.model
         type_map = tuple(model.base.attributes.get('type_map', STUDY_TYPE_MAP))
-        restraint_parameters = check_restraint_parameters(self.inputs.restraint.get_dict())
+        # checked once, by validate_inputs: here only completed with the defaults
+        restraint_parameters = complete_parameters(self.inputs.restraint.get_dict(), RESTRAINT_DEFAULTS)
         cv = cv_from_parameters(structure.atom_groups, structure.atom_layers, restraint_parameters)
         continuing = 'parent_folder' in self.inputs
 
