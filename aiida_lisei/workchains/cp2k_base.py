@@ -23,7 +23,7 @@ from typing import Any
 from aiida import orm
 from aiida.common import AttributeDict
 from aiida.common.links import LinkType
-from aiida.engine import ProcessHandlerReport, process_handler, while_
+from aiida.engine import ExitCode, ProcessHandlerReport, process_handler, while_
 from aiida.plugins import CalculationFactory
 from ase.data import atomic_numbers
 
@@ -35,8 +35,11 @@ __all__ = (
     'RESTART_FILE',
     'Cp2kBaseWorkChain',
     'add_kinds',
+    'calculations',
     'check_structure',
     'classify_composition',
+    'cp2k_exit_code',
+    'define_cp2k_exit_codes',
     'dft_section',
     'gentler_scf',
     'is_xtb',
@@ -218,6 +221,34 @@ def validate_inputs(inputs: Mapping[str, Any], _ctx: Any = None) -> str | None:
 # ----------------------------------------------------------------------------------------------------------
 # Work chain
 # ----------------------------------------------------------------------------------------------------------
+
+
+def define_cp2k_exit_codes(spec: Any, passed_on: tuple[str, ...]) -> None:
+    """Declare, on the spec of a work chain that runs ``lisei.cp2k.base``, the base's exit codes
+    ``passed_on`` (same label, number and message) and 521 for any other failure of the base."""
+    base = Cp2kBaseWorkChain.spec().exit_codes
+    for label in passed_on:
+        spec.exit_code(base[label].status, label, message=base[label].message)
+    spec.exit_code(521, 'ERROR_SUB_PROCESS_FAILED_CP2K', message='The CP2K run {process} failed: {message}')
+
+
+def cp2k_exit_code(node: orm.WorkflowNode, exit_codes: Any, passed_on: tuple[str, ...]) -> ExitCode | None:
+    """The exit code of a work chain whose ``lisei.cp2k.base`` run ``node`` ended: ``None`` if it finished
+    ok, its own exit code (message as it is) if it is one of ``passed_on``, else 521."""
+    if node.is_finished_ok:
+        return None
+    if node.exit_status in {exit_codes[label].status for label in passed_on}:
+        return ExitCode(node.exit_status, node.exit_message)
+    return exit_codes.ERROR_SUB_PROCESS_FAILED_CP2K.format(
+        process=f'{node.process_label}<{node.pk}>', message=f'[{node.exit_status}] {node.exit_message}'
+    )
+
+
+def calculations(node: orm.WorkflowNode) -> list[orm.CalcJobNode]:
+    """The CalcJobs that the ``lisei.cp2k.base`` run ``node`` called, oldest first."""
+    return sorted(
+        (child for child in node.called if isinstance(child, orm.CalcJobNode)), key=lambda child: child.ctime
+    )
 
 
 class Cp2kBaseWorkChain(LiseiBaseRestartWorkChain):

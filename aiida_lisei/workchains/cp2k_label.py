@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import ExitCode, ToContext, WorkChain, calcfunction
+from aiida.engine import ToContext, WorkChain, calcfunction
 from ase.calculators.singlepoint import SinglePointCalculator
 
 from aiida_lisei.data.training_set import FrameSystem, TrainingSetData, TrainingSetError
@@ -24,7 +24,10 @@ from aiida_lisei.protocols import ProtocolMixin
 from aiida_lisei.workchains.cp2k_base import (
     Cp2kBaseWorkChain,
     add_kinds,
+    calculations,
     check_structure,
+    cp2k_exit_code,
+    define_cp2k_exit_codes,
     dft_section,
     is_xtb,
     kind_element,
@@ -161,17 +164,7 @@ def _validate_label(inputs: Mapping[str, Any], ctx: Any = None) -> str | None:
 
 
 #: Failures of ``lisei.cp2k.base`` passed on with their label and number (the table's rule).
-PASSED_ON = (
-    Cp2kBaseWorkChain.exit_codes.ERROR_SCF_NOT_CONVERGED.status,
-    Cp2kBaseWorkChain.exit_codes.ERROR_WALLTIME_CAP_REACHED.status,
-)
-
-
-#: Failures of ``lisei.cp2k.base`` passed on with their label and number (the table's rule).
-PASSED_ON = (
-    Cp2kBaseWorkChain.exit_codes.ERROR_SCF_NOT_CONVERGED.status,
-    Cp2kBaseWorkChain.exit_codes.ERROR_WALLTIME_CAP_REACHED.status,
-)
+PASSED_ON = ('ERROR_SCF_NOT_CONVERGED', 'ERROR_WALLTIME_CAP_REACHED')
 
 
 class Cp2kLabelWorkChain(ProtocolMixin, WorkChain):
@@ -216,19 +209,7 @@ class Cp2kLabelWorkChain(ProtocolMixin, WorkChain):
             help='Stress (eV/Å³, ASE sign), array `stress`.',
         )
         spec.output('labels', valid_type=TrainingSetData, help='One labelled frame (DeePMD units and signs).')
-        spec.exit_code(
-            411,
-            'ERROR_SCF_NOT_CONVERGED',
-            message='The SCF did not converge after {restarts} restarts with gentler solver settings.',
-        )
-        spec.exit_code(
-            520,
-            'ERROR_WALLTIME_CAP_REACHED',
-            message='CP2K ran out of walltime with max_wallclock_seconds already at the cap ({cap} s).',
-        )
-        spec.exit_code(
-            521, 'ERROR_SUB_PROCESS_FAILED_CP2K', message='The CP2K run {process} failed: {message}'
-        )
+        define_cp2k_exit_codes(spec, PASSED_ON)
 
     @classmethod
     def get_builder_from_protocol(
@@ -299,13 +280,9 @@ class Cp2kLabelWorkChain(ProtocolMixin, WorkChain):
     def inspect_cp2k(self):
         """Attach the parsed outputs; pass on the base's SCF or walltime failure, fail on any other."""
         node = self.ctx.base
-        if not node.is_finished_ok:
-            if node.exit_status in PASSED_ON:  # the same label and number here: its message as it is
-                return ExitCode(node.exit_status, node.exit_message)
-            return self.exit_codes.ERROR_SUB_PROCESS_FAILED_CP2K.format(
-                process=f'{node.process_label}<{node.pk}>',
-                message=f'[{node.exit_status}] {node.exit_message}',
-            )
+        exit_code = cp2k_exit_code(node, self.exit_codes, PASSED_ON)
+        if exit_code is not None:
+            return exit_code
         for name in ('output_parameters', 'forces', 'stress'):
             if name in node.outputs:
                 self.out(name, node.outputs[name])
@@ -313,7 +290,7 @@ class Cp2kLabelWorkChain(ProtocolMixin, WorkChain):
 
     def create_labels(self):
         """Build the one-frame training set from the last CalcJob through a calcfunction."""
-        node = last_calculation(self.ctx.base)
+        node = calculations(self.ctx.base)[-1]
         inputs = {
             'structure': self.inputs.structure,
             'parameters': node.inputs.parameters,
@@ -331,8 +308,3 @@ class Cp2kLabelWorkChain(ProtocolMixin, WorkChain):
         self.report(
             f'labels {labels.level_of_theory_key} <PK={labels.pk}> from {node.process_label}<{node.pk}>'
         )
-
-
-def last_calculation(node: orm.WorkflowNode) -> orm.CalcJobNode:
-    """The last CalcJob that the ``lisei.cp2k.base`` run ``node`` called."""
-    return max((child for child in node.called if isinstance(child, orm.CalcJobNode)), key=lambda n: n.ctime)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import ExitCode, ToContext, WorkChain, calcfunction
+from aiida.engine import ToContext, WorkChain, calcfunction
 
 from aiida_lisei.common.validation import dict_port_validator
 from aiida_lisei.engines.tblite_md import check_parameters as check_md_parameters
@@ -45,6 +45,9 @@ from aiida_lisei.protocols import ProtocolMixin
 from aiida_lisei.workchains.cp2k_base import (
     Cp2kBaseWorkChain,
     add_kinds,
+    calculations,
+    cp2k_exit_code,
+    define_cp2k_exit_codes,
     scale_with_size,
     structure_kinds,
 )
@@ -173,11 +176,7 @@ def _validate_inputs(inputs: Mapping[str, Any], ctx: Any = None) -> str | None:
 
 
 #: Failures of ``lisei.cp2k.base`` passed on with their label and number (the table's rule).
-PASSED_ON = (
-    Cp2kBaseWorkChain.exit_codes.ERROR_RELAX_NOT_CONVERGED.status,
-    Cp2kBaseWorkChain.exit_codes.ERROR_SCF_NOT_CONVERGED.status,
-    Cp2kBaseWorkChain.exit_codes.ERROR_WALLTIME_CAP_REACHED.status,
-)
+PASSED_ON = ('ERROR_RELAX_NOT_CONVERGED', 'ERROR_SCF_NOT_CONVERGED', 'ERROR_WALLTIME_CAP_REACHED')
 
 
 class Cp2kMdWorkChain(ProtocolMixin, WorkChain):
@@ -214,22 +213,7 @@ class Cp2kMdWorkChain(ProtocolMixin, WorkChain):
             help='Printed frames: positions, cells (Å), times (fs, MD), arrays `energies` eV, `forces` eV/Å.',
         )
         spec.output('output_parameters', valid_type=orm.Dict, help='Summary of the run (see the parser).')
-        spec.exit_code(
-            410, 'ERROR_RELAX_NOT_CONVERGED', message='The relaxation did not converge in `max_steps` steps.'
-        )
-        spec.exit_code(
-            411,
-            'ERROR_SCF_NOT_CONVERGED',
-            message='The SCF did not converge after {restarts} restarts with gentler solver settings.',
-        )
-        spec.exit_code(
-            520,
-            'ERROR_WALLTIME_CAP_REACHED',
-            message='Out of walltime before a restart file was written, walltime at the cap ({cap} s).',
-        )
-        spec.exit_code(
-            521, 'ERROR_SUB_PROCESS_FAILED_CP2K', message='The CP2K run {process} failed: {message}'
-        )
+        define_cp2k_exit_codes(spec, PASSED_ON)
 
     @classmethod
     def get_builder_from_protocol(
@@ -310,11 +294,7 @@ class Cp2kMdWorkChain(ProtocolMixin, WorkChain):
 
     def _usable_children(self) -> list[orm.CalcJobNode]:
         """The CalcJobs whose trajectory continues the run (those after the last fresh start)."""
-        calculations = sorted(
-            (child for child in self.ctx.base.called if isinstance(child, orm.CalcJobNode)),
-            key=lambda n: n.ctime,
-        )
-        children = [child for child in calculations if 'output_trajectory' in child.outputs]
+        children = [child for child in calculations(self.ctx.base) if 'output_trajectory' in child.outputs]
         fresh = [index for index, child in enumerate(children) if 'parent_calc_folder' not in child.inputs]
         return children[fresh[-1] :] if fresh else children
 
@@ -322,8 +302,8 @@ class Cp2kMdWorkChain(ProtocolMixin, WorkChain):
         """Attach the joined trajectory, the last structure and the summary; pass on the base's failure."""
         node = self.ctx.base
         children = self._usable_children()
-        calculations = [child for child in node.called if isinstance(child, orm.CalcJobNode)]
-        last = max(calculations, key=lambda n: n.ctime) if calculations else None
+        jobs = calculations(node)
+        last = jobs[-1] if jobs else None
         if last is not None and 'output_structure' in last.outputs:
             self.out('structure', last.outputs.output_structure)
         if len(children) == 1:
@@ -342,11 +322,6 @@ class Cp2kMdWorkChain(ProtocolMixin, WorkChain):
             self.out('output_parameters', joined['output_parameters'])
         if not node.is_finished_ok:
             self.report(f'CP2K run <{node.pk}> failed: [{node.exit_status}] {node.exit_message}')
-            if node.exit_status in PASSED_ON:  # the same label and number here: its message as it is
-                return ExitCode(node.exit_status, node.exit_message)
-            message = f'[{node.exit_status}] {node.exit_message}'
-            return self.exit_codes.ERROR_SUB_PROCESS_FAILED_CP2K.format(
-                process=f'{node.process_label}<{node.pk}>', message=message
-            )
-        self.report(f'work chain completed: {len(calculations)} CP2K job(s)')
+            return cp2k_exit_code(node, self.exit_codes, PASSED_ON)
+        self.report(f'work chain completed: {len(jobs)} CP2K job(s)')
         return None
