@@ -27,9 +27,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip wheel
 
-$(STAMPS)/install: pyproject.toml | $(BIN)/python
+$(STAMPS)/install: pyproject.toml constraints.txt | $(BIN)/python
 	@echo '>>> installing aiida-lisei and its engines into $(VENV) (first time: ~3 GB, minutes; pip cache reused)'
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	@mkdir -p $(STAMPS) && touch $@
 
 install: $(STAMPS)/install  ## create the venv and install the package with all Python engines
