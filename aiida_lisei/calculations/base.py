@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aiida.common.datastructures import CalcInfo, CodeInfo
-from aiida.engine import CalcJob, CalcJobProcessSpec
+from aiida.engine import CalcJob, CalcJobProcessSpec, ProcessSpec
 
 from aiida_lisei.common.exit_codes import invalidates_cache as status_invalidates_cache
 from aiida_lisei.common.seeds import check_seed
 from aiida_lisei.common.validation import value_port_validator
+from aiida_lisei.science.guards import GUARDS
 
-__all__ = ('LiseiCalcJob', 'LiseiCalcJobProcessSpec', 'validate_seed')
+__all__ = ('LiseiCalcJob', 'LiseiCalcJobProcessSpec', 'define_guard_exit_codes', 'validate_seed')
 
 #: Port validator of an engine's ``seed`` input: an integer in ``[1, MAX_SEED]``.
 validate_seed = value_port_validator(check_seed)
@@ -110,3 +111,16 @@ class LiseiCalcJob(CalcJob):
         calcinfo.remote_copy_list = list(remote_copy_list)
         calcinfo.retrieve_list = [*retrieve_list, options.output_filename]
         return calcinfo
+
+
+def define_guard_exit_codes(spec: ProcessSpec) -> None:
+    """Declare the exit codes of the guards (450-456, ``science/guards.py``) on a process ``spec``.
+
+    The message of each names the guard and carries ``{detail}``: what was measured, when, and the limit.
+    """
+    for guard in GUARDS:
+        spec.exit_code(
+            guard.status,
+            guard.label,
+            message=f'Unphysical run, guard `{guard.name}` failed ({guard.description}): {{detail}}',
+        )

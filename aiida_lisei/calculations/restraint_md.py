@@ -23,9 +23,9 @@ from aiida.common.datastructures import CalcInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
-from aiida_lisei.calculations.base import LiseiCalcJob, validate_seed
+from aiida_lisei.calculations.base import LiseiCalcJob, define_guard_exit_codes, validate_seed
 from aiida_lisei.common.validation import complete_parameters, dict_port_validator
-from aiida_lisei.data.deep_potential import DeepPotentialData, model_filename
+from aiida_lisei.data.deep_potential import DeepPotentialData, model_filename, models_type_map
 from aiida_lisei.data.frames import STUDY_TYPE_MAP
 from aiida_lisei.data.structure import GroupedStructureData
 from aiida_lisei.formats.lammps import (
@@ -36,6 +36,7 @@ from aiida_lisei.formats.lammps import (
     timeout_seconds,
 )
 from aiida_lisei.formats.plumed import write_plumed_input
+from aiida_lisei.science.guards import check_guard_thresholds
 from aiida_lisei.science.restraint_cv import (
     RESTRAINT_DEFAULTS,
     check_minimum_image,
@@ -47,6 +48,7 @@ from aiida_lisei.science.restraint_cv import (
 __all__ = ('RestraintMdCalculation',)
 
 validate_parameters = dict_port_validator(check_restraint_md_parameters)
+validate_guards = dict_port_validator(check_guard_thresholds)
 
 
 def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
@@ -58,7 +60,10 @@ def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
     if ctx is not None and not {'structure', 'model', 'restraint', 'parameters'} <= set(ctx):
         return None
     structure = inputs['structure']
-    type_map = tuple(inputs['model'].base.attributes.get('type_map', STUDY_TYPE_MAP))
+    try:  # the driving model and the deviation models: one ensemble, one type map
+        type_map = models_type_map({'model': inputs['model'], **inputs.get('deviation_models', {})})
+    except ValueError as exception:
+        return f'`model` and `deviation_models`: {exception}'
     missing = structure.get_symbols_set() - set(type_map)
     if missing:
         return f'elements {sorted(missing)} of the structure are not in the model type map {list(type_map)}'
@@ -82,13 +87,17 @@ class RestraintMdCalculation(LiseiCalcJob):
     ``n_steps`` is the step to run up to), ``restraint``
     (:data:`~aiida_lisei.science.restraint_cv.RESTRAINT_DEFAULTS`), ``seed`` (initial velocities; unused when
     continuing), optional ``parent_folder`` (continue from its restart
-    file) and ``settings`` (``cmdline``: extra arguments of the code).
+    file) and ``settings`` (``cmdline``: extra arguments of the code), ``deviation_models`` (the other models
+    of the ensemble: the model deviation along the run) and ``guards`` (thresholds of the physics guards,
+    :data:`~aiida_lisei.science.guards.DEFAULT_GUARD_THRESHOLDS`).
 
     Outputs (``lisei.restraint_md`` parser): ``colvar`` (``ArrayData``: time ps, cv, each CN, s0, bias eV,
     work eV), ``thermo`` (``ArrayData``: one array per thermo column), ``trajectory`` (``TrajectoryData``:
     positions Å, cells, ``stepids``, times ps, ``atom_ids``, ``images``), ``structure`` (the last frame
     with the input's atom groups), ``restart`` (``SinglefileData``, LAMMPS binary restart) and
-    ``output_parameters`` (``Dict``).
+    ``output_parameters`` (``Dict``), ``guards`` (``Dict``: each guard's value, limit, verdict and first
+    failing step) and, with ``deviation_models``, ``model_deviation`` (``ArrayData``: ``model_devi.out``'s
+    columns at the dumped steps, eV/Å). A failed guard ends the job with its status 450-456, outputs kept.
     """
 
     _DEFAULT_PARSER = 'lisei.restraint_md'
@@ -101,6 +110,7 @@ class RestraintMdCalculation(LiseiCalcJob):
     _COLVAR_FILE = 'COLVAR'
     _DUMP_FILE = 'traj.dump'
     _MODEL_FILE = 'model.pb'
+    _MODEL_DEVI_FILE = 'model_devi.out'
     _RESTART_PATTERN = RESTART_PATTERN
 
     @classmethod
@@ -153,6 +163,25 @@ class RestraintMdCalculation(LiseiCalcJob):
             serializer=orm.to_aiida_type,
             help='`cmdline`: extra command-line arguments (e.g. ["--route", "plumed"] for lisei-lmp-plumed).',
         )
+        spec.input_namespace(
+            'deviation_models',
+            valid_type=(DeepPotentialData, orm.SinglefileData),
+            dynamic=True,
+            required=False,
+            help='The other models of the ensemble (same type map): with `model` they give the model '
+            'deviation at every dumped frame (`model_devi.out`), which the `deviation` guard checks.',
+        )
+        spec.input(
+            'guards',
+            valid_type=orm.Dict,
+            required=False,
+            serializer=orm.to_aiida_type,
+            validator=validate_guards,
+            help='Thresholds of the physics guards (science.guards.DEFAULT_GUARD_THRESHOLDS, the defaults '
+            'when absent): lateral_cell (fraction), min_distance (Å), temperature (K), pressure (bar), '
+            'energy_drift (eV/atom/ps), deviation_f_hi (eV/Å), deviation (fraction); enabled=False reports '
+            'them without failing.',
+        )
         spec.inputs.validator = validate_inputs
 
         spec.output(
@@ -165,6 +194,15 @@ class RestraintMdCalculation(LiseiCalcJob):
         spec.output('structure', valid_type=GroupedStructureData, help='Last frame, with the atom groups.')
         spec.output('restart', valid_type=orm.SinglefileData, required=False, help='LAMMPS restart file.')
         spec.output('output_parameters', valid_type=orm.Dict, help='Steps, final CV, bias, work, timings.')
+        spec.output(
+            'guards', valid_type=orm.Dict, required=False, help='The physics guards: value, limit, verdict.'
+        )
+        spec.output(
+            'model_deviation',
+            valid_type=orm.ArrayData,
+            required=False,
+            help='Model deviation of the ensemble at the dumped steps (model_devi.out columns, eV/Å).',
+        )
         spec.default_output_node = 'output_parameters'
 
         cls.define_file_exit_codes(spec)
@@ -184,6 +222,7 @@ class RestraintMdCalculation(LiseiCalcJob):
         spec.exit_code(
             412, 'ERROR_RESTRAINT', message='The restraint failed (PLUMED or the fast CV route): {error}'
         )
+        define_guard_exit_codes(spec)
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
         """Write the data file (fresh start), plumed.dat and the LAMMPS input; copy model and restart."""
@@ -194,6 +233,7 @@ class RestraintMdCalculation(LiseiCalcJob):
         restraint_parameters = complete_parameters(self.inputs.restraint.get_dict(), RESTRAINT_DEFAULTS)
         cv = cv_from_parameters(structure.atom_groups, structure.atom_layers, restraint_parameters)
         continuing = 'parent_folder' in self.inputs
+        deviation_models = dict(sorted(self.inputs.get('deviation_models', {}).items()))
 
         if not continuing:
             with folder.open(self._DATA_FILE, 'w') as handle:
@@ -221,6 +261,8 @@ class RestraintMdCalculation(LiseiCalcJob):
             plumed_log=self._PLUMED_LOG,
             dump_file=self._DUMP_FILE,
             timeout_seconds=timeout_seconds(walltime),
+            deviation_model_files=[self._deviation_model_file(name) for name in deviation_models],
+            model_devi_file=self._MODEL_DEVI_FILE,
         )
         with folder.open(self._INPUT_FILE, 'w') as handle:
             handle.write(script)
@@ -241,9 +283,20 @@ class RestraintMdCalculation(LiseiCalcJob):
                 '-nocite',
                 *map(str, settings.get('cmdline', [])),
             ],
-            [self._LOG_FILE, self._COLVAR_FILE, self._DUMP_FILE, self._PLUMED_LOG],
-            local_copy_list=[(model.uuid, model_filename(model), self._MODEL_FILE)],
+            [self._LOG_FILE, self._COLVAR_FILE, self._DUMP_FILE, self._PLUMED_LOG, self._MODEL_DEVI_FILE],
+            local_copy_list=[
+                (model.uuid, model_filename(model), self._MODEL_FILE),
+                *(
+                    (node.uuid, model_filename(node), self._deviation_model_file(name))
+                    for name, node in deviation_models.items()
+                ),
+            ],
             remote_copy_list=remote_copy_list,
         )
         calcinfo.retrieve_temporary_list = [self._RESTART_PATTERN]  # the parser keeps the newest
         return calcinfo
+
+    @staticmethod
+    def _deviation_model_file(name: str) -> str:
+        """File name of the deviation model ``name``."""
+        return f'deviation_{name}.pb'

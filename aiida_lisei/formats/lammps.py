@@ -120,6 +120,7 @@ THERMO_COLUMNS: tuple[str, ...] = (
     'pe',
     'ke',
     'etotal',
+    'econserve',
     'vol',
     'lx',
     'ly',
@@ -323,6 +324,8 @@ def generate_restraint_md_script(
     plumed_log: str = 'plumed.log',
     dump_file: str = 'traj.dump',
     timeout_seconds: int | None = None,
+    deviation_model_files: Sequence[str] = (),
+    model_devi_file: str = 'model_devi.out',
 ) -> str:
     """Return the LAMMPS script of a moving-restraint DeePMD run (``units metal``: Å, eV, ps, K, bar).
 
@@ -342,13 +345,20 @@ def generate_restraint_md_script(
         its first step when that step is a multiple of ``dump_stride``: readers keep the last copy).
     :param timeout_seconds: stop the run after this wall time (``timer timeout``, checked every
         ``thermo_stride`` steps), then write the final restart.
+    :param deviation_model_files: the other models of the ensemble: ``model_file`` drives the dynamics, all
+        of them give the model deviation, written to ``model_devi_file`` every ``dump_stride`` steps (the
+        dumped frames' steps), as in an exploration.
     """
     p = check_restraint_md_parameters(parameters)
     check_seed(seed)
     fresh = restart_file is None
+    pair_style = model_file
+    if deviation_model_files:
+        models = ' '.join([model_file, *deviation_model_files])
+        pair_style = f'{models} out_file {model_devi_file} out_freq {p["dump_stride"]}'
     lines = [
         *_start_lines('aiida-lisei moving-restraint DeePMD MD', data_file, restart_file),
-        *_potential_lines(model_file, type_map, p['timestep']),
+        *_potential_lines(pair_style, type_map, p['timestep']),
         *([_velocity_line(p['temperature'], seed)] if fresh else []),
         '# the restraint before the integrator: its virial reaches the barostat',
         f'fix {RESTRAINT_FIX_ID} all plumed plumedfile {plumed_file} outfile {plumed_log}',

@@ -22,12 +22,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from aiida import orm
 from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
 from aiida_lisei.formats.cp2k import Cp2kOutputError, parse_cp2k_output
 
-__all__ = ('Cp2kBaseParser', 'LiseiParser', 'OutputFileError')
+__all__ = ('Cp2kBaseParser', 'LiseiParser', 'OutputFileError', 'array_data')
 
 
 class OutputFileError(Exception):
@@ -161,3 +162,11 @@ class Cp2kBaseParser(LiseiParser):
         except Cp2kOutputError as exception:
             exit_code = self.unreadable_exit_code(filename, exception, 'ERROR_OUTPUT_PARSE')
             raise OutputFileError(exit_code) from None
+
+
+def array_data(columns: dict[str, Any]) -> orm.ArrayData:
+    """Return an unstored ``ArrayData`` with one array per column."""
+    node = orm.ArrayData()
+    for name, values in columns.items():
+        node.set_array(name, values)
+    return node

@@ -18,10 +18,12 @@ from aiida_lisei.formats.lammps import (
     lammps_failure,
     parse_dump,
     parse_log,
+    parse_model_devi,
     summarize_log,
 )
 from aiida_lisei.formats.plumed import CV_LABEL, RESTRAINT_LABEL, read_colvar
-from aiida_lisei.parsers.base import LiseiParser, OutputFileError
+from aiida_lisei.parsers.base import LiseiParser, OutputFileError, array_data
+from aiida_lisei.science.guards import GuardResult, evaluate_guards, first_failure, guards_summary
 
 __all__ = ('COLVAR_ARRAY_NAMES', 'RestraintMdParser', 'colvar_arrays')
 
@@ -52,9 +54,11 @@ class RestraintMdParser(LiseiParser):
     """Parser of ``RestraintMdCalculation`` (entry point ``lisei.restraint_md``).
 
     Attaches what was written (``thermo``, ``colvar``, ``trajectory``, ``structure``, ``restart``,
-    ``output_parameters``), then decides the exit code: lost atoms 410, NaN energy 411, a restraint error
-    412, another LAMMPS error 350, a stop on ``timer timeout`` or the scheduler's walltime 400 (the restart
-    file lets the work chain continue), an unfinished run 312, a missing file 302.
+    ``model_deviation``, ``output_parameters``), measures the physics guards on it (``guards``), then decides
+    the exit code: lost atoms 410, NaN energy 411, a restraint error 412, another LAMMPS error 350, a failed
+    guard 450-456 (the first in ``science.guards.GUARDS`` order), a stop on ``timer timeout`` or the
+    scheduler's walltime 400 (the restart file lets the work chain continue), an unfinished run 312, a
+    missing file 302.
     """
 
     def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
@@ -72,15 +76,14 @@ class RestraintMdParser(LiseiParser):
 
         exit_code = None
         frames: DumpFrames | None = None
+        colvar = deviation = None
         try:
             colvar = self.parse_file(calc._COLVAR_FILE, colvar_arrays, required=False)
             if colvar is not None:
-                array = orm.ArrayData()
-                for name, values in colvar.items():
-                    array.set_array(name, values)
-                self.out('colvar', array)
+                self.out('colvar', array_data(colvar))
                 summary.update(_colvar_summary(colvar))
             frames = self.parse_file(calc._DUMP_FILE, parse_dump, required=False)
+            deviation = self.parse_file(calc._MODEL_DEVI_FILE, parse_model_devi, required=False)
         except OutputFileError as error:  # attach what was read, then fail with 310
             exit_code = error.exit_code
 
@@ -94,8 +97,46 @@ class RestraintMdParser(LiseiParser):
         if restart is not None:
             self.out('restart', orm.SinglefileData(restart, filename=restart.name))
             summary['restart_step'] = int(restart.suffix[1:])
+        if deviation is not None and deviation['step'].size:
+            self.out('model_deviation', array_data(deviation))
+        guards = self._guards(log, colvar, frames, deviation, parameters)
+        if guards is not None:
+            self.out('guards', orm.Dict(guards_summary(guards, self._guard_thresholds())))
+            summary['guards_failed'] = [result.name for result in guards if result.passed is False]
         self.out('output_parameters', orm.Dict(summary))
-        return exit_code or self._exit_code(log, files, restart is not None, parameters['n_steps'])
+        return exit_code or self._exit_code(log, files, restart is not None, parameters['n_steps'], guards)
+
+    def _guard_thresholds(self) -> dict[str, Any]:
+        return self.node.inputs.guards.get_dict() if 'guards' in self.node.inputs else {}
+
+    def _guards(
+        self,
+        log: LammpsLog,
+        colvar: dict[str, np.ndarray] | None,
+        frames: DumpFrames | None,
+        deviation: dict[str, np.ndarray] | None,
+        parameters: dict[str, Any],
+    ) -> list[GuardResult] | None:
+        """Measure the physics guards on what the run wrote (``None`` without thermo lines)."""
+        thermo = {name.lower(): values for name, values in log.thermo.items() if values is not None}
+        if 'step' not in thermo or not thermo['step'].size:
+            return None
+        structure = self.node.inputs.structure
+        order = np.argsort(frames.ids) if frames is not None else np.zeros(0, dtype=int)
+        has_frames = frames is not None and frames.steps.size
+        return evaluate_guards(
+            thresholds=self._guard_thresholds(),
+            thermo=thermo,
+            steps=frames.steps if has_frames else np.zeros(0, dtype=int),
+            positions=frames.positions[:, order] if has_frames else np.zeros((0, len(structure.sites), 3)),
+            cells=frames.cells if has_frames else np.zeros((0, 3, 3)),
+            symbols=[site.kind_name for site in structure.sites],
+            reference_cell=np.array(structure.cell),
+            temperature=parameters['temperature'],
+            pressure=parameters['pressure'] if parameters['ensemble'] == 'npt' else None,
+            work=(colvar['time'], colvar['work']) if colvar is not None and 'work' in colvar else None,
+            deviation=(deviation['step'], deviation['max_devi_f']) if deviation is not None else None,
+        )
 
     def _trajectory(self, frames: DumpFrames, timestep_ps: float) -> orm.TrajectoryData:
         """Return the frames as ``TrajectoryData`` in the order of the atom ids (= structure sites)."""
@@ -127,7 +168,12 @@ class RestraintMdParser(LiseiParser):
         return structure
 
     def _exit_code(
-        self, log: LammpsLog, files: list[str], has_restart: bool, n_steps: int
+        self,
+        log: LammpsLog,
+        files: list[str],
+        has_restart: bool,
+        n_steps: int,
+        guards: list[GuardResult] | None,
     ) -> ExitCode | None:
         """Decide the exit code once the outputs are attached."""
         calc = RestraintMdCalculation
@@ -144,6 +190,10 @@ class RestraintMdParser(LiseiParser):
             return self.exit_codes.ERROR_RESTRAINT.format(error=restraint_errors[-1].strip())
         if log.errors:
             return self.exit_codes.ERROR_LAMMPS.format(error=log.errors[0])
+        failed = first_failure(guards or [])
+        if failed is not None and self._guard_thresholds().get('enabled', True):
+            definition, result = failed
+            return self.exit_codes[definition.label].format(detail=result.detail)
 
         step = (
             int(log.thermo['Step'][-1])

@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from aiida_lisei.reporting.comparisons import sandwich_comparison
+from aiida_lisei.science.guards import GUARDS
 
 __all__ = (
+    'format_guard_table',
     'format_iterations_table',
     'format_models_summary',
     'format_nucleation_summary',
@@ -156,3 +158,25 @@ def format_nucleation_summary(summary: dict[str, Any]) -> str:
     )
     notes = '\n'.join(f'- {note}' for note in summary.get('notes', []))
     return f'\n{heading}\n{format_table(headers, rows)}\n{notes}\n'
+
+
+def format_guard_table(guards: dict[str, Any]) -> str:
+    """Return the guards (a ``guards`` output's dict, ``science.guards.guards_summary``) as a text table:
+    guard, value, limit, verdict, first failing step, and what was measured."""
+    verdicts = {True: 'pass', False: 'FAIL', None: 'n/a'}
+    rows = []
+    for definition in GUARDS:
+        result = guards['guards'].get(definition.name)
+        if result is None:
+            continue
+        rows.append(
+            [
+                definition.name,
+                format_value(result['value'], definition.unit),
+                format_value(result['threshold'], definition.unit),
+                verdicts[result['passed']],
+                '' if result['step'] is None else result['step'],
+                result['detail'],
+            ]
+        )
+    return format_table(['guard', 'value', 'limit', 'verdict', 'step', 'measured'], rows)

@@ -35,6 +35,7 @@ __all__ = (
     'GuardDefinition',
     'GuardResult',
     'check_guard_thresholds',
+    'combine_guard_summaries',
     'evaluate_guards',
     'first_failure',
     'guards_summary',
@@ -367,4 +368,36 @@ def guards_summary(results: Sequence[GuardResult], thresholds: Mapping[str, Any]
         'failed': failed,
         'guards': {result.name: result.as_dict() for result in results},
         'thresholds': check_guard_thresholds(thresholds),
+    }
+
+
+def combine_guard_summaries(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Return the guards of a run in segments: per guard, the result of the first segment that failed it,
+    else the segment with the largest value (``segment``: its 1-based index); thresholds of the last."""
+    if not summaries:
+        raise ValueError('no guard summaries to combine')
+    combined: dict[str, dict[str, Any]] = {}
+    for definition in GUARDS:
+        results = [
+            {**summary['guards'][definition.name], 'segment': index}
+            for index, summary in enumerate(summaries, start=1)
+            if definition.name in summary['guards']
+        ]
+        if not results:
+            continue
+        failed = [result for result in results if result['passed'] is False]
+        evaluated = [result for result in results if result['value'] is not None]
+        if failed:
+            combined[definition.name] = failed[0]
+        elif evaluated:
+            combined[definition.name] = max(evaluated, key=lambda result: result['value'])
+        else:
+            combined[definition.name] = results[-1]
+    failed_names = [name for name, result in combined.items() if result['passed'] is False]
+    return {
+        'passed': not failed_names,
+        'failed': failed_names,
+        'guards': combined,
+        'thresholds': dict(summaries[-1]['thresholds']),
+        'n_segments': len(summaries),
     }

@@ -22,11 +22,14 @@ from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ProcessHandlerReport, calcfunction, process_handler, while_
 
+from aiida_lisei.calculations.base import define_guard_exit_codes
 from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
 from aiida_lisei.data.structure import GroupedStructureData
 from aiida_lisei.formats.lammps import check_restraint_md_parameters
 from aiida_lisei.reporting.plots import restraint_figures
+from aiida_lisei.reporting.tables import format_guard_table
 from aiida_lisei.science.fast_cv import FastCoordinationCV
+from aiida_lisei.science.guards import GUARDS, combine_guard_summaries
 from aiida_lisei.science.restraint_cv import (
     check_restraint_parameters,
     cv_from_parameters,
@@ -108,10 +111,20 @@ def initial_restraint(structure: GroupedStructureData, restraint: orm.Dict, para
 def stitch_segments(**segments: Any) -> dict[str, orm.Data]:
     """Stitch consecutive segments (``segment_01``, ...: each ``colvar``, ``thermo``, ``trajectory``).
 
-    :return: ``colvar`` (work continued across segments), ``thermo`` and ``trajectory`` as single series.
+    :return: ``colvar`` (work continued across segments), ``thermo``, ``trajectory`` and
+        ``model_deviation`` as single series; ``guards``: the segments' guards in one table
+        (``science.guards.combine_guard_summaries``).
     """
     order = sorted(segments)
     outputs: dict[str, orm.Data] = {}
+    deviations = [
+        _arrays(segments[key]['model_deviation']) for key in order if 'model_deviation' in segments[key]
+    ]
+    if deviations:
+        outputs['model_deviation'] = _array_node(stitch_columns(deviations, 'step'))
+    guards = [segments[key]['guards'].get_dict() for key in order if 'guards' in segments[key]]
+    if guards:
+        outputs['guards'] = orm.Dict(combine_guard_summaries(guards))
     colvars = [_arrays(segments[key]['colvar']) for key in order if 'colvar' in segments[key]]
     if colvars:
         outputs['colvar'] = _array_node(stitch_columns(_work_continued(colvars), 'time'))
@@ -224,7 +237,21 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
             cls.stitch,
             cls.results,
         )
-        spec.expose_outputs(RestraintMdCalculation, exclude=('colvar', 'thermo', 'trajectory'))
+        spec.expose_outputs(
+            RestraintMdCalculation, exclude=('colvar', 'thermo', 'trajectory', 'guards', 'model_deviation')
+        )
+        spec.output(
+            'guards',
+            valid_type=orm.Dict,
+            required=False,
+            help='The physics guards of the whole run: per guard the first failing (or worst) segment.',
+        )
+        spec.output(
+            'model_deviation',
+            valid_type=orm.ArrayData,
+            required=False,
+            help='Model deviation of the ensemble at the dumped steps of the whole run (eV/Å).',
+        )
         spec.output(
             'colvar',
             valid_type=orm.ArrayData,
@@ -244,6 +271,7 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
             message='The restraint cannot be built on the structure: {message}',
         )
         spec.exit_code(511, 'ERROR_NO_OUTPUT', message='No segment produced a COLVAR: nothing to stitch.')
+        define_guard_exit_codes(spec)
 
     @classmethod
     def get_builder_from_protocol(
@@ -255,6 +283,7 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         overrides: dict[str, Any] | None = None,
         seed: int | None = None,
         options: dict[str, Any] | None = None,
+        deviation_models: dict[str, orm.Data] | None = None,
     ):
         """Return a builder from a protocol (``demo`` by default, or ``paper``); no node is stored.
 
@@ -264,6 +293,7 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         :param overrides: nested dict merged over the protocol.
         :param seed: velocity seed (default: the protocol's).
         :param options: merged into ``md.metadata.options``.
+        :param deviation_models: the ensemble's other models: the ``deviation`` guard along the run.
         """
         inputs = cls.get_protocol_inputs(protocol, overrides)
         builder = cls.get_builder()
@@ -272,6 +302,9 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         builder.md.model = model
         builder.md.parameters = orm.Dict(inputs['md']['parameters'])
         builder.md.seed = orm.Int(inputs['seed'] if seed is None else seed)
+        builder.md.guards = orm.Dict(inputs['md']['guards'])
+        if deviation_models:
+            builder.md.deviation_models = deviation_models
         if inputs['md'].get('settings'):
             builder.md.settings = orm.Dict(inputs['md']['settings'])
         metadata = copy.deepcopy(inputs['md'].get('metadata', {}))
@@ -350,13 +383,28 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         self.report_error_handled(calculation, f'continuing from its restart files (last thermo step {step})')
         return ProcessHandlerReport(True)
 
+    @process_handler(priority=550, exit_codes=[RestraintMdCalculation.exit_codes[g.label] for g in GUARDS])
+    def handle_unphysical(self, calculation):
+        """A segment failed a physics guard: stop, keep and stitch what ran, and fail with the guard's code.
+
+        Not restarted: the same model on the same system would do it again (see the docs for the way out).
+        """
+        self.ctx.segments.append(calculation)
+        self.report_error_handled(calculation, 'stopping: the run is not physical; its outputs are kept')
+        if self.stitch() is None:
+            self._attach_outputs()
+        status = calculation.exit_status
+        label = next(guard.label for guard in GUARDS if guard.status == status)
+        detail = calculation.exit_message.split('): ', 1)[-1]
+        return ProcessHandlerReport(True, self.exit_codes[label].format(detail=detail))
+
     def stitch(self):
         """Stitch the segments' outputs into one series and plot it."""
         segments = {}
         for index, node in enumerate(self.ctx.segments, start=1):
             outputs = {
                 name: node.outputs[name]
-                for name in ('colvar', 'thermo', 'trajectory')
+                for name in ('colvar', 'thermo', 'trajectory', 'model_deviation', 'guards')
                 if name in node.outputs
             }
             if outputs:
@@ -371,14 +419,24 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
             f'{len(segments)} segment(s) stitched: {time.size} COLVAR rows, {time[0]:g}-{time[-1]:g} ps, CV '
             f'{cv[0]:.6g} -> {cv[-1]:.6g}; plots <PK={", ".join(str(n.pk) for n in self.ctx.plots.values())}>'
         )
+        if 'guards' in self.ctx.stitched:
+            guards = self.ctx.stitched['guards'].get_dict()
+            verdict = 'all passed' if guards['passed'] else f'FAILED: {", ".join(guards["failed"])}'
+            self.report(
+                f'guards <PK={self.ctx.stitched["guards"].pk}> {verdict}\n{format_guard_table(guards)}'
+            )
         return None
 
     def results(self):
-        """Attach the stitched series, the last segment's outputs, the restraint and the plots."""
-        node = self.ctx.children[self.ctx.iteration - 1]
+        """Report the end and attach the outputs."""
         self.report(
             f'work chain completed after {len(self.ctx.segments)} segment(s), {self.ctx.iteration} job(s)'
         )
+        self._attach_outputs()
+
+    def _attach_outputs(self):
+        """Attach the stitched series, the last job's outputs, the restraint and the plots."""
+        node = self.ctx.children[self.ctx.iteration - 1]
         self.out_many(self.exposed_outputs(node, RestraintMdCalculation))
         for name, node in self.ctx.stitched.items():
             self.out(name, node)

@@ -153,3 +153,17 @@ def test_thresholds_are_checked():
         check_guard_thresholds({'deviation': 1.5})
     assert check_guard_thresholds({'min_distance_pairs': {'S-P': 1.7}})['min_distance_pairs'] == {'P-S': 1.7}
     assert [guard.status for guard in GUARDS] == list(range(450, 457))
+
+
+def test_segments_combine_into_one_table():
+    from aiida_lisei.science.guards import combine_guard_summaries
+
+    sound = guards_summary(list(_evaluate().values()), None)
+    hot = guards_summary(list(_evaluate(thermo=_thermo(temp=np.full(50, 345.0))).values()), None)
+    combined = combine_guard_summaries([sound, hot, sound])
+    assert combined['failed'] == ['temperature'] and combined['n_segments'] == 3
+    assert combined['guards']['temperature']['segment'] == 2
+    assert combined['guards']['lateral_cell']['passed'] is True
+    assert combined['guards']['deviation']['passed'] is None
+    with pytest.raises(ValueError):
+        combine_guard_summaries([])

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from aiida import orm
 from aiida.engine import run_get_node
 
 from aiida_lisei.reporting.plots import PNG_SIGNATURE
+from aiida_lisei.science.guards import DEFAULT_GUARD_THRESHOLDS
 from aiida_lisei.science.restraint_cv import (
     DEFAULT_S0_DELTA,
     PAPER_KAPPA,
@@ -18,6 +22,8 @@ from aiida_lisei.science.restraint_cv import (
     resolve_restraint_parameters,
 )
 from aiida_lisei.workchains.restraint_md import RestraintMdWorkChain, stitch_columns
+
+FIXTURES = Path(__file__).parents[1] / 'fixtures'
 
 
 def test_resolve_restraint_parameters():
@@ -79,10 +85,13 @@ def test_protocols(aiida_code_installed, small_sandwich, tiny_model):
 
 
 def test_protocols_carry_every_restraint_parameter():
-    """The protocols carry every key of the one table of defaults, R0 per term included (the paper's)."""
+    """The protocols carry every key of the one table of defaults, R0 per term included (the paper's), and
+    every guard threshold at its documented default."""
     for protocol in ('demo', 'paper'):
-        restraint = RestraintMdWorkChain.get_protocol_inputs(protocol)['restraint']
+        inputs = RestraintMdWorkChain.get_protocol_inputs(protocol)
+        restraint = inputs['restraint']
         assert set(restraint) == set(RESTRAINT_DEFAULTS), protocol
+        assert inputs['md']['guards'] == DEFAULT_GUARD_THRESHOLDS, protocol
         assert restraint['r_0'] == PAPER_R0 and restraint['kappa'] == PAPER_KAPPA
 
 
@@ -96,7 +105,8 @@ def run_restraint(code, structure, model, n_steps, segment_steps=None):
                 'thermo_stride': 10,
                 'dump_stride': 10,
                 'restart_stride': 10,
-            }
+            },
+            'guards': {'enabled': False},  # the tiny Li-only model is not physical on the sandwich
         },
         'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 5},
         'segment_steps': segment_steps or n_steps,
@@ -151,6 +161,7 @@ def test_walltime_segment_is_continued_not_restarted(restraint_code, small_sandw
         'md': {
             'parameters': {'ensemble': 'nvt', 'n_steps': 20000, 'thermo_stride': 10, 'dump_stride': 100},
             'metadata': {'options': {'max_wallclock_seconds': 2}},
+            'guards': {'enabled': False},
         },
         'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 10},
         'segment_steps': 20000,
@@ -168,3 +179,32 @@ def test_walltime_segment_is_continued_not_restarted(restraint_code, small_sandw
     assert second.inputs.parent_folder.uuid == first.outputs.remote_folder.uuid
     assert second.outputs.colvar.get_array('time')[0] == pytest.approx(stopped * 1e-3)  # continued
     assert second.outputs.output_parameters['restart_step'] > stopped
+
+
+def test_a_failed_guard_ends_the_run_with_its_code_and_keeps_the_outputs(restraint_code, small_sandwich):
+    """The Li-only ensemble on the sandwich, default guards: the first segment fails (atoms too close, too
+    hot, ensemble off its trust level); the work chain stops with the segment's code (no restart), with the
+    stitched outputs, the guard table and the plots kept."""
+    models = {f'm{i}': orm.SinglefileData(FIXTURES / 'models' / f'model_{i}.pb') for i in (2, 3)}
+    overrides = {
+        'md': {'parameters': {'n_steps': 120, 'thermo_stride': 10, 'dump_stride': 20, 'restart_stride': 0}},
+        'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 10},
+        'segment_steps': 60,
+    }
+    builder = RestraintMdWorkChain.get_builder_from_protocol(
+        restraint_code,
+        small_sandwich,
+        orm.SinglefileData(FIXTURES / 'models' / 'model_1.pb'),
+        overrides=overrides,
+        seed=77,
+        deviation_models=models,
+    )
+    _, node = run_get_node(builder)
+    segments = [child for child in node.called if child.process_label == 'RestraintMdCalculation']
+    assert len(segments) == 1 and 450 <= segments[0].exit_status <= 456, segments[0].exit_message
+    assert node.exit_status == segments[0].exit_status, node.exit_message
+    guards = node.outputs.guards.get_dict()
+    assert guards['failed'][0] in node.exit_message and 'deviation' in guards['failed']
+    assert {'colvar', 'thermo', 'trajectory', 'model_deviation', 'plots'} <= set(node.outputs)
+    report = '\n'.join(log.message for log in orm.Log.collection.get_logs_for(node))
+    assert 'guards' in report and 'FAIL' in report
