@@ -157,7 +157,14 @@ def format_nucleation_summary(summary: dict[str, Any]) -> str:
         '' if mode == 'paper' else '  [DEMO: not the paper setup, see the notes]'
     )
     notes = '\n'.join(f'- {note}' for note in summary.get('notes', []))
-    return f'\n{heading}\n{format_table(headers, rows)}\n{notes}\n'
+    guards = summary.get('guards')
+    if guards is None:
+        verdict = 'physics guards: not recorded with the trajectory'
+    elif guards['passed']:
+        verdict = 'physics guards of the run: all passed'
+    else:
+        verdict = f'physics guards of the run: FAILED ({", ".join(guards["failed"])}): NOT A RESULT'
+    return f'\n{heading}\n{verdict}\n{format_table(headers, rows)}\n{notes}\n'
 
 
 def format_guard_table(guards: dict[str, Any]) -> str:

@@ -181,6 +181,7 @@ def analyse_nucleation(
     charges: orm.ArrayData,
     parameters: orm.Dict,
     qeq_parameters: orm.Dict | None = None,
+    guards: orm.Dict | None = None,
 ) -> dict[str, orm.Data]:
     """Analyse every ``stride``-th frame: regions, clusters, origins, RDFs, charges; compare with the paper.
 
@@ -189,6 +190,7 @@ def analyse_nucleation(
     :param charges: ``charges`` output of ``lisei.qeq`` (frames by ``frame_indices``; rows as the trajectory).
     :param parameters: the ``analysis`` parameters (:func:`check_analysis_parameters`).
     :param qeq_parameters: the QEq settings (their ``parameter_set`` enters the comparison).
+    :param guards: the physics guards of the run that made the trajectory; the summary carries their verdict.
     :return: ``summary`` (``Dict``, ``nucleation_comparison``), ``time_series`` (``ArrayData``,
         :func:`time_series_arrays`) and ``analysis`` (``Dict``, the complete :func:`summarise_trajectory`
         result plus ``frame_indices``: lengths Å, times ps, charges e).
@@ -236,6 +238,12 @@ def analyse_nucleation(
         'onset_size': params['nucleation']['clusters']['onset_size'],
     }
     summary = nucleation_comparison(result['summary'], setup)
+    if guards is not None:
+        summary['guards'] = {
+            'passed': guards['passed'],
+            'failed': guards['failed'],
+            'verdicts': {name: result['passed'] for name, result in guards['guards'].items()},
+        }
     time_series = orm.ArrayData()
     for name, array in time_series_arrays(result, indices, stepids).items():
         time_series.set_array(name, array)
@@ -384,11 +392,33 @@ def validate_colvar(value: orm.ArrayData, _ctx: Any = None) -> str | None:
     return None
 
 
+def guards_of(trajectory: orm.TrajectoryData) -> orm.Dict | None:
+    """Return the physics guards recorded with ``trajectory`` in the graph: the ``guards`` output of the
+    process that made it (a ``lisei.restraint_md`` job, or the work chain's ``stitch_segments``); ``None``
+    for a trajectory made elsewhere (imported, or an exploration)."""
+    if not trajectory.is_stored:
+        return None
+    creator = trajectory.creator
+    if creator is None or 'guards' not in creator.outputs:
+        return None
+    return creator.outputs.guards
+
+
 def validate_inputs(inputs: dict[str, Any], _ctx: Any = None) -> str | None:
-    """Check the trajectory against the structure: atoms, elements, times, slab cell, region groups."""
+    """Check the trajectory against the structure: atoms, elements, times, slab cell, region groups; refuse
+    a trajectory that failed its physics guards unless ``allow_failed_guards``."""
     trajectory, structure = inputs.get('trajectory'), inputs.get('structure')
     if trajectory is None or structure is None:
         return None
+    guards = guards_of(trajectory)
+    allowed = inputs.get('allow_failed_guards')
+    if guards is not None and not guards['passed'] and not (allowed is not None and allowed.value):
+        failed = '; '.join(f'{name}: {guards["guards"][name]["detail"]}' for name in guards['failed'])
+        return (
+            f'the trajectory failed its physics guards <{guards.uuid}> ({failed}): it is not a simulation of '
+            'the interface, and its analysis would present a broken run as a result. Fix the run (see '
+            'docs/guards.md), or pass `allow_failed_guards=True` to analyse it anyway (the summary says so).'
+        )
     message = check_trajectory(trajectory, structure)
     if message is not None:
         return message
@@ -442,6 +472,14 @@ class NucleationAnalysisWorkChain(ProtocolMixin, WorkChain):
             validator=validate_analysis,
             help='stride, charge_stride (QEq frames), charge_times (ps), nucleation (NucleationParameters).',
         )
+        spec.input(
+            'allow_failed_guards',
+            valid_type=orm.Bool,
+            default=lambda: orm.Bool(False),
+            serializer=orm.to_aiida_type,
+            help='Analyse a trajectory whose run failed its physics guards (refused by default); the summary '
+            'and the report then say so.',
+        )
         spec.expose_inputs(
             QEqCalculation,
             namespace='qeq',
@@ -487,6 +525,7 @@ class NucleationAnalysisWorkChain(ProtocolMixin, WorkChain):
         overrides: dict[str, Any] | None = None,
         colvar: orm.ArrayData | None = None,
         options: dict[str, Any] | None = None,
+        allow_failed_guards: bool = False,
     ) -> ProcessBuilder:
         """Return a builder from a protocol (``demo`` by default, or ``paper``); no node is stored.
 
@@ -494,6 +533,7 @@ class NucleationAnalysisWorkChain(ProtocolMixin, WorkChain):
         :param overrides: nested dict merged over the protocol (``analysis``, ``qeq``).
         :param colvar: the restraint's COLVAR (``time`` ps, ``cv``), plotted with the cluster size.
         :param options: scheduler options merged over the protocol's ``qeq.metadata.options``.
+        :param allow_failed_guards: analyse a trajectory whose run failed its guards (the summary says so).
         """
         inputs = cls.get_protocol_inputs(protocol, overrides)
         analysis = check_analysis_parameters(inputs['analysis'])
@@ -503,6 +543,7 @@ class NucleationAnalysisWorkChain(ProtocolMixin, WorkChain):
         if colvar is not None:
             builder.colvar = colvar
         builder.analysis = orm.Dict(analysis)
+        builder.allow_failed_guards = orm.Bool(allow_failed_guards)
         builder.qeq.code = code
         builder.qeq.parameters = orm.Dict(check_settings(inputs['qeq']['parameters']))
         metadata = dict(inputs['qeq'].get('metadata', {}))
@@ -516,6 +557,19 @@ class NucleationAnalysisWorkChain(ProtocolMixin, WorkChain):
         """Complete the analysis parameters and report the plan."""
         self.ctx.analysis = check_analysis_parameters(self.inputs.analysis.get_dict())
         trajectory = self.inputs.trajectory
+        self.ctx.guards = guards_of(trajectory)
+        if self.ctx.guards is None:
+            self.report('the trajectory carries no physics guards (made outside lisei.restraint_md)')
+        elif self.ctx.guards['passed']:
+            self.report(
+                f'the run that made the trajectory passed its physics guards <PK={self.ctx.guards.pk}>'
+            )
+        else:
+            self.report(
+                'WARNING: analysing a run that FAILED its physics guards '
+                f'({", ".join(self.ctx.guards["failed"])}) because allow_failed_guards is set: these numbers '
+                'are not a result'
+            )
         times = trajectory.get_times()
         self.report(
             f'nucleation analysis of {trajectory.numsteps} frames of {trajectory.numsites} atoms '
@@ -558,6 +612,7 @@ class NucleationAnalysisWorkChain(ProtocolMixin, WorkChain):
                 self.ctx.qeq.outputs.charges,
                 self.inputs.analysis,
                 self.ctx.qeq.inputs.parameters,
+                **({'guards': self.ctx.guards} if self.ctx.guards is not None else {}),
                 metadata={'call_link_label': 'analyse_nucleation'},
             )
         except (ValueError, KeyError, IndexError) as exception:

@@ -314,3 +314,37 @@ def test_failed_qeq_fails_the_workchain(qeq_code, synthetic) -> None:
     assert node.exit_status == NucleationAnalysisWorkChain.exit_codes.ERROR_QEQ_FAILED.status == 501
     assert 'non-finite positions' in node.exit_message
     assert 'summary' not in node.outputs
+
+
+def test_a_trajectory_that_failed_its_guards_is_refused(qeq_code, restraint_code, small_sandwich) -> None:
+    """A real restraint run of the Li-only test model on the sandwich fails its guards (reported, not
+    enforced); its trajectory is refused by the analysis, unless ``allow_failed_guards``, and then the
+    summary says the numbers are not a result."""
+    from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
+
+    builder = RestraintMdCalculation.get_builder()
+    builder.code = restraint_code
+    builder.structure = small_sandwich
+    builder.model = orm.SinglefileData(Path(__file__).parents[1] / 'fixtures' / 'models' / 'model_1.pb')
+    builder.parameters = orm.Dict(
+        {'n_steps': 60, 'thermo_stride': 10, 'dump_stride': 20, 'restart_stride': 0}
+    )
+    builder.restraint = orm.Dict(
+        {'kappa': 500.0, 'd_max': 5.0, 'anode_layers': 2, 'at_start': 0.0, 'at_end': 0.5, 'step_end': 60}
+    )
+    builder.seed = orm.Int(4321)
+    builder.guards = orm.Dict({'enabled': False})
+    _, md = run_get_node(builder)
+    assert md.is_finished_ok and not md.outputs.guards['passed']
+
+    analysis = NucleationAnalysisWorkChain.get_builder_from_protocol(
+        qeq_code, md.outputs.trajectory, small_sandwich
+    )
+    with pytest.raises(ValueError, match='failed its physics guards'):
+        run_get_node(analysis)
+    analysis.allow_failed_guards = orm.Bool(True)
+    _, node = run_get_node(analysis)
+    assert node.is_finished_ok, node.exit_message
+    summary = node.outputs.summary.get_dict()
+    assert summary['guards']['passed'] is False and summary['guards']['failed'] == md.outputs.guards['failed']
+    assert 'NOT A RESULT' in format_nucleation_summary(summary)
