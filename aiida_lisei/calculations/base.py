@@ -10,10 +10,16 @@ from aiida.engine import CalcJob, CalcJobProcessSpec, ProcessSpec
 
 from aiida_lisei.common.exit_codes import invalidates_cache as status_invalidates_cache
 from aiida_lisei.common.seeds import check_seed
-from aiida_lisei.common.validation import value_port_validator
-from aiida_lisei.science.guards import GUARDS
+from aiida_lisei.common.validation import dict_port_validator, value_port_validator
+from aiida_lisei.science.guards import GUARDS, check_guard_thresholds
 
-__all__ = ('LiseiCalcJob', 'LiseiCalcJobProcessSpec', 'define_guard_exit_codes', 'validate_seed')
+__all__ = (
+    'LiseiCalcJob',
+    'LiseiCalcJobProcessSpec',
+    'define_guard_exit_codes',
+    'validate_guards',
+    'validate_seed',
+)
 
 #: Port validator of an engine's ``seed`` input: an integer in ``[1, MAX_SEED]``.
 validate_seed = value_port_validator(check_seed)
@@ -111,6 +117,10 @@ class LiseiCalcJob(CalcJob):
         calcinfo.remote_copy_list = list(remote_copy_list)
         calcinfo.retrieve_list = [*retrieve_list, options.output_filename]
         return calcinfo
+
+
+#: Port validator of the ``guards`` thresholds (``science.guards.DEFAULT_GUARD_THRESHOLDS``).
+validate_guards = dict_port_validator(check_guard_thresholds)
 
 
 def define_guard_exit_codes(spec: ProcessSpec) -> None:

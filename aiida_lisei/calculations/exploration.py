@@ -9,7 +9,7 @@ from aiida.common.datastructures import CalcInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
-from aiida_lisei.calculations.base import LiseiCalcJob, validate_seed
+from aiida_lisei.calculations.base import LiseiCalcJob, validate_guards, validate_seed
 from aiida_lisei.common.validation import dict_port_validator
 from aiida_lisei.data.deep_potential import DeepPotentialData, model_filename, models_type_map
 from aiida_lisei.formats.lammps import (
@@ -108,11 +108,26 @@ class ExplorationCalculation(LiseiCalcJob):
             validator=validate_seed,
             help='Seed of the initial velocities (LAMMPS `velocity create`).',
         )
+        spec.input(
+            'guards',
+            valid_type=orm.Dict,
+            required=False,
+            serializer=orm.to_aiida_type,
+            validator=validate_guards,
+            help='Thresholds of the physics guards (science.guards, the defaults when absent): measured and '
+            'reported in the `guards` output, never failing the job (finding bad regions is its purpose).',
+        )
         spec.inputs.validator = validate_inputs
 
         spec.output('model_devi', valid_type=orm.ArrayData, help='Columns of model_devi.out, one array each.')
         spec.output('trajectory', valid_type=orm.TrajectoryData, help='Frames at the model-deviation steps.')
         spec.output('output_parameters', valid_type=orm.Dict, help='Thermo averages, counts, timings.')
+        spec.output(
+            'guards',
+            valid_type=orm.Dict,
+            required=False,
+            help='The physics guards, reported (never enforced).',
+        )
         spec.default_output_node = 'output_parameters'
 
         cls.define_file_exit_codes(spec)

@@ -23,7 +23,12 @@ from aiida.common.datastructures import CalcInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
-from aiida_lisei.calculations.base import LiseiCalcJob, define_guard_exit_codes, validate_seed
+from aiida_lisei.calculations.base import (
+    LiseiCalcJob,
+    define_guard_exit_codes,
+    validate_guards,
+    validate_seed,
+)
 from aiida_lisei.common.validation import complete_parameters, dict_port_validator
 from aiida_lisei.data.deep_potential import DeepPotentialData, model_filename, models_type_map
 from aiida_lisei.data.frames import STUDY_TYPE_MAP
@@ -36,7 +41,6 @@ from aiida_lisei.formats.lammps import (
     timeout_seconds,
 )
 from aiida_lisei.formats.plumed import write_plumed_input
-from aiida_lisei.science.guards import check_guard_thresholds
 from aiida_lisei.science.restraint_cv import (
     RESTRAINT_DEFAULTS,
     check_minimum_image,
@@ -48,7 +52,6 @@ from aiida_lisei.science.restraint_cv import (
 __all__ = ('RestraintMdCalculation',)
 
 validate_parameters = dict_port_validator(check_restraint_md_parameters)
-validate_guards = dict_port_validator(check_guard_thresholds)
 
 
 def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:

@@ -298,7 +298,7 @@ def generate_exploration_script(
                     p['timestep'],
                 ),
                 _velocity_line(p['temperature'], seed),
-                'thermo_style custom step time temp pe ke etotal press vol',
+                'thermo_style custom step time temp pe ke etotal econserve press vol lx ly lz pxx pyy pzz',
                 'thermo_modify lost error flush yes',
                 f'thermo {stride}',
                 f'dump traj all custom {stride} {dump_file} id type x y z',

@@ -22,13 +22,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
 from aiida_lisei.formats.cp2k import Cp2kOutputError, parse_cp2k_output
+from aiida_lisei.formats.lammps import DumpFrames, LammpsLog
+from aiida_lisei.science.guards import GuardResult, evaluate_guards
 
-__all__ = ('Cp2kBaseParser', 'LiseiParser', 'OutputFileError', 'array_data')
+__all__ = ('Cp2kBaseParser', 'LiseiParser', 'OutputFileError', 'array_data', 'measure_guards')
 
 
 class OutputFileError(Exception):
@@ -170,3 +173,43 @@ def array_data(columns: dict[str, Any]) -> orm.ArrayData:
     for name, values in columns.items():
         node.set_array(name, values)
     return node
+
+
+def measure_guards(
+    log: LammpsLog,
+    frames: DumpFrames | None,
+    *,
+    symbols: list[str],
+    reference_cell: np.ndarray,
+    parameters: dict[str, Any],
+    thresholds: dict[str, Any],
+    work: tuple[np.ndarray, np.ndarray] | None = None,
+    deviation: dict[str, np.ndarray] | None = None,
+) -> list[GuardResult] | None:
+    """Measure the physics guards (``science.guards``) on what a LAMMPS run wrote; ``None`` without thermo.
+
+    :param frames: the dump (positions in atom-id order, which is the order of ``symbols``).
+    :param parameters: the run's MD parameters (``temperature`` K, ``ensemble``, ``pressure`` bar).
+    :param work: ``(time ps, work eV)`` of a restraint; ``deviation``: ``model_devi.out`` columns.
+    """
+    thermo = {name.lower(): values for name, values in log.thermo.items() if values is not None}
+    if 'step' not in thermo or not thermo['step'].size:
+        return None
+    if frames is not None and frames.steps.size:
+        order = np.argsort(frames.ids)
+        steps, positions, cells = frames.steps, frames.positions[:, order], frames.cells
+    else:
+        steps, positions, cells = np.zeros(0, dtype=int), np.zeros((0, len(symbols), 3)), np.zeros((0, 3, 3))
+    return evaluate_guards(
+        thresholds=thresholds,
+        thermo=thermo,
+        steps=steps,
+        positions=positions,
+        cells=cells,
+        symbols=symbols,
+        reference_cell=reference_cell,
+        temperature=parameters['temperature'],
+        pressure=parameters['pressure'] if parameters['ensemble'] == 'npt' else None,
+        work=work,
+        deviation=(deviation['step'], deviation['max_devi_f']) if deviation is not None else None,
+    )

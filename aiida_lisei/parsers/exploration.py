@@ -20,7 +20,8 @@ from aiida_lisei.formats.lammps import (
     parse_model_devi,
     summarize_log,
 )
-from aiida_lisei.parsers.base import LiseiParser, OutputFileError
+from aiida_lisei.parsers.base import LiseiParser, OutputFileError, array_data, measure_guards
+from aiida_lisei.science.guards import guards_summary
 from aiida_lisei.science.selection import last_rows_per_step
 
 __all__ = ('ExplorationParser',)
@@ -29,7 +30,9 @@ __all__ = ('ExplorationParser',)
 class ExplorationParser(LiseiParser):
     """Parser of ``ExplorationCalculation`` (entry point ``lisei.exploration``).
 
-    Attaches ``model_devi``, ``trajectory`` and ``output_parameters`` from whatever was written, then
+    Attaches ``model_devi``, ``trajectory``, ``guards`` (the physics guards measured and reported, never
+    enforced: an exploration is meant to find where the model fails) and ``output_parameters`` from
+    whatever was written, then
     decides the exit code: a LAMMPS error (lost atoms 410, other 350), a NaN energy (411), a stop on
     ``timer timeout`` or the scheduler's walltime (400), an unfinished run (312), a missing file (302) or
     frames that do not match the model-deviation rows (311).
@@ -50,17 +53,36 @@ class ExplorationParser(LiseiParser):
 
         summary = summarize_log(log)
         if model_devi is not None:
-            array = orm.ArrayData()
-            for name, values in model_devi.items():
-                array.set_array(name, values)
-            self.out('model_devi', array)
+            self.out('model_devi', array_data(model_devi))
             summary['n_model_devi_rows'] = int(model_devi['step'].size)
         if frames is not None and frames.steps.size:
             self.out('trajectory', self._build_trajectory(frames))
         summary['n_frames'] = 0 if frames is None else int(frames.steps.size)
+        if frames is not None and frames.steps.size and frames.types is not None:
+            self._report_guards(log, frames, model_devi, summary)
         self.out('output_parameters', orm.Dict(summary))
 
         return exit_code or self._exit_code(log, model_devi, frames, files)
+
+    def _report_guards(
+        self, log: LammpsLog, frames: DumpFrames, model_devi: dict[str, np.ndarray] | None, summary: dict
+    ) -> None:
+        """Measure the physics guards and attach them (``guards``); the start cell is the structure's."""
+        type_map = models_type_map(self.node.inputs.models)
+        thresholds = self.node.inputs.guards.get_dict() if 'guards' in self.node.inputs else {}
+        structure = self.node.inputs.structure if 'structure' in self.node.inputs else None
+        guards = measure_guards(
+            log,
+            frames,
+            symbols=[type_map[atom_type - 1] for atom_type in frames.types[np.argsort(frames.ids)]],
+            reference_cell=np.array(structure.cell) if structure is not None else frames.cells[0],
+            parameters=check_exploration_parameters(self.node.inputs.parameters.get_dict()),
+            thresholds=thresholds,
+            deviation=model_devi,
+        )
+        if guards is not None:  # reported, never enforced
+            self.out('guards', orm.Dict(guards_summary(guards, thresholds)))
+            summary['guards_failed'] = [result.name for result in guards if result.passed is False]
 
     def _exit_code(
         self,

@@ -22,8 +22,8 @@ from aiida_lisei.formats.lammps import (
     summarize_log,
 )
 from aiida_lisei.formats.plumed import CV_LABEL, RESTRAINT_LABEL, read_colvar
-from aiida_lisei.parsers.base import LiseiParser, OutputFileError, array_data
-from aiida_lisei.science.guards import GuardResult, evaluate_guards, first_failure, guards_summary
+from aiida_lisei.parsers.base import LiseiParser, OutputFileError, array_data, measure_guards
+from aiida_lisei.science.guards import GuardResult, first_failure, guards_summary
 
 __all__ = ('COLVAR_ARRAY_NAMES', 'RestraintMdParser', 'colvar_arrays')
 
@@ -99,7 +99,17 @@ class RestraintMdParser(LiseiParser):
             summary['restart_step'] = int(restart.suffix[1:])
         if deviation is not None and deviation['step'].size:
             self.out('model_deviation', array_data(deviation))
-        guards = self._guards(log, colvar, frames, deviation, parameters)
+        structure = self.node.inputs.structure
+        guards = measure_guards(
+            log,
+            frames,
+            symbols=[site.kind_name for site in structure.sites],
+            reference_cell=np.array(structure.cell),
+            parameters=parameters,
+            thresholds=self._guard_thresholds(),
+            work=(colvar['time'], colvar['work']) if colvar is not None and 'work' in colvar else None,
+            deviation=deviation,
+        )
         if guards is not None:
             self.out('guards', orm.Dict(guards_summary(guards, self._guard_thresholds())))
             summary['guards_failed'] = [result.name for result in guards if result.passed is False]
@@ -108,35 +118,6 @@ class RestraintMdParser(LiseiParser):
 
     def _guard_thresholds(self) -> dict[str, Any]:
         return self.node.inputs.guards.get_dict() if 'guards' in self.node.inputs else {}
-
-    def _guards(
-        self,
-        log: LammpsLog,
-        colvar: dict[str, np.ndarray] | None,
-        frames: DumpFrames | None,
-        deviation: dict[str, np.ndarray] | None,
-        parameters: dict[str, Any],
-    ) -> list[GuardResult] | None:
-        """Measure the physics guards on what the run wrote (``None`` without thermo lines)."""
-        thermo = {name.lower(): values for name, values in log.thermo.items() if values is not None}
-        if 'step' not in thermo or not thermo['step'].size:
-            return None
-        structure = self.node.inputs.structure
-        order = np.argsort(frames.ids) if frames is not None else np.zeros(0, dtype=int)
-        has_frames = frames is not None and frames.steps.size
-        return evaluate_guards(
-            thresholds=self._guard_thresholds(),
-            thermo=thermo,
-            steps=frames.steps if has_frames else np.zeros(0, dtype=int),
-            positions=frames.positions[:, order] if has_frames else np.zeros((0, len(structure.sites), 3)),
-            cells=frames.cells if has_frames else np.zeros((0, 3, 3)),
-            symbols=[site.kind_name for site in structure.sites],
-            reference_cell=np.array(structure.cell),
-            temperature=parameters['temperature'],
-            pressure=parameters['pressure'] if parameters['ensemble'] == 'npt' else None,
-            work=(colvar['time'], colvar['work']) if colvar is not None and 'work' in colvar else None,
-            deviation=(deviation['step'], deviation['max_devi_f']) if deviation is not None else None,
-        )
 
     def _trajectory(self, frames: DumpFrames, timestep_ps: float) -> orm.TrajectoryData:
         """Return the frames as ``TrajectoryData`` in the order of the atom ids (= structure sites)."""

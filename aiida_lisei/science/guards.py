@@ -122,8 +122,11 @@ class GuardResult:
     detail: str
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the result as a JSON-serialisable dict."""
-        return asdict(self)
+        """Return the result as a JSON-serialisable dict (a non-finite value becomes ``None``)."""
+        result = asdict(self)
+        if result['value'] is not None and not np.isfinite(result['value']):
+            result['value'] = None
+        return result
 
 
 def _pair_name(first: str, second: str) -> str:
@@ -297,8 +300,8 @@ def evaluate_guards(
     """Measure every guard of :data:`GUARDS` on a run's outputs and return the results in that order.
 
     :param thresholds: see :data:`DEFAULT_GUARD_THRESHOLDS` (completed with the defaults).
-    :param thermo: thermo columns, lower case: ``step``, ``time`` (ps), ``temp`` (K), ``pxx``, ``pyy`` (bar),
-        ``lx``, ``ly`` (Å), ``econserve`` (eV).
+    :param thermo: thermo columns, lower case: ``step``, ``time`` (ps), ``temp`` (K), ``pxx``, ``pyy`` (bar;
+        else ``press``), ``lx``, ``ly`` (Å; else the frames' cells), ``econserve`` (eV; else no drift guard).
     :param steps: MD step of each dumped frame.
     :param positions: dumped frames, shape (frames, atoms, 3), Å.
     :param cells: cell of each frame, shape (frames, 3, 3), Å.
@@ -314,8 +317,21 @@ def evaluate_guards(
     steps = np.asarray(steps, dtype=int)
     positions = np.asarray(positions, dtype=float).reshape(len(steps), len(symbols), 3)
     cells = np.asarray(cells, dtype=float).reshape(len(steps), 3, 3)
-    results = [_lateral_cell(thermo, reference_cell, limits['lateral_cell'])]
-    if steps.size:
+    lengths = thermo
+    if 'lx' not in thermo and steps.size:  # no cell lengths in the thermo lines: those of the frames
+        lengths = {
+            'step': steps,
+            'lx': np.linalg.norm(cells[:, 0], axis=1),
+            'ly': np.linalg.norm(cells[:, 1], axis=1),
+        }
+    results = [_lateral_cell(lengths, reference_cell, limits['lateral_cell'])]
+    finite = np.isfinite(positions).all(axis=(1, 2)) & np.isfinite(cells).all(axis=(1, 2))
+    if not finite.all():  # the run broke down: no distances to measure
+        step = int(steps[np.flatnonzero(~finite)[0]])
+        detail = f'positions or cell not finite (NaN) from step {step}'
+        results.append(GuardResult('min_distance', None, limits['min_distance'], False, step, detail))
+        results.append(GuardResult('lost_atoms', None, limits['lost_atoms'], False, step, detail))
+    elif steps.size:
         cutoff = max(
             limits['isolated_distance'], limits['min_distance'], *limits['min_distance_pairs'].values()
         )
@@ -340,11 +356,11 @@ def evaluate_guards(
         results.append(
             GuardResult('pressure', None, limits['pressure'], None, None, 'NVT: no target pressure')
         )
-    elif 'pxx' in thermo:
-        lateral = (thermo['pxx'] + thermo['pyy']) / 2
+    elif 'pxx' in thermo or 'press' in thermo:  # the lateral pressure, else the scalar one
+        lateral = (thermo['pxx'] + thermo['pyy']) / 2 if 'pxx' in thermo else thermo['press']
         results.append(_mean_window('pressure', lateral, thermo_steps, pressure, limits['pressure'], 'bar'))
     else:
-        results.append(GuardResult('pressure', None, limits['pressure'], None, None, 'no Pxx, Pyy in thermo'))
+        results.append(GuardResult('pressure', None, limits['pressure'], None, None, 'no pressure in thermo'))
     results.append(_energy_drift(thermo, work, len(symbols), limits['energy_drift']))
     results.append(_deviation(deviation, limits['deviation_f_hi'], limits['deviation']))
     return results

@@ -63,7 +63,7 @@ def test_npt_script() -> None:
     thermo_style = next(i for i, line in enumerate(lines) if line.startswith('thermo_style'))
     assert thermo_style > fix + 2  # f_restraint needs the fix
     assert lines[thermo_style] == (
-        'thermo_style custom step time temp press pe ke etotal vol lx ly lz pxx pyy pzz f_restraint'
+        'thermo_style custom step time temp press pe ke etotal econserve vol lx ly lz pxx pyy pzz f_restraint'
     )
     assert 'thermo_modify lost error flush yes norm no' in lines
     assert 'thermo 10' in lines
@@ -157,3 +157,18 @@ def test_nvt_ignores_the_pressure_and_bad_arguments_are_refused() -> None:
         }
         with pytest.raises(ValueError, match=message):
             generate_restraint_md_script(**arguments)
+
+
+def test_restraint_script_with_an_ensemble_writes_the_model_deviation():
+    """With deviation models the first model drives, all give model_devi.out at the dump stride."""
+    script = generate_restraint_md_script(
+        {'n_steps': 500, 'dump_stride': 50},
+        'model.pb',
+        TYPE_MAP,
+        1234,
+        deviation_model_files=['deviation_m1.pb', 'deviation_m2.pb'],
+    )
+    assert (
+        'pair_style deepmd model.pb deviation_m1.pb deviation_m2.pb out_file model_devi.out out_freq 50'
+        in lines_of(script)
+    )

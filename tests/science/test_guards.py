@@ -167,3 +167,12 @@ def test_segments_combine_into_one_table():
     assert combined['guards']['deviation']['passed'] is None
     with pytest.raises(ValueError):
         combine_guard_summaries([])
+
+
+def test_non_finite_frames_fail_the_distance_guards():
+    frames, _, _ = _bcc_frames()
+    frames = frames.copy()
+    frames[1:, 3] = np.nan
+    results = _evaluate(positions=frames)
+    for name in ('min_distance', 'lost_atoms'):
+        assert results[name].passed is False and results[name].step == 250, results[name]
