@@ -75,6 +75,7 @@ DEFAULT_GUARD_THRESHOLDS: dict[str, Any] = {
     'min_distance_pairs': {},  # e.g. {'P-S': 1.7}: pair (alphabetical 'A-B') -> Å
     'isolated_distance': 4.0,  # Å: an atom without a neighbour this close is lost
     'lost_atoms': 0,  # atoms allowed to be isolated
+    'equilibration': 0.2,  # fraction of the thermo lines left out of the temperature and pressure means
     'temperature': 30.0,  # K, |mean T - target|
     'pressure': 2500.0,  # bar, |mean (Pxx + Pyy) / 2 - target| (NPT only)
     'energy_drift': 0.005,  # eV/atom/ps, |slope of (econserve - work) / N|
@@ -96,8 +97,10 @@ def check_guard_thresholds(thresholds: Mapping[str, Any] | None) -> dict[str, An
             continue
         if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
             raise ValueError(f'guard threshold `{name}` must be a non-negative number, got {value!r}')
-    if not 0 <= full['deviation'] <= 1 or not 0 <= full['lateral_cell'] < 1:
-        raise ValueError('guard thresholds `deviation` and `lateral_cell` are fractions in [0, 1)')
+    if not 0 <= full['deviation'] <= 1 or not 0 <= full['lateral_cell'] < 1 or not full['equilibration'] < 1:
+        raise ValueError(
+            'guard thresholds `deviation`, `lateral_cell`, `equilibration` are fractions in [0, 1)'
+        )
     pairs = full['min_distance_pairs']
     if not isinstance(pairs, Mapping) or any(
         not isinstance(value, int | float) or value < 0 or key.count('-') != 1 for key, value in pairs.items()
@@ -236,7 +239,10 @@ def _mean_window(
         inside = np.flatnonzero(~outside)
         start = inside[-1] + 1 if inside.size else 0
         step = int(steps[min(start, steps.size - 1)])
-    detail = f'mean {mean:.1f} {unit} vs target {target:g} {unit} ({off:+.1f}, limit ±{limit:g} {unit})'
+    detail = (
+        f'mean {mean:.1f} {unit} after step {int(steps[0])} vs target {target:g} {unit} ({off:+.1f}, limit '
+        f'±{limit:g} {unit})'
+    )
     return GuardResult(name, abs(off), limit, passed, step, detail)
 
 
@@ -341,16 +347,12 @@ def evaluate_guards(
     else:
         results.append(GuardResult('min_distance', None, limits['min_distance'], None, None, 'no frames'))
         results.append(GuardResult('lost_atoms', None, limits['lost_atoms'], None, None, 'no frames'))
-    thermo_steps = thermo.get('step', np.zeros(0, dtype=int))
+    # the temperature and pressure means leave out the first `equilibration` fraction of the thermo lines
+    steps_all = thermo.get('step', np.zeros(0, dtype=int))
+    window = slice(int(limits['equilibration'] * steps_all.size), None)
+    temperatures = thermo.get('temp', np.zeros(0))[window]
     results.append(
-        _mean_window(
-            'temperature',
-            thermo.get('temp', np.zeros(0)),
-            thermo_steps,
-            temperature,
-            limits['temperature'],
-            'K',
-        )
+        _mean_window('temperature', temperatures, steps_all[window], temperature, limits['temperature'], 'K')
     )
     if pressure is None:
         results.append(
@@ -358,7 +360,9 @@ def evaluate_guards(
         )
     elif 'pxx' in thermo or 'press' in thermo:  # the lateral pressure, else the scalar one
         lateral = (thermo['pxx'] + thermo['pyy']) / 2 if 'pxx' in thermo else thermo['press']
-        results.append(_mean_window('pressure', lateral, thermo_steps, pressure, limits['pressure'], 'bar'))
+        results.append(
+            _mean_window('pressure', lateral[window], steps_all[window], pressure, limits['pressure'], 'bar')
+        )
     else:
         results.append(GuardResult('pressure', None, limits['pressure'], None, None, 'no pressure in thermo'))
     results.append(_energy_drift(thermo, work, len(symbols), limits['energy_drift']))

@@ -25,6 +25,7 @@ from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ProcessBuilder, ToContext, WorkChain, calcfunction
 
+from aiida_lisei.calculations.base import define_guard_exit_codes
 from aiida_lisei.calculations.dp_test import DpTestCalculation
 from aiida_lisei.calculations.exploration import ExplorationCalculation
 from aiida_lisei.common.seeds import derive_seed
@@ -33,6 +34,8 @@ from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.formats.lammps import check_exploration_parameters as check_md_parameters
 from aiida_lisei.protocols import ProtocolMixin
 from aiida_lisei.reporting.comparisons import validation_comparison
+from aiida_lisei.reporting.tables import format_guard_table
+from aiida_lisei.science.guards import GUARDS
 from aiida_lisei.workchains.label import LabelWorkChain
 
 __all__ = (
@@ -337,6 +340,12 @@ class ModelValidationWorkChain(ProtocolMixin, WorkChain):
 
         spec.output('trajectory', valid_type=orm.TrajectoryData, help='The NPT DPMD trajectory.')
         spec.output(
+            'guards',
+            valid_type=orm.Dict,
+            required=False,
+            help='Physics guards of the NPT DPMD (a failed one ends the validation with its code, 450-456).',
+        )
+        spec.output(
             'sampling', valid_type=orm.Dict, help='Seed, counts, indices and steps of the drawn frames.'
         )
         spec.output('test_set', valid_type=TrainingSetData, help='The labelled frames.')
@@ -374,6 +383,7 @@ class ModelValidationWorkChain(ProtocolMixin, WorkChain):
             'two levels of theory.',
         )
         spec.exit_code(505, 'ERROR_DP_TEST_FAILED', message='Testing the model failed: {message}')
+        define_guard_exit_codes(spec)
         spec.outline(
             cls.setup,
             cls.run_md,
@@ -450,6 +460,8 @@ class ModelValidationWorkChain(ProtocolMixin, WorkChain):
         builder.md.code = lmp_code
         builder.md.parameters = orm.Dict(md)
         builder.md.metadata = inputs['md']['metadata']
+        if 'guards' in inputs['md']:
+            builder.md.guards = orm.Dict(inputs['md']['guards'])
         builder.label._update(label_inputs)
         builder.test.code = dp_code
         builder.test.metadata = inputs['test']['metadata']
@@ -493,6 +505,9 @@ class ModelValidationWorkChain(ProtocolMixin, WorkChain):
         trajectory = self.ctx.trajectory = node.outputs.trajectory
         parameters = node.outputs.output_parameters
         self.out('trajectory', trajectory)
+        failed_guard = self._check_guards(node)
+        if failed_guard is not None:
+            return failed_guard
         self.report(
             f'NPT DPMD <PK={node.pk}> done: {trajectory.numsteps} frames, <T> = '
             f'{parameters.get("temperature_mean", float("nan")):.1f} K, <V> = '
@@ -500,6 +515,20 @@ class ModelValidationWorkChain(ProtocolMixin, WorkChain):
             f'{parameters.get("pressure_mean", float("nan")):.0f} bar'
         )
         return None
+
+    def _check_guards(self, node: orm.CalcJobNode):
+        """Report the NPT run's physics guards; return the first failed guard's exit code when enforced."""
+        if 'guards' not in node.outputs:
+            return None
+        guards = node.outputs.guards
+        self.out('guards', guards)
+        verdict = 'all passed' if guards['passed'] else f'FAILED: {", ".join(guards["failed"])}'
+        self.report(f'NPT DPMD guards <PK={guards.pk}> {verdict}\n{format_guard_table(guards.get_dict())}')
+        if guards['passed'] or not guards['thresholds']['enabled']:
+            return None
+        definition = next(guard for guard in GUARDS if guard.name == guards['failed'][0])
+        detail = guards['guards'][definition.name]['detail']
+        return self.exit_codes[definition.label].format(detail=f'{detail} (NPT DPMD <{node.pk}>)')
 
     def sample_frames(self):
         """Draw the random frames (seeded calcfunction); fail if the run gave too few."""
