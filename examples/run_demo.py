@@ -25,6 +25,7 @@ from aiida.manage import get_manager
 from aiida.manage.caching import enable_caching
 
 from aiida_lisei.reporting.tables import (
+    format_guard_table,
     format_iterations_table,
     format_models_summary,
     format_nucleation_summary,
@@ -129,19 +130,41 @@ def export_plots(plots, folder: Path) -> list[str]:
 
 
 def run_restraint_md(models, learning, computer: str):
-    """Run ``lisei.restraint_md`` (demo protocol) on the demo sandwich with the first learned model."""
+    """Run ``lisei.restraint_md`` (demo protocol) on the demo sandwich with the first learned model, the
+    other models of the ensemble giving the model deviation; print the guards. Return the node and whether
+    the run passed its physics guards."""
+    ensemble = dict(sorted(learning.outputs.models.items()))
+    driver, *others = ensemble
     builder = RestraintMdWorkChain.get_builder_from_protocol(
         orm.load_code(f'lisei-lmp-plumed@{computer}'),
         models.outputs.sandwich,
-        learning.outputs.models.model_1,
+        ensemble[driver],
         protocol='demo',
+        deviation_models={name: ensemble[name] for name in others},
     )
-    node = run_cached(builder, 'lisei.restraint_md (demo)')
+    with enable_caching():
+        _, node = run_get_node(builder)
+    segments = [child for child in node.called if child.process_label == 'RestraintMdCalculation']
+    unphysical = 450 <= (node.exit_status or 0) <= 479
+    if not (node.is_finished_ok or unphysical) or 'colvar' not in node.outputs:
+        raise SystemExit(
+            f'lisei.restraint_md failed with exit status {node.exit_status}: verdi process report {node.pk}'
+        )
     colvar = node.outputs.colvar
     time, cv, s0 = colvar.get_array('time'), colvar.get_array('cv'), colvar.get_array('s0')
     restraint = node.outputs.restraint.get_dict()
-    segments = [child for child in node.called if child.process_label == 'RestraintMdCalculation']
     print(f'\nMoving-restraint DPMD (demo) <PK={node.pk}>: {len(segments)} segments, {time[-1]:g} ps')
+    if 'guards' in node.outputs:
+        guards = node.outputs.guards.get_dict()
+        verdict = 'all passed' if guards['passed'] else 'FAILED'
+        print(f'Physics guards <PK={node.outputs.guards.pk}>: {verdict} (docs/guards.md)')
+        print(format_guard_table(guards))
+    if unphysical:
+        print(
+            f'\nTHE RESTRAINT RUN FAILED ITS PHYSICS GUARDS (exit status {node.exit_status}):\n'
+            f'{node.exit_message}\nIts CV and plots below are for diagnosis only: they are NOT a result. The '
+            'demo model\ndoes not hold the sandwich (docs/guards.md says why and what to do).'
+        )
     rows = [
         [f'{time[index]:g}', f'{cv[index]:.4f}', f'{s0[index]:.4f}', f'{colvar.get_array("bias")[index]:.4f}']
         for index in sorted({0, len(time) // 2, len(time) - 1})
@@ -158,7 +181,7 @@ def run_restraint_md(models, learning, computer: str):
         '(half the 10.25 Å lateral cell); the paper pulls the 4833-atom sandwich for 150 ps on a\n'
         'PBE-trained model (here: the `paper` protocol, d_max 10 Å; docs/restraint.md).\n'
     )
-    return node
+    return node, not unphysical
 
 
 def run_nucleation_analysis(models, restraint, computer: str):
@@ -202,10 +225,16 @@ def main() -> None:
         )
     initial = build_initial_dataset(models, args.computer)
     learning = run_concurrent_learning(models, initial, args.computer)
-    restraint = run_restraint_md(models, learning, args.computer)
-    run_nucleation_analysis(models, restraint, args.computer)
-
+    restraint, sound = run_restraint_md(models, learning, args.computer)
     profile = get_manager().get_profile().name
+    if not sound:
+        print(
+            'The nucleation analysis is not run: it refuses a trajectory that failed its physics guards\n'
+            '(`allow_failed_guards=True` would analyse it anyway, marked NOT A RESULT).'
+        )
+        print(f'Inspect: verdi -p {profile} process report {restraint.pk}')
+        raise SystemExit(3)
+    run_nucleation_analysis(models, restraint, args.computer)
     print(f'Inspect: verdi -p {profile} process show <PK>  |  verdi -p {profile} node show <PK>')
 
 
