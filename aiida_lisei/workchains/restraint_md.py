@@ -20,11 +20,14 @@ from typing import Any
 import numpy as np
 from aiida import orm
 from aiida.common import AttributeDict
-from aiida.engine import ProcessHandlerReport, calcfunction, process_handler, while_
+from aiida.engine import ProcessHandlerReport, ToContext, calcfunction, if_, process_handler, while_
 
 from aiida_lisei.calculations.base import define_guard_exit_codes
 from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
+from aiida_lisei.common.seeds import derive_seed
+from aiida_lisei.data.deep_potential import DeepPotentialData
 from aiida_lisei.data.structure import GroupedStructureData
+from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.formats.lammps import check_restraint_md_parameters
 from aiida_lisei.reporting.plots import restraint_figures
 from aiida_lisei.reporting.tables import format_guard_table
@@ -35,7 +38,15 @@ from aiida_lisei.science.restraint_cv import (
     cv_from_parameters,
     resolve_restraint_parameters,
 )
+from aiida_lisei.workchains.concurrent_learning import (
+    extend_training_set,
+    extract_candidates,
+    temperature_key,
+)
+from aiida_lisei.workchains.dp_train import DpTrainWorkChain
+from aiida_lisei.workchains.label import LabelWorkChain
 from aiida_lisei.workchains.restart import LiseiBaseRestartWorkChain
+from aiida_lisei.workchains.selection import select_candidates
 
 __all__ = (
     'RestraintMdWorkChain',
@@ -188,6 +199,22 @@ def plot_restraint(colvar: orm.ArrayData) -> dict[str, orm.SinglefileData]:
     }
 
 
+def validate_refinement(inputs: dict[str, Any], _ctx: Any = None) -> str | None:
+    """Refinement on the fly needs the training set, the labelling and training inputs, and an ensemble."""
+    refinement = inputs.get('refinement', {})
+    rounds = refinement.get('max_rounds')
+    if rounds is None or rounds.value <= 0:
+        return None
+    missing = [
+        f'refinement.{name}' for name in ('training_set', 'label', 'train') if not refinement.get(name)
+    ]
+    if not inputs.get('md', {}).get('deviation_models'):
+        missing.append('md.deviation_models (the ensemble: its deviation picks the frames)')
+    if missing:
+        return f'refinement.max_rounds = {rounds.value} needs {", ".join(missing)}'
+    return None
+
+
 def validate_segment_steps(value: orm.Int, _ctx: Any = None) -> str | None:
     """Return an error message unless ``segment_steps`` is positive."""
     return (
@@ -227,12 +254,62 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
             validator=validate_segment_steps,
             help='Most MD steps per segment (scheduler job); default: the whole run in one.',
         )
+        spec.input(
+            'refinement.max_rounds',
+            valid_type=orm.Int,
+            default=lambda: orm.Int(0),
+            serializer=orm.to_aiida_type,
+            help='Refinement on the fly: most rounds (0: off). A segment that fails the `deviation` guard '
+            'has its candidate frames labelled, the ensemble retrained on the extended set, and is run '
+            'again from its start with the new models.',
+        )
+        spec.input(
+            'refinement.training_set',
+            valid_type=TrainingSetData,
+            required=False,
+            help='The training set of the ensemble (extended with the new labels each round).',
+        )
+        spec.input(
+            'refinement.selection',
+            valid_type=orm.Dict,
+            default=lambda: orm.Dict({'fp_task_max': 10, 'f_lo': 0.10, 'system': 'sandwich'}),
+            serializer=orm.to_aiida_type,
+            help='Candidate selection: fp_task_max (frames per round), f_lo (eV/Å; the upper level is the '
+            "guard's deviation_f_hi), system (label of the new frames in the training set).",
+        )
+        spec.expose_inputs(
+            LabelWorkChain,
+            namespace='refinement.label',
+            exclude=('structures', 'system_label', 'tags'),
+            namespace_options={
+                'required': False,
+                'populate_defaults': False,
+                'help': 'Inputs of `lisei.label`.',
+            },
+        )
+        spec.expose_inputs(
+            DpTrainWorkChain,
+            namespace='refinement.train',
+            exclude=('dp_train.training_set', 'dp_train.seed'),
+            namespace_options={
+                'required': False,
+                'populate_defaults': False,
+                'help': 'Inputs of every `lisei.dp_train` of the retrained ensemble.',
+            },
+        )
+        spec.inputs.validator = validate_refinement
         spec.outline(
             cls.setup,
             cls.resolve_restraint,
             while_(cls.should_run_process)(
                 cls.run_process,
                 cls.inspect_process,
+                if_(cls.should_refine)(
+                    cls.run_refinement_labelling,
+                    cls.inspect_refinement_labelling,
+                    cls.run_refinement_training,
+                    cls.inspect_refinement_training,
+                ),
             ),
             cls.stitch,
             cls.results,
@@ -271,6 +348,29 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
             message='The restraint cannot be built on the structure: {message}',
         )
         spec.exit_code(511, 'ERROR_NO_OUTPUT', message='No segment produced a COLVAR: nothing to stitch.')
+        spec.exit_code(
+            512, 'ERROR_REFINEMENT_FAILED', message='Refinement round {round}: {step} failed: {message}'
+        )
+        spec.output_namespace(
+            'refinement.models',
+            valid_type=DeepPotentialData,
+            dynamic=True,
+            required=False,
+            help='The ensemble retrained by the last refinement round.',
+        )
+        spec.output(
+            'refinement.training_set',
+            valid_type=TrainingSetData,
+            required=False,
+            help='The training set extended with the labels of every refinement round.',
+        )
+        spec.output_namespace(
+            'refinement.rounds',
+            valid_type=orm.Dict,
+            dynamic=True,
+            required=False,
+            help='Selection per round.',
+        )
         define_guard_exit_codes(spec)
 
     @classmethod
@@ -325,6 +425,9 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         self.ctx.total_steps = parameters['n_steps']
         self.ctx.segment_steps = self.inputs.segment_steps.value if 'segment_steps' in self.inputs else None
         self.ctx.segments = []
+        self.ctx.refine = False
+        self.ctx.refinement_round = 0
+        self.ctx.refinement_rounds = {}
         self._set_segment_end(0)
 
     def resolve_restraint(self):
@@ -387,8 +490,12 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
     def handle_unphysical(self, calculation):
         """A segment failed a physics guard: stop, keep and stitch what ran, and fail with the guard's code.
 
-        Not restarted: the same model on the same system would do it again (see the docs for the way out).
+        Not restarted: the same model on the same system would do it again (see the docs for the way out),
+        unless refinement on the fly is on, the `deviation` guard failed and the segment has candidate
+        frames: then they are labelled, the ensemble retrained and the segment run again (next steps).
         """
+        if self._start_refinement(calculation):
+            return ProcessHandlerReport(True)
         self.ctx.segments.append(calculation)
         self.report_error_handled(calculation, 'stopping: the run is not physical; its outputs are kept')
         if self.stitch() is None:
@@ -397,6 +504,153 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         label = next(guard.label for guard in GUARDS if guard.status == status)
         detail = calculation.exit_message.split('): ', 1)[-1]
         return ProcessHandlerReport(True, self.exit_codes[label].format(detail=detail))
+
+    # -- refinement on the fly ---------------------------------------------------------------------------
+
+    def _start_refinement(self, calculation: orm.CalcJobNode) -> bool:
+        """Select the candidate frames of a segment that failed the `deviation` guard (seeded, as in
+        concurrent learning); return whether a refinement round starts."""
+        refinement = self.inputs.refinement
+        guards = calculation.outputs.guards if 'guards' in calculation.outputs else None
+        if (
+            refinement.max_rounds.value <= self.ctx.refinement_round
+            or guards is None
+            or 'deviation' not in guards['failed']
+            or 'model_deviation' not in calculation.outputs
+            or 'trajectory' not in calculation.outputs
+        ):
+            return False
+        round_ = self.ctx.refinement_round + 1
+        settings = refinement.selection.get_dict()
+        temperature = check_restraint_md_parameters(calculation.inputs.parameters.get_dict())['temperature']
+        key = temperature_key(temperature)
+        parameters = {
+            'system': settings.get('system', 'sandwich'),
+            'fp_task_max': settings.get('fp_task_max', 10),
+            'trust_levels': {
+                'f_lo': settings.get('f_lo', 0.10),
+                'f_hi': guards['thresholds']['deviation_f_hi'],
+            },
+            'explorations': {key: {'temperature': temperature}},
+        }
+        seed = derive_seed(self.ctx.inputs.seed.value, 'refine', round_)
+        selection = select_candidates(
+            orm.Dict(parameters),
+            orm.Int(seed),
+            **{
+                key: {
+                    'model_devi': calculation.outputs.model_deviation,
+                    'trajectory': calculation.outputs.trajectory,
+                }
+            },
+            metadata={'call_link_label': f'refinement_{round_:02d}_select'},
+        )
+        self.ctx.refinement_rounds[f'round_{round_:02d}'] = selection['statistics']
+        if 'candidates' not in selection:
+            self.report(
+                f'refinement round {round_}: no frame of {calculation.process_label}<{calculation.pk}> lies '
+                f'in the candidate window [{parameters["trust_levels"]["f_lo"]}, '
+                f'{parameters["trust_levels"]["f_hi"]}) eV/Å: the model is too far off for refinement'
+            )
+            return False
+        self.ctx.refinement_round = round_
+        self.ctx.refine_candidates = selection['candidates']
+        self.ctx.refine = True
+        n_selected = selection['statistics']['n_selected']
+        self.report_error_handled(
+            calculation,
+            f'refinement round {round_}: labelling {n_selected} candidate frames, retraining the ensemble, '
+            'then running the segment again from its start',
+        )
+        return True
+
+    def should_refine(self) -> bool:
+        """Return whether a refinement round was started by the last segment."""
+        return self.ctx.refine
+
+    def _training_set(self) -> TrainingSetData:
+        return self.ctx.get('refined_training_set') or self.inputs.refinement.training_set
+
+    def run_refinement_labelling(self):
+        """Label the candidate frames (the `refinement.label` engine)."""
+        round_ = self.ctx.refinement_round
+        frames = extract_candidates(
+            orm.Int(round_),
+            **self.ctx.refine_candidates,
+            metadata={'call_link_label': f'refinement_{round_:02d}_extract'},
+        )
+        inputs = AttributeDict(self.exposed_inputs(LabelWorkChain, namespace='refinement.label'))
+        inputs.structures = frames['structures']
+        inputs.system_label = orm.Str(self.inputs.refinement.selection.get('system', 'sandwich'))
+        inputs.tags = frames['tags']
+        inputs.metadata = {**inputs.get('metadata', {}), 'call_link_label': f'refinement_{round_:02d}_label'}
+        node = self.submit(LabelWorkChain, **inputs)
+        self.report(f'refinement round {round_}: labelling {len(frames["structures"])} frames <PK={node.pk}>')
+        return ToContext(refinement_label=node)
+
+    def inspect_refinement_labelling(self):
+        """Extend the training set with the new labels."""
+        node, round_ = self.ctx.refinement_label, self.ctx.refinement_round
+        if not node.is_finished_ok:
+            message = f'{node.process_label}<{node.pk}> exit status {node.exit_status}'
+            return self.exit_codes.ERROR_REFINEMENT_FAILED.format(
+                round=round_, step='labelling', message=message
+            )
+        before = self._training_set()
+        self.ctx.refined_training_set = extend_training_set(
+            before,
+            new=node.outputs.training_set,
+            metadata={'call_link_label': f'refinement_{round_:02d}_merge'},
+        )
+        self.report(
+            f'refinement round {round_}: training set {before.nframes} -> '
+            f'{self.ctx.refined_training_set.nframes} frames <PK={self.ctx.refined_training_set.pk}>'
+        )
+        return None
+
+    def run_refinement_training(self):
+        """Retrain the ensemble (as many models as it had) on the extended set, seeds from the run's seed."""
+        round_ = self.ctx.refinement_round
+        n_models = 1 + len(self.ctx.inputs.get('deviation_models', {}))
+        futures = {}
+        for index in range(1, n_models + 1):
+            inputs = AttributeDict(self.exposed_inputs(DpTrainWorkChain, namespace='refinement.train'))
+            inputs.dp_train = {
+                **inputs.dp_train,
+                'training_set': self.ctx.refined_training_set,
+                'seed': orm.Int(derive_seed(self.ctx.inputs.seed.value, 'refine', round_, 'train', index)),
+            }
+            inputs.metadata = {
+                **inputs.get('metadata', {}),
+                'call_link_label': f'refinement_{round_:02d}_train_{index}',
+            }
+            futures[f'refinement_train_{index}'] = self.submit(DpTrainWorkChain, **inputs)
+        pks = ', '.join(str(node.pk) for node in futures.values())
+        self.report(f'refinement round {round_}: training {n_models} models <PK={pks}>')
+        return ToContext(**futures)
+
+    def inspect_refinement_training(self):
+        """Put the new ensemble in place: the next run repeats the failed segment with it."""
+        round_ = self.ctx.refinement_round
+        models = {}
+        for index in range(1, 2 + len(self.ctx.inputs.get('deviation_models', {}))):
+            node = self.ctx[f'refinement_train_{index}']
+            if not node.is_finished_ok:
+                message = f'{node.process_label}<{node.pk}> exit status {node.exit_status}'
+                return self.exit_codes.ERROR_REFINEMENT_FAILED.format(
+                    round=round_, step='training', message=message
+                )
+            models[f'model_{index}'] = node.outputs.model
+        self.ctx.refined_models = models
+        self.ctx.inputs.model = models['model_1']
+        if len(models) > 1:
+            self.ctx.inputs.deviation_models = {
+                name: model for name, model in models.items() if name != 'model_1'
+            }
+        self.ctx.refine = False
+        start = 'the start' if 'parent_folder' not in self.ctx.inputs else 'its restart files'
+        self.report(f'refinement round {round_}: segment runs again from {start} with the new ensemble')
+        return None
 
     def stitch(self):
         """Stitch the segments' outputs into one series and plot it."""
@@ -442,3 +696,8 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
             self.out(name, node)
         self.out('restraint', self.ctx.inputs.restraint)
         self.out('plots', dict(self.ctx.plots))
+        if self.ctx.refinement_rounds:
+            self.out('refinement.rounds', self.ctx.refinement_rounds)
+        if self.ctx.get('refined_models'):
+            self.out('refinement.models', self.ctx.refined_models)
+            self.out('refinement.training_set', self.ctx.refined_training_set)
