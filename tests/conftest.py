@@ -114,6 +114,22 @@ def venv_code(aiida_code_installed):
     return factory
 
 
+#: Name of the POTCAR family of aiida-vasp's dummy test POTCARs (``fixtures/vasp/potcars``).
+POTCAR_FAMILY = 'lisei-test-dummy'
+
+
+@pytest.fixture
+def potential_family() -> str:
+    """Upload aiida-vasp's dummy POTCARs (P, S, Zn, and Li_sv, Cl made from them) as a family; its name."""
+    from aiida_vasp.data.potcar import PotcarData
+
+    if PotcarData.get_potcar_group(POTCAR_FAMILY) is None:
+        PotcarData.upload_potcar_family(
+            str(FIXTURES / 'vasp' / 'potcars'), POTCAR_FAMILY, 'dummy POTCARs', stop_if_existing=False
+        )
+    return POTCAR_FAMILY
+
+
 #: CP2K of Debian's `cp2k` package (2023.1).
 CP2K = Path('/usr/bin/cp2k.psmp')
 

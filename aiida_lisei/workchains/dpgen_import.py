@@ -97,6 +97,7 @@ PARAM_RULES: dict[str, Rule] = {
     'numb_models': _mapped('`num_models`'),
     'mlp_engine': _default(('dp',), 'DeePMD-kit only', 'DeePMD-kit (`dp`)'),
     'train_backend': _default(('tensorflow',), 'frozen TensorFlow models', 'the TensorFlow backend'),
+    'model_format': _default(('pb',), 'frozen TensorFlow models (model.pb)', 'the TensorFlow backend'),
     'default_training_param': _mapped('`train.dp_train.parameters` (seeds and data systems removed)'),
     'dp_train_skip_neighbor_stat': _mapped('`train.dp_train.settings.skip_neighbor_stat`'),
     'dp_compress': _mapped('`train.dp_train.settings.compress`'),
@@ -327,6 +328,13 @@ def _job_problems(job: Mapping[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+def _index_list(indices: Sequence[int]) -> str:
+    """Return job indices as a range (``0-8``) when contiguous, else comma-separated (``0,2,4``)."""
+    if len(indices) > 1 and list(indices) == list(range(indices[0], indices[-1] + 1)):
+        return f'{indices[0]}-{indices[-1]}'
+    return ','.join(map(str, indices))
+
+
 def normalize_param(param: Mapping[str, Any]) -> tuple[dict[str, Any], list[str], list[str]]:
     """Return ``(param, problems, ignored)``: comments dropped, aliases and old names renamed, keys checked.
 
@@ -345,7 +353,7 @@ def normalize_param(param: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]
             by_reason.setdefault((key, reason), []).append(index)
         ignored.extend(f'model_devi_jobs[{index}].{key}' for key in _check_rules(job, JOB_RULES)[1])
     for (key, reason), indices in by_reason.items():
-        problems.append(f'model_devi_jobs[{", ".join(map(str, indices))}].{key}{reason}')
+        problems.append(f'model_devi_jobs[{_index_list(indices)}].{key}{reason}')
     if jobs:
         param['model_devi_jobs'] = jobs
     if param.get('fp_style') not in FP_STYLES:
