@@ -35,6 +35,7 @@ __all__ = (
     'DpgenImportError',
     'Rule',
     'builder_from_dpgen_param',
+    'check_dpgen_param',
     'dpgen_ensemble',
     'normalize_param',
 )
@@ -369,6 +370,23 @@ def normalize_param(param: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]
     return param, problems, ignored
 
 
+def check_dpgen_param(
+    param: Mapping[str, Any], potential_family: str | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Return the normalized ``param`` and its ignored keys; raise :class:`DpgenImportError` listing every
+    unsupported key or value, and a VASP import without ``potential_family`` (a POTCAR family's name)."""
+    param, problems, ignored = normalize_param(param)
+    if param.get('fp_style') == 'vasp' and not potential_family:
+        problems.append(
+            'fp_pp_path/fp_pp_files: VASP reads its POTCARs from an uploaded family: upload the folder '
+            f'{param.get("fp_pp_path", "<fp_pp_path>")!r} with `aiida-vasp potcar uploadfamily --path=... '
+            '--name=NAME` and pass potential_family=NAME (`--potential-family NAME`)'
+        )
+    if problems:
+        raise DpgenImportError(problems)
+    return param, ignored
+
+
 def _per_system(value: Any, count: int, name: str) -> list[Any]:
     """Return DP-GEN's scalar, list or dict (string keys = ``sys_configs`` indices) value for each system."""
     if value is None or isinstance(value, int | float):
@@ -462,15 +480,7 @@ def builder_from_dpgen_param(
     if isinstance(param, str | Path):
         root = Path(param).parent
         param = json.loads(Path(param).read_text())
-    param, problems, ignored = normalize_param(param)
-    if param.get('fp_style') == 'vasp' and not label_kwargs.get('potential_family'):
-        problems.append(
-            'fp_pp_path/fp_pp_files: VASP reads its POTCARs from an uploaded family: upload the folder '
-            f'{param.get("fp_pp_path", "<fp_pp_path>")!r} with `aiida-vasp potcar uploadfamily --path=... '
-            '--name=NAME` and pass potential_family=NAME (`--potential-family NAME`)'
-        )
-    if problems:
-        raise DpgenImportError(problems)
+    param, ignored = check_dpgen_param(param, label_kwargs.get('potential_family'))
     if ignored:
         warnings.warn(
             f'ignored DP-GEN keys (set by our protocols and engines): {sorted(ignored)}', stacklevel=2
