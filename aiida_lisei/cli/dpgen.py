@@ -212,8 +212,12 @@ def cmd_import(ctx: click.Context, param: Path, machine: Path | None, **options:
     if not options['submit']:
         click.echo('Not submitted: rerun with --submit.')
         return
+    from aiida.common.exceptions import InvalidOperation
     from aiida.engine import submit
 
-    node = submit(builder)
+    try:
+        node = submit(builder)
+    except InvalidOperation as exception:  # no daemon (and, with ZeroMQ, no broker) to hand it to
+        raise click.ClickException(f'not submitted: {exception}') from exception
     click.secho(f'submitted lisei.concurrent_learning <{node.pk}>', fg='green')
-    click.echo(f'follow it: verdi process status {node.pk} (the daemon runs it: verdi daemon start)')
+    click.echo(f'follow it: verdi process status {node.pk}')
