@@ -53,7 +53,7 @@ def resolve_output(node: orm.Node, valid_type: type, name: str) -> orm.Node:
 
 def _note(node: orm.Node) -> dict[str, Any]:
     """Return the provenance of ``node``: its UUID, PK and the process that created it."""
-    creator = node.creator
+    creator = node.creator if isinstance(node, orm.Data) else None
     note = {'uuid': node.uuid, 'pk': node.pk, 'node_type': node.node_type}
     if creator is not None:
         note['created_by'] = {'uuid': creator.uuid, 'pk': creator.pk, 'process_label': creator.process_label}
@@ -94,12 +94,12 @@ def export_model(node: orm.Node, path: Path, compressed: bool = False) -> Path:
     :return: ``path``; ``<path>.provenance.json`` notes the model's UUID and metadata.
     """
     model = resolve_output(node, DeepPotentialData, 'model')
-    name = COMPRESSED_FILENAME if compressed else MODEL_FILENAME
     if compressed and not model.compressed:
         raise ValueError(f'the model <{model.pk}> has no compressed version: export it without --compressed')
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(model.base.repository.get_object_content(name, mode='rb'))
-    note = {'model': _note(model), 'file': name, **model.base.attributes.all}
+    model.write_model(path.parent, path.name, compressed=compressed)
+    note = {'model': _note(model), 'file': COMPRESSED_FILENAME if compressed else MODEL_FILENAME}
+    note.update(model.base.attributes.all)
     path.with_name(path.name + '.' + PROVENANCE_FILENAME).write_text(json.dumps(note, indent=1))
     return path
 
