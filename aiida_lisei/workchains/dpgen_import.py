@@ -38,6 +38,7 @@ __all__ = (
     'check_dpgen_param',
     'dpgen_ensemble',
     'normalize_param',
+    'rules_markdown',
 )
 
 
@@ -565,3 +566,55 @@ def _strip_dpgen_training(training: Mapping[str, Any], type_map: Sequence[str]) 
         data['training'].get(key, {}).pop('systems', None)
         data['training'].get(key, {}).pop('set_prefix', None)
     return data
+
+
+_ACTIONS = {
+    'mapped': 'mapped',
+    'ignored': 'ignored',
+    'default': 'only the default',
+    'unsupported': 'refused',
+}
+
+
+def rules_markdown() -> str:
+    """Return the key-by-key tables of :data:`PARAM_RULES`, :data:`JOB_RULES`, the aliases and
+    :data:`DEEPMD_RENAMES` as Markdown (``docs/dpgen_keys.md`` is written from it when the docs are built)."""
+
+    def table(rules: Mapping[str, Rule], aliases: Mapping[str, str]) -> list[str]:
+        also = {name: [alias for alias, target in aliases.items() if target == name] for name in rules}
+        lines = ['| key | what happens | where, or why | instead |', '| --- | --- | --- | --- |']
+        for key, rule in rules.items():
+            names = ', '.join(f'`{name}`' for name in [key, *also[key]])
+            accepted = (
+                f' (accepted: {", ".join(f"`{value!r}`" for value in rule.accepted)})'
+                if rule.accepted
+                else ''
+            )
+            lines.append(
+                f'| {names} | {_ACTIONS[rule.action]}{accepted} | {rule.note} | {rule.alternative} |'
+            )
+        return lines
+
+    renames = ['| old name | becomes |', '| --- | --- |']
+    renames += [
+        f'| `training.{old}` | {f"`training.{new}`" if new else "dropped"} |'
+        for old, new in DEEPMD_RENAMES.items()
+    ]
+    return '\n'.join(
+        [
+            '<!-- Generated from aiida_lisei/workchains/dpgen_import.py when the docs are built. -->',
+            '',
+            '### param.json',
+            '',
+            *table(PARAM_RULES, PARAM_ALIASES),
+            '',
+            '### An item of model_devi_jobs',
+            '',
+            *table(JOB_RULES, JOB_ALIASES),
+            '',
+            "### DeePMD-kit's old names in default_training_param",
+            '',
+            *renames,
+            '',
+        ]
+    )

@@ -29,6 +29,7 @@ from aiida_lisei.workchains.dpgen_import import (
     PARAM_RULES,
     DpgenImportError,
     builder_from_dpgen_param,
+    rules_markdown,
 )
 
 FIXTURES = Path(__file__).parents[1] / 'fixtures'
@@ -271,9 +272,9 @@ def test_every_documented_key_has_a_rule():
     assert keys <= set(PARAM_RULES), sorted(keys - set(PARAM_RULES))
     assert job_keys <= set(JOB_RULES), sorted(job_keys - set(JOB_RULES))
     assert aliases <= set(PARAM_ALIASES)
-    documented = set(re.findall(r'`([A-Za-z_0-9]+)`', DOCS.read_text()))
-    missing = (set(PARAM_RULES) | set(JOB_RULES) | set(PARAM_ALIASES) | set(JOB_ALIASES)) - documented
-    assert not missing, f'not in docs/dpgen.md: {sorted(missing)}'
+    assert 'dpgen_keys.md' in DOCS.read_text()  # the generated table is part of the page
+    documented = set(re.findall(r'`([A-Za-z_0-9]+)`', rules_markdown()))
+    assert keys | job_keys | aliases | set(JOB_ALIASES) <= documented
 
 
 #: Every vendored param.json and what it gives: ``None`` imports, else the keys it is refused for.
