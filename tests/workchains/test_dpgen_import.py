@@ -119,7 +119,7 @@ def codes(aiida_code_installed) -> dict[str, orm.InstalledCode]:
 
 
 def test_param_json_is_mapped(tmp_path, codes):
-    """Every supported key lands where docs/concurrent_learning.md says; per-system trust levels by label."""
+    """Every supported key lands where docs/dpgen.md says; per-system trust levels by label."""
     param = dpgen_param(tmp_path)
     path = tmp_path / 'param.json'
     path.write_text(json.dumps(param))
