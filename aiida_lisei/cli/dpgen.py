@@ -136,6 +136,11 @@ def describe_builder(builder: ProcessBuilder) -> list[str]:
         f'labelling: {engine}, at most {builder.fp_task_max.value} frames per system and iteration, with '
         f'{code.full_label}'
     )
+    if engine == 'vasp':
+        potcars = ', '.join(
+            f'{element} {name}' for element, name in inputs.potential_mapping.get_dict().items()
+        )
+        lines.append(f'  POTCARs of family {inputs.potential_family.value}: {potcars}')
     return lines
 
 
@@ -154,6 +159,13 @@ def describe_builder(builder: ProcessBuilder) -> list[str]:
     help='Stop early when every system is this accurate (DP-GEN runs all model_devi_jobs).',
 )
 @click.option('--potential-family', help='VASP: name of the uploaded POTCAR family (fp_pp_path).')
+@click.option(
+    '--potcar',
+    'potcars',
+    multiple=True,
+    metavar='ELEMENT=NAME',
+    help='VASP: the POTCAR of an element in the family, e.g. Li=Li_sv  [default: the element symbol]',
+)
 @click.option(
     '--engine-protocol', help='Protocol of the labelling engine (cp2k: gfn1_xtb, pbe; vasp: paper).'
 )
@@ -191,6 +203,9 @@ def cmd_import(ctx: click.Context, param: Path, machine: Path | None, **options:
     label_kwargs = {
         key: options[key] for key in ('potential_family', 'engine_protocol') if options[key] is not None
     }
+    mapping = dict(item.split('=', 1) for item in options['potcars'] if '=' in item)
+    if len(mapping) != len(options['potcars']):
+        raise click.BadParameter('give ELEMENT=NAME, e.g. Li=Li_sv', param_hint='--potcar')
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         try:
@@ -200,6 +215,7 @@ def cmd_import(ctx: click.Context, param: Path, machine: Path | None, **options:
                 protocol=options['protocol'],
                 seed=options['seed'],
                 converged_accuracy=options['converged_accuracy'],
+                potential_mapping=mapping,
                 **label_kwargs,
             )
         except ValueError as exception:

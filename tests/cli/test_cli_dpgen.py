@@ -23,24 +23,28 @@ VENV_BIN = Path(sys.executable).parent
 
 
 def methane_project(root: Path, example: Path = CP2K_EXAMPLE) -> Path:
-    """Write a DP-GEN example's param.json with its data (a CH4 start configuration, initial frames) under
-    ``root``, the paths rewritten as a user who copied the project would; return the param.json."""
+    """Write a DP-GEN methane example's param.json with its data (CH4 start configurations, initial frames)
+    under ``root``; absolute paths are rewritten as a user who copied the project would. Return the file."""
     param = json.loads(example.read_text())
     old_prefix = param['init_data_prefix']
-    param['init_data_prefix'] = str(root / 'data')
-    param['sys_configs'] = [
-        [pattern.replace(old_prefix, str(root / 'data'))] for [pattern] in param['sys_configs']
-    ]
+    if Path(old_prefix).is_absolute():
+        param['init_data_prefix'] = str(root / 'data')
+        patterns = [pattern.replace(old_prefix, str(root / 'data')) for [pattern] in param['sys_configs']]
+        param['sys_configs'] = [[pattern] for pattern in patterns]
+    else:
+        patterns = [str(root / param['sys_configs_prefix'] / pattern) for [pattern] in param['sys_configs']]
     atoms = molecule('CH4', vacuum=4.0, pbc=True)
-    for [pattern] in param['sys_configs']:
+    for pattern in patterns:
         poscar = Path(pattern.replace('*', '0'))
         poscar.parent.mkdir(parents=True, exist_ok=True)
         write(poscar, atoms, format='vasp')
     frame = atoms.copy()
     frame.calc = SinglePointCalculator(frame, energy=-24.0, forces=np.zeros((5, 3)), stress=np.zeros(6))
     level = {'engine': 'cp2k', 'method': 'stand-in', 'settings': {}}
-    [name] = param['init_data_sys']
-    TrainingSetData.from_ase([frame], level, name, type_map=param['type_map']).to_deepmd_npy(root / 'data')
+    [system] = param['init_data_sys']
+    folder = root / param['init_data_prefix'] / system
+    data = TrainingSetData.from_ase([frame], level, folder.name, type_map=param['type_map'])
+    data.to_deepmd_npy(folder.parent)
     path = root / 'param.json'
     path.write_text(json.dumps(param, indent=2))
     return path
@@ -105,6 +109,25 @@ def test_import_vasp_needs_a_potcar_family(run_cli):
     assert result.exit_code == 1
     assert "upload the folder './'" in result.output
     assert '--potential-family NAME' in result.output
+
+
+def test_import_vasp_with_a_potcar_family(
+    run_cli, tmp_path, code_labels, aiida_code_installed, potential_family
+):
+    """A VASP example imports with --potential-family; --potcar names an element's POTCAR in the family."""
+    path = methane_project(tmp_path, EXAMPLES / 'run__dp2.x-lammps-vasp__param_CH4_deepmd-kit-2.0.1.json')
+    vasp = aiida_code_installed(
+        label='vasp-stand-in', filepath_executable='/bin/true', default_calc_job_plugin='vasp.vasp'
+    )
+    options = [*code_labels[:4], '--fp-code', vasp.full_label, '--potential-family', potential_family]
+    result = run_cli('dpgen', 'import', path, *options, '--potcar', 'C=C_s')
+    assert result.exit_code == 0, result.output
+    assert (
+        f'labelling: vasp, at most 20 frames per system and iteration, with {vasp.full_label}'
+        in result.output
+    )
+    assert f'POTCARs of family {potential_family}: H H, C C_s' in result.output
+    assert 'training: 4 models x 2000 steps' in result.output  # DeePMD-kit 2.0's numb_steps and batch_size
 
 
 def test_machine_json_is_read():
