@@ -103,7 +103,8 @@ class RemoteComputer:
 
     ``options`` uses the option names of ``setup remote`` (``hostname``, ``username``, ``port``,
     ``key_filename``, ``transport``, ``scheduler``, ``work_dir``, ``engine_dir``, ``partition``,
-    ``account``, ``mpiprocs_per_machine``, ``prepend_text``); ``missing`` says what the file does not give.
+    ``account``, ``mpiprocs_per_machine``, ``mpirun_command``, ``prepend_text``); ``missing`` says what the
+    file does not give.
     """
 
     options: dict[str, Any]
@@ -169,6 +170,9 @@ def _role_computer(role: str, section: Mapping[str, Any]) -> RemoteComputer:
         'partition': resources.get('queue_name') or None,
         'account': _account(resources.get('custom_flags', [])),
         'mpiprocs_per_machine': resources.get('cpu_per_node'),
+        'mpirun_command': 'srun -n {tot_num_mpiprocs}'
+        if batch == 'slurm'
+        else 'mpirun -np {tot_num_mpiprocs}',
         'prepend_text': _prepend_text(resources),
     }
     return RemoteComputer(options, [role], missing)
@@ -189,7 +193,11 @@ def machine_computers(machine: Mapping[str, Any]) -> list[RemoteComputer]:
             continue
         section = machine[role][0] if isinstance(machine[role], list) else machine[role]
         computer = _role_computer(role, section)
-        keys = [key for key in computer.options if key not in ('engine_dir', 'mpiprocs_per_machine')]
+        keys = [
+            key
+            for key in computer.options
+            if key not in ('engine_dir', 'mpiprocs_per_machine', 'mpirun_command')
+        ]
         for other in computers:
             if other.options and all(other.options[key] == computer.options[key] for key in keys):
                 other.roles.append(role)

@@ -23,7 +23,14 @@ from aiida_lisei.data.deep_potential import COMPRESSED_FILENAME, MODEL_FILENAME,
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.formats.dpgen import iteration_folder, task_folder, write_model_devi_task
 
-__all__ = ('PROVENANCE_FILENAME', 'export_iteration', 'export_model', 'export_training_set', 'resolve_output')
+__all__ = (
+    'PROVENANCE_FILENAME',
+    'explorations',
+    'export_iteration',
+    'export_model',
+    'export_training_set',
+    'resolve_output',
+)
 
 #: The provenance note written next to exported data.
 PROVENANCE_FILENAME = 'provenance.json'

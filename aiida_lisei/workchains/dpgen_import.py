@@ -166,13 +166,13 @@ PARAM_RULES: dict[str, Rule] = {
     # VASP
     'fp_pp_path': _mapped('`potential_family`: upload this folder as a POTCAR family and pass its name'),
     'fp_pp_files': _mapped('`potential_mapping`: one POTCAR per `type_map` element, named as the element'),
-    'fp_incar': _ignored(f'INCAR settings come from the VASP {_ENGINE_PROTOCOL} (the paper: PBE, 600 eV)'),
+    'fp_incar': _ignored(f'INCAR settings come from {_ENGINE_PROTOCOL}: VASP paper (PBE, 600 eV)'),
     'fp_aniso_kspacing': _unsupported('one k-point spacing per system', 'the protocol `kpoints_spacing`'),
     'cvasp': _ignored('aiida-vasp restarts failed VASP runs (Custodian is not used)'),
     'fp_skip_bad_box': _unsupported('no box filter', 'explore boxes that stay reasonable (NVT, npt-i)'),
     # CP2K
-    'user_fp_params': _ignored(f'CP2K settings come from the CP2K {_ENGINE_PROTOCOL} (pbe, gfn1_xtb)'),
-    'external_input_path': _ignored(f'CP2K settings come from the CP2K {_ENGINE_PROTOCOL} (pbe, gfn1_xtb)'),
+    'user_fp_params': _ignored(f'the engine settings come from {_ENGINE_PROTOCOL}: CP2K pbe, gfn1_xtb'),
+    'external_input_path': _ignored(f'CP2K settings come from {_ENGINE_PROTOCOL}: pbe, gfn1_xtb'),
 }
 
 #: DP-GEN's own aliases of top-level keys.
@@ -555,12 +555,11 @@ def builder_from_dpgen_param(
 
 
 def _strip_dpgen_training(training: Mapping[str, Any], type_map: Sequence[str]) -> dict[str, Any]:
-    """Return DP-GEN's ``default_training_param`` without what the CalcJob sets (seeds, data systems)."""
+    """Return a normalized ``default_training_param`` without what the CalcJob sets (seeds, data systems)."""
     data = copy.deepcopy(dict(training))
     data['model'] = {**data['model'], 'type_map': list(type_map)}
     for section in ('descriptor', 'fitting_net'):
         data['model'].get(section, {}).pop('seed', None)
-    data['training'] = _modern_training(data['training'])
     data['training'].pop('seed', None)
     for key in ('training_data', 'validation_data'):
         data['training'].get(key, {}).pop('systems', None)

@@ -147,6 +147,7 @@ def test_machine_json_is_read():
         'partition': 'emergency',
         'account': None,
         'mpiprocs_per_machine': 1,
+        'mpirun_command': 'srun -n {tot_num_mpiprocs}',
         'prepend_text': 'module load deepmd/1.2',
     }
     assert lsf.options['scheduler'] == 'core.lsf' and lsf.options['port'] == 6666
@@ -189,5 +190,6 @@ def test_import_with_machine_json_registers_the_computer(run_cli, tmp_path, uniq
     assert scheduler_options(computer) == {'queue_name': 'debug'}
     assert computer.get_prepend_text() == 'export LISEI_SITE=1'
     assert orm.load_code(f'dp@{unique_label}').filepath_executable == VENV_BIN / 'dp'
+    assert computer.get_mpirun_command() == ['mpirun', '-np', '{tot_num_mpiprocs}']
     assert f'with dp@{unique_label}' in result.output and f'exploration: lmp@{unique_label}' in result.output
     assert f'with cp2k@{unique_label}' in result.output
