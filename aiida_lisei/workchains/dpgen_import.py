@@ -2,8 +2,9 @@
 
 Every key that DP-GEN documents for LAMMPS exploration with VASP or CP2K labelling has one rule here
 (:data:`PARAM_RULES`, :data:`JOB_RULES`): mapped, ignored (with the reason), accepted only with DP-GEN's
-default value, or unsupported (with the reason and the closest supported alternative). ``docs/dpgen.md``
-tabulates the rules; a test checks the table against DP-GEN's own argument list.
+default value, or unsupported (with the reason and the closest supported alternative). The key table of
+``docs/dpgen.md`` is generated from them (:func:`rules_markdown`); a test checks them against DP-GEN's own
+argument list (``dpgen.generator.arginfo``).
 
 As in DP-GEN, keys starting with ``_`` are comments and dropped; DP-GEN's aliases (``fp_params``, ``Ts``,
 ``ens``, ...) and DeePMD-kit's old names in ``default_training_param`` (``stop_batch``, v1 ``batch_size``,

@@ -84,6 +84,10 @@ def test_model_with_plain_lammps(run_cli, tmp_path):
     """Plain ``lmp`` with ``pair_style deepmd`` on the exported model gives the exploration's energy."""
     model = tiny_model()
     assert run_cli('export', 'model', model.pk, tmp_path / 'graph.pb').exit_code == 0
+    refused = run_cli('export', 'model', model.pk, tmp_path / 'compressed.pb', '--compressed')
+    assert refused.exit_code == 1 and 'has no compressed version' in refused.output
+    wrong = run_cli('export', 'training-set', model.pk, tmp_path / 'data')
+    assert wrong.exit_code == 1 and 'is a DeepPotentialData: give a TrainingSetData' in wrong.output
     case = (
         EXPLORATIONS / 'nvt_300k'
     )  # explored with model_1.pb driving the MD: PotEng -177.17277 eV at step 0
