@@ -2,8 +2,8 @@
 
 No AiiDA imports. :func:`write_model_devi_task` writes one exploration as DP-GEN writes a task of
 ``iter.<i>/01.model_devi`` (``task.<system>.<task>/{input.lammps, conf.lmp, job.json, model_devi.out,
-traj/<step>.lammpstrj}``); :func:`split_dump` cuts a LAMMPS text dump into its frames.
-:func:`machine_computers` reads the Slurm/SSH context of a DP-GEN (dpdispatcher) ``machine.json``: one
+traj/<step>.lammpstrj}``, with links to the models of ``iter.<i>/00.train``); :func:`split_dump` cuts a
+LAMMPS text dump into its frames. :func:`machine_computers` reads the Slurm/SSH context of a DP-GEN (dpdispatcher) ``machine.json``: one
 computer per distinct context, with the options of ``aiida-lisei setup remote`` and what is missing.
 """
 
@@ -73,6 +73,7 @@ def write_model_devi_task(
     model_devi: str,
     dump: str,
     job: Mapping[str, Any],
+    links: Mapping[str, Path] | None = None,
 ) -> list[Path]:
     """Write one exploration as a DP-GEN ``01.model_devi`` task; return the files written.
 
@@ -80,6 +81,8 @@ def write_model_devi_task(
     :param model_devi: ``model_devi.out``; :param dump: the trajectory (text dump, one file per frame in
         ``traj/<step>.lammpstrj`` as DP-GEN's input writes it); :param job: written as ``job.json``
         (temperature K, pressure bar, ...).
+    :param links: further names in the task and the files they point to (relative links), e.g. the models
+        and data file that ``input.lammps`` reads, so that it runs in the task folder.
     """
     (folder / 'traj').mkdir(parents=True, exist_ok=True)
     files = {
@@ -93,6 +96,11 @@ def write_model_devi_task(
     for name, text in files.items():
         path = folder / name
         path.write_text(text)
+        written.append(path)
+    for name, target in (links or {}).items():
+        path = folder / name
+        path.unlink(missing_ok=True)
+        path.symlink_to(posixpath.relpath(Path(target).absolute(), folder.absolute()))
         written.append(path)
     return written
 

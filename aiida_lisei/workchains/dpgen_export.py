@@ -6,7 +6,8 @@
 * :func:`export_model`: the frozen model of a ``DeepPotentialData`` (``model.pb``: plain LAMMPS with
   ``pair_style deepmd`` and ``dp test`` read it);
 * :func:`export_iteration`: the explorations of one iteration of ``lisei.concurrent_learning`` in DP-GEN's
-  layout (``iter.<i>/01.model_devi/task.<system>.<task>/``, see :mod:`aiida_lisei.formats.dpgen`).
+  layout (``iter.<i>/01.model_devi/task.<system>.<task>/``, see :mod:`aiida_lisei.formats.dpgen`), with
+  the ensemble as ``iter.<i>/00.train/graph.<i>.pb``: each task's ``input.lammps`` runs in place.
 """
 
 from __future__ import annotations
@@ -119,6 +120,21 @@ def _file(calculation: orm.CalcJobNode, name: str) -> str:
     return calculation.base.repository.get_object_content(name)
 
 
+def _write_models(calculation: orm.CalcJobNode, train: Path) -> dict[str, Path]:
+    """Write the ensemble of an exploration as DP-GEN's ``00.train/graph.<i>.pb`` (once per iteration);
+    return the names its ``input.lammps`` reads (``model_<i>.pb``, in the sorted order of the ``models``
+    input, as ``lisei.exploration`` writes them) and the graphs they are."""
+    models = calculation.inputs.models if 'models' in calculation.inputs else {}
+    names = {}
+    for index, key in enumerate(sorted(models)):
+        graph = train / f'graph.{index:03d}.pb'
+        if not graph.exists():
+            train.mkdir(parents=True, exist_ok=True)
+            models[key].write_model(train, graph.name)
+        names[f'model_{index}.pb'] = graph
+    return names
+
+
 def explorations(node: orm.WorkflowNode, iteration: int) -> dict[tuple[str, str], orm.CalcJobNode]:
     """Return the explorations of one iteration of ``lisei.concurrent_learning``, by (system, T key)."""
     found = {}
@@ -155,6 +171,7 @@ def export_iteration(node: orm.WorkflowNode, directory: Path, iteration: int | N
         sorted(node.inputs.structures) if 'structures' in node.inputs else sorted({key[0] for key in found})
     )
     root = directory / iteration_folder(iteration) / '01.model_devi'
+    train = directory / iteration_folder(iteration) / '00.train'
     folders, tasks = [], {}
     counters: dict[str, int] = {}
     for (system, _), calculation in sorted(
@@ -180,6 +197,7 @@ def export_iteration(node: orm.WorkflowNode, directory: Path, iteration: int | N
             model_devi=_file(calculation, 'model_devi.out'),
             dump=_file(calculation, 'traj.dump'),
             job=job,
+            links={'structure.data': folder / 'conf.lmp', **_write_models(calculation, train)},
         )
         folders.append(folder)
         tasks[folder.name] = calculation.uuid

@@ -46,10 +46,10 @@ def plain(*command: str | Path, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def tiny_model() -> DeepPotentialData:
-    """The first tiny test model (Li P S Cl) as a stored ``DeepPotentialData``."""
-    metadata = model_metadata(json.loads((MODELS / 'input_1.json').read_text()))
-    return DeepPotentialData(MODELS / 'model_1.pb', deepmd_version='3.2.0', **metadata).store()
+def tiny_model(index: int = 1) -> DeepPotentialData:
+    """A tiny test model (Li P S Cl; ``index`` 1 to 4) as a stored ``DeepPotentialData``."""
+    metadata = model_metadata(json.loads((MODELS / f'input_{index}.json').read_text()))
+    return DeepPotentialData(MODELS / f'model_{index}.pb', deepmd_version='3.2.0', **metadata).store()
 
 
 def test_training_set_and_model_with_plain_dp_test(run_cli, tmp_path):
@@ -103,12 +103,12 @@ def test_model_with_plain_lammps(run_cli, tmp_path):
     assert ours.thermo['PotEng'][0] == pytest.approx(reference.thermo['PotEng'][0], abs=1e-4)
 
 
-def _exploration(generate_calc_job_node, case: str, structure: orm.StructureData, caller: tuple) -> orm.Node:
+def _exploration(generate_calc_job_node, case: str, inputs: dict, caller: tuple) -> orm.Node:
     """A finished ``lisei.exploration`` of bcc Li16 with the real outputs of a parser fixture case."""
     parameters = json.loads((EXPLORATIONS / case / 'case.json').read_text())['parameters']
     return generate_calc_job_node(
         'lisei.exploration',
-        inputs={'parameters': orm.Dict(parameters), 'structure': structure},
+        inputs={'parameters': orm.Dict(parameters), **inputs},
         retrieved=EXPLORATIONS / case,
         finished=True,
         caller=caller,
@@ -116,10 +116,15 @@ def _exploration(generate_calc_job_node, case: str, structure: orm.StructureData
 
 
 def test_iteration_in_dpgen_layout_read_by_dpgen(run_cli, tmp_path, generate_calc_job_node, li16):
-    """One iteration's explorations in DP-GEN's folders; DP-GEN's own selection and dpdata read them."""
+    """One iteration's explorations in DP-GEN's folders; DP-GEN's own selection and dpdata read them, and
+    plain ``lmp`` reruns a task in place (its models linked from ``00.train``) to the same deviations."""
     from dpgen.generator.run import _select_by_model_devi_standard
 
     structure = li16()
+    inputs = {
+        'structure': structure,
+        'models': {f'model_{index}': tiny_model(index) for index in range(1, 5)},
+    }
     workflow = orm.WorkflowNode(
         process_type=format_entry_point_string('aiida.workflows', 'lisei.concurrent_learning')
     )
@@ -129,7 +134,7 @@ def test_iteration_in_dpgen_layout_read_by_dpgen(run_cli, tmp_path, generate_cal
     calculations = {}
     for case, temperature in (('nvt_800k', 800), ('nvt_300k', 300)):
         caller = (workflow, f'iteration_01_explore_bcc_lithium_T{temperature}')
-        calculations[temperature] = _exploration(generate_calc_job_node, case, structure, caller)
+        calculations[temperature] = _exploration(generate_calc_job_node, case, inputs, caller)
 
     result = run_cli('export', 'iteration', workflow.pk, tmp_path)
     assert result.exit_code == 0, result.output
@@ -151,6 +156,16 @@ def test_iteration_in_dpgen_layout_read_by_dpgen(run_cli, tmp_path, generate_cal
     )
     assert frame.get_natoms() == 16 and frame.get_nframes() == 1
     assert (Path(task) / 'input.lammps').read_text().startswith('# aiida-lisei exploration')
+
+    graphs = sorted(path.name for path in (tmp_path / 'iter.000000' / '00.train').iterdir())
+    assert graphs == ['graph.000.pb', 'graph.001.pb', 'graph.002.pb', 'graph.003.pb']
+    task = root / 'task.000.000000'  # 300 K: rerun it where it lies
+    ran = plain('lmp', '-in', 'input.lammps', '-log', 'rerun.log', '-nocite', cwd=task)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    rerun = np.loadtxt(task / 'model_devi.out')
+    assert rerun == pytest.approx(
+        np.loadtxt(EXPLORATIONS / 'nvt_300k' / 'model_devi.out'), rel=1e-4, abs=1e-8
+    )
 
     again = run_cli('export', 'iteration', workflow.pk, tmp_path / 'again', '--iteration', 2)
     assert again.exit_code == 1 and 'no exploration in iteration 2' in again.output
