@@ -3,8 +3,9 @@
 No AiiDA imports. :func:`write_model_devi_task` writes one exploration as DP-GEN writes a task of
 ``iter.<i>/01.model_devi`` (``task.<system>.<task>/{input.lammps, conf.lmp, job.json, model_devi.out,
 traj/<step>.lammpstrj}``, with links to the models of ``iter.<i>/00.train``); :func:`split_dump` cuts a
-LAMMPS text dump into its frames. :func:`machine_computers` reads the Slurm/SSH context of a DP-GEN (dpdispatcher) ``machine.json``: one
-computer per distinct context, with the options of ``aiida-lisei setup remote`` and what is missing.
+LAMMPS text dump into its frames. :func:`machine_computers` reads the Slurm/SSH context of a DP-GEN
+(dpdispatcher) ``machine.json``: one computer per distinct context, with the options of
+``aiida-lisei setup remote`` and what is missing.
 """
 
 from __future__ import annotations
