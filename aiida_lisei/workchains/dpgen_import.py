@@ -324,8 +324,11 @@ def _job_problems(job: Mapping[str, Any]) -> list[tuple[str, str]]:
     ensemble = job.get('ensemble', 'nvt')
     if ensemble not in ENSEMBLES:
         problems.append(('ensemble', f' = {ensemble!r}: not supported; instead: one of {sorted(ENSEMBLES)}'))
-    elif ENSEMBLES[ensemble]['ensemble'] == 'npt' and len(job.get('press', [])) > 1:
-        problems.append(('press', ': several pressures, one exploration each; instead: one job per pressure'))
+    elif ENSEMBLES[ensemble]['ensemble'] == 'npt' and len(job.get('press', [])) != 1:
+        several = ': several pressures, one exploration each; instead: one job per pressure'
+        problems.append(
+            ('press', several if job.get('press') else ': npt needs a pressure; instead: give one')
+        )
     if 'template' not in job and not {'temps', 'nsteps'} <= set(job):
         problems.append(('temps', ': `temps` and `nsteps` are required; instead: give both'))
     return problems

@@ -186,6 +186,7 @@ def test_unsupported_keys_are_refused_with_a_list(tmp_path, codes):
     param['model_devi_jobs'][0]['template'] = {'lmp': 'in.lammps'}
     param['model_devi_jobs'][1]['press'] = [1.0, 100.0]
     param['model_devi_jobs'][1]['ensemble'] = 'npt'
+    param['model_devi_jobs'][2].pop('press')
     with pytest.raises(DpgenImportError, match='unsupported DP-GEN keys or values') as info:
         builder_from_dpgen_param(param, codes)
     message = str(info.value)
@@ -197,10 +198,11 @@ def test_unsupported_keys_are_refused_with_a_list(tmp_path, codes):
         'training_reuse_stop_batch: no reuse of old models; instead: train from scratch',
         'model_devi_jobs[0].template: no LAMMPS or PLUMED input templates',
         'model_devi_jobs[1].press: several pressures',
+        'model_devi_jobs[2].press: npt needs a pressure',
         "fp_style = 'gaussian'",
     ):
         assert text in message, message
-    assert len(info.value.problems) == 7
+    assert len(info.value.problems) == 8
 
 
 def test_comments_and_old_names_are_accepted(tmp_path, codes):
