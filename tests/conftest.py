@@ -114,6 +114,22 @@ def venv_code(aiida_code_installed):
     return factory
 
 
+#: Name of the POTCAR family of aiida-vasp's dummy test POTCARs (``fixtures/vasp/potcars``).
+POTCAR_FAMILY = 'lisei-test-dummy'
+
+
+@pytest.fixture
+def potential_family() -> str:
+    """Upload aiida-vasp's dummy POTCARs (P, S, Zn, and Li_sv, Cl made from them) as a family; its name."""
+    from aiida_vasp.data.potcar import PotcarData
+
+    if PotcarData.get_potcar_group(POTCAR_FAMILY) is None:
+        PotcarData.upload_potcar_family(
+            str(FIXTURES / 'vasp' / 'potcars'), POTCAR_FAMILY, 'dummy POTCARs', stop_if_existing=False
+        )
+    return POTCAR_FAMILY
+
+
 #: CP2K of Debian's `cp2k` package (2023.1).
 CP2K = Path('/usr/bin/cp2k.psmp')
 
@@ -148,12 +164,13 @@ def generate_calc_job_node(aiida_localhost):
     """Return a factory of a finished ``CalcJobNode`` with inputs and retrieved files, for parser tests.
 
     ``factory(entry_point, inputs=None, retrieved=None, *, options=None, exit_status=None, exclude=(),
-    computer=True, outputs=None, finished=False)``: ``entry_point`` of the CalcJob (``lisei.tblite``,
-    ``cp2k``, ...); ``inputs`` nodes by link label (nested dicts for namespaces); ``retrieved`` either
-    ``{name: str | bytes}`` or a folder of real outputs (files in ``exclude`` left out; ``None``: no
-    ``retrieved`` output); ``options`` set on the node (one machine, one rank by default); ``exit_status`` as
-    the scheduler (or, with ``finished``, the parser) set it; ``outputs`` further output nodes by link label
-    (a handler test's ``remote_folder``, say).
+    computer=True, outputs=None, finished=False, caller=None)``: ``entry_point`` of the CalcJob
+    (``lisei.tblite``, ``cp2k``, ...); ``inputs`` nodes by link label (nested dicts for namespaces);
+    ``retrieved`` either ``{name: str | bytes}`` or a folder of real outputs (files in ``exclude`` left
+    out; ``None``: no ``retrieved`` output); ``options`` set on the node (one machine, one rank by
+    default); ``exit_status`` as the scheduler (or, with ``finished``, the parser) set it; ``outputs``
+    further output nodes by link label (a handler test's ``remote_folder``, say); ``caller`` a stored
+    ``(WorkflowNode, call link label)`` that called it (a work chain's provenance without running it).
     """
 
     def factory(
@@ -167,6 +184,7 @@ def generate_calc_job_node(aiida_localhost):
         computer: bool = True,
         outputs: Mapping[str, orm.Data] | None = None,
         finished: bool = False,
+        caller: tuple[orm.WorkflowNode, str] | None = None,
     ) -> orm.CalcJobNode:
         node = orm.CalcJobNode(
             computer=aiida_localhost if computer else None,
@@ -180,6 +198,8 @@ def generate_calc_job_node(aiida_localhost):
         _link_inputs(node, inputs or {})
         if finished:
             node.set_process_state('finished')
+        if caller is not None:
+            node.base.links.add_incoming(caller[0], LinkType.CALL_CALC, caller[1])
         node.store()
         if exit_status is not None:
             node.set_exit_status(exit_status)

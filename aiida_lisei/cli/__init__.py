@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from .check import cmd_check
+from .dpgen import cmd_dpgen
+from .export import cmd_export
 from .setup import cmd_setup
 
 __all__ = ('cmd_root',)
@@ -13,8 +15,10 @@ __all__ = ('cmd_root',)
 @click.group('aiida-lisei', context_settings={'help_option_names': ['-h', '--help']})
 @click.version_option(package_name='aiida-lisei')
 def cmd_root() -> None:
-    """Set up and check aiida-lisei: AiiDA profiles, computers, codes and the engines of the study."""
+    """Set up and check aiida-lisei; move DP-GEN projects in (dpgen import) and results out (export)."""
 
 
 cmd_root.add_command(cmd_setup)
 cmd_root.add_command(cmd_check)
+cmd_root.add_command(cmd_dpgen)
+cmd_root.add_command(cmd_export)

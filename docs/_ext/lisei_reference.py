@@ -1,4 +1,4 @@
-"""Generate the exit-code and restart-handler reference from the code itself.
+"""Generate the exit-code and restart-handler reference, and the DP-GEN key table, from the code itself.
 
 Written to ``docs/exit_codes.md`` when Sphinx starts, so the page can never drift from the
 process specs: every ``lisei.`` CalcJob and WorkChain with its exit codes, and every process
@@ -85,9 +85,11 @@ def render() -> str:
 
 
 def setup(app):
-    """Write ``exit_codes.md`` next to ``conf.py``."""
-    target = Path(app.srcdir) / 'exit_codes.md'
-    content = render()
-    if not target.exists() or target.read_text() != content:
-        target.write_text(content)
+    """Write ``exit_codes.md`` and ``dpgen_keys.md`` (the DP-GEN import's rules) next to ``conf.py``."""
+    from aiida_lisei.workchains.dpgen_import import rules_markdown
+
+    for name, content in (('exit_codes.md', render()), ('dpgen_keys.md', rules_markdown())):
+        target = Path(app.srcdir) / name
+        if not target.exists() or target.read_text() != content:
+            target.write_text(content)
     return {'parallel_read_safe': True, 'parallel_write_safe': True}

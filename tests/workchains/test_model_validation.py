@@ -145,17 +145,16 @@ def test_protocols(stand_in):
         )
 
 
-def test_paper_protocol_labels_with_the_paper_vasp_settings(stand_in):
+def test_paper_protocol_labels_with_the_paper_vasp_settings(stand_in, potential_family):
     """``paper``: the frames are labelled by ``lisei.vasp.label`` with the SI's PBE/PAW settings."""
-    from aiida_vasp.data.potcar import PotcarData
-
-    family = 'lisei-test-dummy'
-    if PotcarData.get_potcar_group(family) is None:
-        PotcarData.upload_potcar_family(
-            str(TESTS / 'fixtures' / 'vasp' / 'potcars'), family, 'dummy POTCARs', stop_if_existing=False
-        )
     builder = ModelValidationWorkChain.get_builder_from_protocol(
-        stand_in, stand_in, stand_in, fixture_model(), li16(), protocol='paper', potential_family=family
+        stand_in,
+        stand_in,
+        stand_in,
+        fixture_model(),
+        li16(),
+        protocol='paper',
+        potential_family=potential_family,
     )
     md = builder.md.parameters.get_dict()
     assert md['n_steps'] * md['timestep'] / 1000 == 200.0 and md['stride'] == 100

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 from aiida import orm
 from aiida.engine import run_get_node
-from aiida_vasp.data.potcar import PotcarData
 from aiida_vasp.parsers.content_parsers.incar import IncarParser
 from aiida_vasp.parsers.content_parsers.kpoints import KpointsParser
 from aiida_vasp.parsers.content_parsers.poscar import PoscarParser
@@ -28,18 +27,7 @@ from aiida_lisei.workchains.vasp_label import VaspLabelWorkChain
 FIXTURES = Path(__file__).parents[1] / 'fixtures' / 'vasp'
 REGISTRY = FIXTURES / 'registry'
 ZN_ENTRY = REGISTRY / 'zn3ps42_phonon_disp'
-FAMILY = 'lisei-test-dummy'
 OPTIONS = {'withmpi': False, 'resources': {'num_machines': 1, 'num_mpiprocs_per_machine': 1}}
-
-
-@pytest.fixture
-def potential_family() -> str:
-    """Upload aiida-vasp's dummy POTCARs (P, S, Zn, and Li_sv, Cl made from them) as a family."""
-    if PotcarData.get_potcar_group(FAMILY) is None:
-        PotcarData.upload_potcar_family(
-            str(FIXTURES / 'potcars'), FAMILY, 'dummy POTCARs', stop_if_existing=False
-        )
-    return FAMILY
 
 
 @pytest.fixture
