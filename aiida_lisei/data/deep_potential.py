@@ -34,6 +34,7 @@ __all__ = (
     'COMPRESSED_FILENAME',
     'MODEL_FILENAME',
     'DeepPotentialData',
+    'ensemble_models',
     'model_filename',
     'model_metadata',
     'models_type_map',
@@ -250,3 +251,13 @@ def models_type_map(models: Mapping[str, DeepPotentialData | SinglefileData]) ->
     if len(maps) > 1:
         raise ValueError(f'the models have different type maps: {sorted(maps)}')
     return maps.pop() if maps else STUDY_TYPE_MAP
+
+
+def ensemble_models(
+    model: DeepPotentialData | SinglefileData, others: Mapping[str, DeepPotentialData | SinglefileData]
+) -> dict[str, DeepPotentialData | SinglefileData]:
+    """Return the models of an MD with a model deviation: ``model`` first (it drives the dynamics), then
+    ``others`` in sorted key order, as ``model_0000``, ``model_0001``, ...; without ``others``, ``model``
+    twice (an exploration needs two models; the deviation is then zero)."""
+    ordered = [others[key] for key in sorted(others)] or [model]
+    return {f'model_{index:04d}': node for index, node in enumerate([model, *ordered])}

@@ -83,7 +83,7 @@ DEFAULT_EXPLORATION_PARAMETERS: dict[str, Any] = {
     'stride': 10,  # steps between model-deviation rows, dumped frames and thermo lines
     'thermostat_damping': 100.0,  # fs
     'barostat_damping': 1000.0,  # fs
-    'pressure_coupling': 'iso',  # 'iso' or 'aniso' (npt only)
+    'pressure_coupling': 'iso',  # 'iso', 'aniso' or 'xy' (x and y each at P, z fixed: slabs; npt only)
 }
 
 #: Moving-restraint MD parameters and defaults (``None``: required). Units: K, bar, fs, steps.
@@ -98,6 +98,14 @@ DEFAULT_RESTRAINT_MD_PARAMETERS: dict[str, Any] = {
     'thermo_stride': 100,  # steps between thermo lines
     'dump_stride': 1000,  # steps between dumped frames (id type x y z ix iy iz)
     'restart_stride': 10000,  # steps between periodic restart files (restart.<step>), 0: none
+}
+
+#: Barostat keywords of ``fix npt`` per pressure coupling (``{P}`` bar, ``{damp}`` ps): ``xy`` couples x and y
+#: independently and keeps z fixed, as the paper's sandwich runs (SI §4) and any slab with vacuum need.
+PRESSURE_COUPLINGS: dict[str, str] = {
+    'iso': 'iso {P} {P} {damp}',
+    'aniso': 'aniso {P} {P} {damp}',
+    'xy': 'x {P} {P} {damp} y {P} {P} {damp} couple none',
 }
 
 #: Fraction of ``max_wallclock_seconds`` after which LAMMPS stops the run itself (``timer timeout``).
@@ -146,8 +154,11 @@ def check_exploration_parameters(parameters: Mapping[str, Any]) -> dict[str, Any
         raise ValueError('`pressure` (bar) is required for the npt ensemble')
     if full['ensemble'] == 'nvt' and full['pressure'] is not None:
         raise ValueError("`pressure` is given but `ensemble` is 'nvt': set `ensemble` to 'npt'")
-    if full['pressure_coupling'] not in ('iso', 'aniso'):
-        raise ValueError(f"`pressure_coupling` must be 'iso' or 'aniso', got {full['pressure_coupling']!r}")
+    if full['pressure_coupling'] not in PRESSURE_COUPLINGS:
+        raise ValueError(
+            f'`pressure_coupling` must be one of {sorted(PRESSURE_COUPLINGS)}, '
+            f'got {full["pressure_coupling"]!r}'
+        )
     for name in ('n_steps', 'stride'):
         positive_integer(full[name], f'`{name}`')
     for name in _MD_NUMBERS:
@@ -303,7 +314,7 @@ def generate_exploration_script(
                 f'thermo {stride}',
                 f'dump traj all custom {stride} {dump_file} id type x y z',
                 'dump_modify traj sort id format float %.12g',
-                _integrator_line(p, f'{p["pressure_coupling"]} {{P}} {{P}} {{damp}}'),
+                _integrator_line(p, PRESSURE_COUPLINGS[p['pressure_coupling']]),
                 *_timeout_line(timeout_seconds, stride),
                 f'run {p["n_steps"]}',
             ]
@@ -363,7 +374,7 @@ def generate_restraint_md_script(
         '# the restraint before the integrator: its virial reaches the barostat',
         f'fix {RESTRAINT_FIX_ID} all plumed plumedfile {plumed_file} outfile {plumed_log}',
         f'fix_modify {RESTRAINT_FIX_ID} energy yes virial yes',
-        _integrator_line(p, 'x {P} {P} {damp} y {P} {P} {damp} couple none'),
+        _integrator_line(p, PRESSURE_COUPLINGS['xy']),
         f'thermo_style custom {" ".join(THERMO_COLUMNS)}',
         'thermo_modify lost error flush yes norm no',
         f'thermo {p["thermo_stride"]}',

@@ -29,7 +29,7 @@ from aiida_lisei.calculations.base import define_guard_exit_codes
 from aiida_lisei.calculations.dp_test import DpTestCalculation
 from aiida_lisei.calculations.exploration import ExplorationCalculation
 from aiida_lisei.common.seeds import derive_seed
-from aiida_lisei.data.deep_potential import DeepPotentialData, models_type_map
+from aiida_lisei.data.deep_potential import DeepPotentialData, ensemble_models, models_type_map
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.formats.lammps import check_exploration_parameters as check_md_parameters
 from aiida_lisei.protocols import ProtocolMixin
@@ -213,16 +213,6 @@ def _validate_seed(value: orm.Int, _ctx: Any = None) -> str | None:
     return None if value.value >= 0 else f'`seed` must be >= 0, got {value.value}'
 
 
-def _md_models(model: DeepPotentialData, ensemble: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the models of the MD run: ``model`` first (it drives the dynamics), then the ensemble.
-
-    Keys ``model_0000`` (the tested model), ``model_0001``, ... (the ensemble in sorted key order); without
-    an ensemble, ``model`` twice (the exploration needs two models; their deviation is then zero).
-    """
-    others = [ensemble[key] for key in sorted(ensemble)] or [model]
-    return {f'model_{index:04d}': node for index, node in enumerate([model, *others])}
-
-
 def validate_inputs(inputs: dict[str, Any], _ctx: Any = None) -> str | None:
     """Check the MD (NPT, enough frames), the elements, and the labelling engine against the model."""
     if 'model' not in inputs or 'md' not in inputs or 'parameters' not in inputs['md']:
@@ -246,7 +236,7 @@ def validate_inputs(inputs: dict[str, Any], _ctx: Any = None) -> str | None:
 
     model = inputs['model']
     try:
-        type_map = models_type_map(_md_models(model, inputs.get('ensemble', {})))
+        type_map = models_type_map(ensemble_models(model, inputs.get('ensemble', {})))
     except ValueError as exception:
         return f'`ensemble`: {exception}'
     if 'structure' in inputs:
@@ -487,7 +477,7 @@ class ModelValidationWorkChain(ProtocolMixin, WorkChain):
         """Run the NPT DPMD with the model (and the ensemble for the deviation)."""
         inputs = AttributeDict(self.exposed_inputs(ExplorationCalculation, namespace='md'))
         inputs.structure = self.inputs.structure
-        inputs.models = _md_models(self.inputs.model, self.inputs.get('ensemble', {}))
+        inputs.models = ensemble_models(self.inputs.model, self.inputs.get('ensemble', {}))
         inputs.seed = orm.Int(self.ctx.md_seed)
         inputs.metadata = {**inputs.get('metadata', {}), 'call_link_label': 'md'}
         node = self.submit(ExplorationCalculation, **inputs)

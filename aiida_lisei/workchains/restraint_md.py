@@ -23,9 +23,10 @@ from aiida.common import AttributeDict
 from aiida.engine import ProcessHandlerReport, ToContext, calcfunction, if_, process_handler, while_
 
 from aiida_lisei.calculations.base import define_guard_exit_codes
+from aiida_lisei.calculations.exploration import ExplorationCalculation
 from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
 from aiida_lisei.common.seeds import derive_seed
-from aiida_lisei.data.deep_potential import DeepPotentialData
+from aiida_lisei.data.deep_potential import DeepPotentialData, ensemble_models
 from aiida_lisei.data.structure import GroupedStructureData
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.formats.lammps import check_restraint_md_parameters
@@ -116,6 +117,25 @@ def initial_restraint(structure: GroupedStructureData, restraint: orm.Dict, para
         np.array([site.position for site in structure.sites]), np.array(structure.cell)
     ).value
     return orm.Dict(resolve_restraint_parameters(request, value, n_steps))
+
+
+@calcfunction
+def equilibrated_structure(
+    structure: GroupedStructureData, trajectory: orm.TrajectoryData
+) -> GroupedStructureData:
+    """Return the last frame of ``trajectory`` (Å; frames in atom-id order = the sites of ``structure``) with
+    the cell of that frame and the atom groups and layers of ``structure``: the start of the pulled run."""
+    if trajectory.numsites != len(structure.sites):
+        raise ValueError(
+            f'{trajectory.numsites} atoms in the trajectory, {len(structure.sites)} in the structure'
+        )
+    equilibrated = GroupedStructureData(cell=trajectory.get_cells()[-1].tolist(), pbc=structure.pbc)
+    for kind in structure.kinds:
+        equilibrated.append_kind(kind)
+    for site, position in zip(structure.sites, trajectory.get_positions()[-1], strict=True):
+        equilibrated.append_site(type(site)(kind_name=site.kind_name, position=position.tolist()))
+    equilibrated.set_atom_groups(structure.atom_groups, structure.atom_layers.tolist())
+    return equilibrated
 
 
 @calcfunction
@@ -297,9 +317,25 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
                 'help': 'Inputs of every `lisei.dp_train` of the retrained ensemble.',
             },
         )
+        spec.expose_inputs(
+            ExplorationCalculation,
+            namespace='equilibration',
+            exclude=('structure', 'models', 'seed'),
+            namespace_options={
+                'required': False,
+                'populate_defaults': False,
+                'help': 'Unbiased NPT equilibration before the pull (`lisei.exploration`, LAMMPS + DeePMD, '
+                "the ensemble's deviation and guards measured; pressure_coupling `xy` for the sandwich): "
+                'its last frame starts the pulled run and is the reference of its guards. Absent: none.',
+            },
+        )
         spec.inputs.validator = validate_refinement
         spec.outline(
             cls.setup,
+            if_(cls.should_equilibrate)(
+                cls.run_equilibration,
+                cls.inspect_equilibration,
+            ),
             cls.resolve_restraint,
             while_(cls.should_run_process)(
                 cls.run_process,
@@ -349,6 +385,20 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         )
         spec.exit_code(511, 'ERROR_NO_OUTPUT', message='No segment produced a COLVAR: nothing to stitch.')
         spec.exit_code(
+            513,
+            'ERROR_EQUILIBRATION_FAILED',
+            message='The NPT equilibration {process} failed: {message}',
+        )
+        spec.output(
+            'equilibration.structure',
+            valid_type=GroupedStructureData,
+            required=False,
+            help='The equilibrated structure: the start of the pulled run.',
+        )
+        spec.output(
+            'equilibration.guards', valid_type=orm.Dict, required=False, help='Guards of the equilibration.'
+        )
+        spec.exit_code(
             512, 'ERROR_REFINEMENT_FAILED', message='Refinement round {round}: {step} failed: {message}'
         )
         spec.output_namespace(
@@ -384,6 +434,7 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         seed: int | None = None,
         options: dict[str, Any] | None = None,
         deviation_models: dict[str, orm.Data] | None = None,
+        equilibration_code: orm.AbstractCode | None = None,
     ):
         """Return a builder from a protocol (``demo`` by default, or ``paper``); no node is stored.
 
@@ -394,6 +445,8 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         :param seed: velocity seed (default: the protocol's).
         :param options: merged into ``md.metadata.options``.
         :param deviation_models: the ensemble's other models: the ``deviation`` guard along the run.
+        :param equilibration_code: LAMMPS with the DeePMD pair style (``lisei.exploration``): runs the
+            protocol's unbiased NPT ``equilibration`` before the pull (none without it).
         """
         inputs = cls.get_protocol_inputs(protocol, overrides)
         builder = cls.get_builder()
@@ -411,6 +464,14 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         metadata.setdefault('options', {}).update(options or {})
         builder.md.metadata = metadata
         builder.restraint = orm.Dict(inputs['restraint'])
+        if equilibration_code is not None and inputs.get('equilibration'):
+            equilibration = inputs['equilibration']
+            builder.equilibration.code = equilibration_code
+            builder.equilibration.parameters = orm.Dict(equilibration['parameters'])
+            builder.equilibration.guards = orm.Dict(
+                {**inputs['md']['guards'], **equilibration.get('guards', {})}
+            )
+            builder.equilibration.metadata = copy.deepcopy(equilibration.get('metadata', metadata))
         if inputs.get('segment_steps'):
             builder.segment_steps = orm.Int(inputs['segment_steps'])
         builder.max_iterations = orm.Int(inputs['max_iterations'])
@@ -429,6 +490,59 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         self.ctx.refinement_round = 0
         self.ctx.refinement_rounds = {}
         self._set_segment_end(0)
+
+    def should_equilibrate(self) -> bool:
+        """Return whether an NPT equilibration precedes the pull."""
+        return 'code' in self.inputs.get('equilibration', {})
+
+    def run_equilibration(self):
+        """Run the unbiased NPT equilibration with the ensemble (seed derived from the run's seed)."""
+        inputs = AttributeDict(self.exposed_inputs(ExplorationCalculation, namespace='equilibration'))
+        inputs.structure = self.ctx.inputs.structure
+        inputs.models = ensemble_models(self.ctx.inputs.model, self.ctx.inputs.get('deviation_models', {}))
+        inputs.seed = orm.Int(derive_seed(self.ctx.inputs.seed.value, 'equilibration'))
+        inputs.metadata = {**inputs.get('metadata', {}), 'call_link_label': 'equilibration'}
+        node = self.submit(ExplorationCalculation, **inputs)
+        parameters = inputs.parameters.get_dict()
+        self.report(
+            f'equilibration <PK={node.pk}>: {parameters.get("n_steps")} steps of unbiased NPT '
+            f'({parameters.get("pressure_coupling", "iso")}) before the pull'
+        )
+        return ToContext(equilibration=node)
+
+    def inspect_equilibration(self):
+        """Enforce the equilibration's guards; its last frame starts the pulled run."""
+        node = self.ctx.equilibration
+        if 'trajectory' not in node.outputs or not node.is_finished_ok:
+            message = f'exit status {node.exit_status}: {node.exit_message or "no message"}'
+            return self.exit_codes.ERROR_EQUILIBRATION_FAILED.format(
+                process=f'{node.process_label}<{node.pk}>', message=message
+            )
+        if 'guards' in node.outputs:
+            guards = node.outputs.guards
+            self.out('equilibration.guards', guards)
+            verdict = 'all passed' if guards['passed'] else f'FAILED: {", ".join(guards["failed"])}'
+            self.report(
+                f'equilibration guards <PK={guards.pk}> {verdict}\n{format_guard_table(guards.get_dict())}'
+            )
+            if not guards['passed'] and guards['thresholds']['enabled']:
+                definition = next(guard for guard in GUARDS if guard.name == guards['failed'][0])
+                detail = guards['guards'][definition.name]['detail']
+                return self.exit_codes[definition.label].format(
+                    detail=f'{detail} (equilibration <{node.pk}>)'
+                )
+        structure = equilibrated_structure(
+            self.ctx.inputs.structure, node.outputs.trajectory, metadata={'call_link_label': 'equilibrated'}
+        )
+        before = np.linalg.norm(np.array(self.ctx.inputs.structure.cell)[:2], axis=1)
+        after = np.linalg.norm(np.array(structure.cell)[:2], axis=1)
+        self.report(
+            f'equilibrated lateral cell {before[0]:.3f} x {before[1]:.3f} -> {after[0]:.3f} x '
+            f'{after[1]:.3f} Å <PK={structure.pk}>: the pulled run starts here'
+        )
+        self.ctx.inputs.structure = structure
+        self.out('equilibration.structure', structure)
+        return None
 
     def resolve_restraint(self):
         """Fill the restraint's defaults (start = the initial CV) by a calcfunction (in the graph)."""

@@ -12,13 +12,12 @@ from aiida.engine import run_get_node
 from ase.build import bulk
 
 from aiida_lisei.common.seeds import derive_seed
-from aiida_lisei.data.deep_potential import DeepPotentialData
+from aiida_lisei.data.deep_potential import DeepPotentialData, ensemble_models
 from aiida_lisei.reporting.comparisons import validation_comparison
 from aiida_lisei.reporting.paper import PAPER_SETUP
 from aiida_lisei.reporting.plots import PNG_SIGNATURE, png_size
 from aiida_lisei.workchains.model_validation import (
     ModelValidationWorkChain,
-    _md_models,
     count_drawable_frames,
     draw_frame_indices,
     draw_frames,
@@ -104,8 +103,8 @@ def test_paper_comparison_flags_any_difference_as_demo():
 def test_md_models_put_the_tested_model_first():
     """The tested model drives the MD (first key); without an ensemble it is passed twice."""
     model, other = fixture_model(1), fixture_model(2)
-    assert _md_models(model, {}) == {'model_0000': model, 'model_0001': model}
-    assert _md_models(model, {'b': other, 'a': model}) == {
+    assert ensemble_models(model, {}) == {'model_0000': model, 'model_0001': model}
+    assert ensemble_models(model, {'b': other, 'a': model}) == {
         'model_0000': model,
         'model_0001': model,
         'model_0002': other,

@@ -208,3 +208,43 @@ def test_a_failed_guard_ends_the_run_with_its_code_and_keeps_the_outputs(restrai
     assert {'colvar', 'thermo', 'trajectory', 'model_deviation', 'plots'} <= set(node.outputs)
     report = '\n'.join(log.message for log in orm.Log.collection.get_logs_for(node))
     assert 'guards' in report and 'FAIL' in report
+
+
+def test_equilibration_starts_the_pull_from_its_last_frame(
+    restraint_code, venv_code, small_sandwich, tiny_model
+):
+    """An unbiased NPT equilibration (lisei.exploration, x and y coupled, z fixed) runs first; its last
+    frame, with the sandwich's groups, starts the pulled run and is where the restraint's s0 starts."""
+    lmp = venv_code('lmp', 'lisei.exploration')
+    overrides = {
+        'md': {
+            'parameters': {'n_steps': 20, 'thermo_stride': 10, 'dump_stride': 10, 'restart_stride': 0},
+            'guards': {'enabled': False},  # the tiny Li-only model is not physical on the sandwich
+        },
+        'equilibration': {'parameters': {'n_steps': 30, 'stride': 10}},
+        'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 5},
+        'segment_steps': 20,
+    }
+    builder = RestraintMdWorkChain.get_builder_from_protocol(
+        restraint_code, small_sandwich, tiny_model, overrides=overrides, seed=77, equilibration_code=lmp
+    )
+    assert builder.equilibration.parameters['pressure_coupling'] == 'xy'
+    assert (
+        builder.equilibration.guards['lateral_cell'] == 0.10 and not builder.equilibration.guards['enabled']
+    )
+    _, node = run_get_node(builder)
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    equilibration = node.base.links.get_outgoing(link_label_filter='equilibration').one().node
+    assert equilibration.inputs.parameters['pressure_coupling'] == 'xy'
+    start = node.outputs.equilibration.structure
+    trajectory = equilibration.outputs.trajectory
+    assert np.allclose(start.cell, trajectory.get_cells()[-1])
+    assert np.allclose([site.position for site in start.sites], trajectory.get_positions()[-1])
+    assert start.atom_groups == small_sandwich.atom_groups
+    segment = next(child for child in node.called if child.process_label == 'RestraintMdCalculation')
+    assert segment.inputs.structure.uuid == start.uuid
+    cv = cv_from_parameters(start.atom_groups, start.atom_layers, node.outputs.restraint.get_dict())
+    positions = np.array([site.position for site in start.sites])
+    assert node.outputs.restraint['at_start'] == pytest.approx(
+        evaluate_cv(cv, positions, np.array(start.cell)).value
+    )
