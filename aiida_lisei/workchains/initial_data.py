@@ -11,10 +11,11 @@ records its own seed as an input with the root seed upstream. Everything is dete
 with caching enabled recomputes nothing.
 
 The relax/MD engine is the process class :attr:`InitialDataWorkChain._engine_process` (``lisei.tblite_md``,
-GFN1-xTB): any process with the same contract (inputs ``structure``, ``parameters`` with ``task`` =
-``relax`` | ``md``, ``seed``; outputs ``structure``, ``trajectory``) can replace it in a subclass. The
-paper's AIMD (PBE, 20 ps) runs with ``lisei.initial_data.cp2k``
-(:class:`~aiida_lisei.workchains.initial_data_cp2k.InitialDataCp2kWorkChain`, engine ``lisei.cp2k.md``).
+GFN1-xTB; ``lisei.initial_data.chgnet`` runs ``lisei.chgnet_md`` and labels with CHGNet): any process with the
+same contract (inputs ``structure``, ``parameters`` with ``task`` = ``relax`` | ``md``, ``seed``; outputs
+``structure``, ``trajectory``) can replace it in a subclass. The paper's AIMD (PBE, 20 ps) runs with
+``lisei.initial_data.cp2k`` (:class:`~aiida_lisei.workchains.initial_data_cp2k.InitialDataCp2kWorkChain`,
+engine ``lisei.cp2k.md``).
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ProcessBuilder, WorkChain, calcfunction
 
-from aiida_lisei.calculations.tblite_md import TbliteMdCalculation
+from aiida_lisei.calculations.ase_md import TbliteMdCalculation
 from aiida_lisei.common.validation import dict_port_validator
 from aiida_lisei.data.frames import LABEL_PATTERN
 from aiida_lisei.data.training_set import TrainingSetData
-from aiida_lisei.engines.tblite_md import check_parameters
+from aiida_lisei.engines.ase_md import DEFAULT_PARAMETERS
 from aiida_lisei.protocols import ProtocolMixin
 from aiida_lisei.workchains.functions import (
     check_perturbation_parameters,
@@ -353,7 +354,8 @@ class InitialDataWorkChain(ProtocolMixin, WorkChain):
             inputs = AttributeDict(self.exposed_inputs(LabelWorkChain, namespace='label'))
             inputs.structures = self.ctx.frames[system]
             inputs.system_label = orm.Str(system)
-            temperature = check_parameters(self.ctx.parameters['md'][system].get_dict())['md']['temperature']
+            md = self.ctx.parameters['md'][system].get_dict().get('md', {})
+            temperature = md.get('temperature', DEFAULT_PARAMETERS['md']['temperature'])
             inputs.tags = orm.Dict(
                 {'source': 'aimd', 'temperature': temperature, **self.ctx.frame_tags[system]}
             )
