@@ -32,6 +32,7 @@ from aiida_lisei.common.validation import dict_port_validator
 from aiida_lisei.data.frames import LABEL_PATTERN
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.engines.ase_md import DEFAULT_PARAMETERS
+from aiida_lisei.engines.calculators import CALCULATORS
 from aiida_lisei.protocols import ProtocolMixin
 from aiida_lisei.workchains.functions import (
     check_perturbation_parameters,
@@ -84,6 +85,8 @@ class InitialDataWorkChain(ProtocolMixin, WorkChain):
 
     _protocol_file = 'initial_data'
     _engine_process = TbliteMdCalculation
+    #: The ``lisei.label`` engine of the sampled frames.
+    _label_engine = 'tblite'
 
     @classmethod
     def define(cls, spec):
@@ -203,6 +206,7 @@ class InitialDataWorkChain(ProtocolMixin, WorkChain):
             label_code,
             {},
             system_label='unused',
+            engine=cls._label_engine,
             protocol=inputs['label'].get('protocol'),
             overrides=inputs['label'].get('overrides'),
         )
@@ -214,9 +218,17 @@ class InitialDataWorkChain(ProtocolMixin, WorkChain):
     # --- engine hook (added for lisei.cp2k.md; see InitialDataCp2kWorkChain) ---
     @classmethod
     def _set_engine_inputs(cls, namespace: Any, code: orm.AbstractCode, inputs: Mapping[str, Any]) -> None:
-        """Fill the ``relax`` or ``md`` namespace of a builder from the protocol's section ``inputs``."""
+        """Fill the ``relax`` or ``md`` namespace of a builder from the protocol's section ``inputs``; of the
+        calculators' settings only those of the engine's calculator are kept."""
+        calculator = cls._engine_process._CALCULATOR
         namespace.code = code
-        namespace.parameters = orm.Dict(inputs['parameters'])
+        namespace.parameters = orm.Dict(
+            {
+                key: value
+                for key, value in inputs['parameters'].items()
+                if key not in CALCULATORS or key == calculator
+            }
+        )
         namespace.metadata.options = inputs['metadata']['options']
 
     # --- end of engine hook ---
