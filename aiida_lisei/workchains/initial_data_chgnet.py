@@ -1,9 +1,9 @@
 """``lisei.initial_data.chgnet``: ``lisei.initial_data`` with CHGNet for the relax/MD and the labels.
 
 The pretrained CHGNet (``lisei.chgnet_md``, then ``lisei.label`` on the ``chgnet`` engine) makes a demo
-initial dataset of systems that tblite cannot afford here (the interface and the sandwich: ~0.5 s per step of
-230 atoms against ~5 min per tblite single point). Its labels are CHGNet's level of theory (MPtrj PBE/PBE+U),
-not the paper's PBE: they never mix with other labels in one training set.
+initial dataset of systems that tblite cannot afford here (the interface and the sandwich: 0.7-1.3 s per step
+of 185-230 atoms against ~5 min per tblite single point). Its labels are CHGNet's level of theory (MPtrj
+PBE/PBE+U), not the paper's PBE: they never mix with other labels in one training set.
 """
 
 from __future__ import annotations
