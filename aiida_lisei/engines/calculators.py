@@ -123,7 +123,9 @@ def _build_chgnet(parameters: Mapping[str, Any]) -> Calculator:
     from chgnet.model.dynamics import CHGNetCalculator
 
     torch.set_num_threads(parameters['threads'])
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints the device it runs on
+    # an atom with no neighbour within the 6 Å graph cutoff raises ValueError (a failed frame) instead of
+    # getting a meaningless label; the calculator prints the device it runs on
+    with contextlib.redirect_stdout(io.StringIO()):
         return CHGNetCalculator(
             _chgnet_model(parameters['model']), use_device='cpu', on_isolated_atoms='error'
         )

@@ -146,7 +146,8 @@ def test_console_script_rejects_bad_parameters(tmp_path: Path) -> None:
 
 def test_chgnet_console_script(tmp_path: Path) -> None:
     """``lisei-chgnet`` labels a batch with CHGNet 0.3.0 (same numbers as its own ASE calculator) and
-    fails an overlapping frame only; a model it does not know is a usage error."""
+    fails an overlapping frame and one with isolated atoms (no neighbour within CHGNet's 6 Å graph cutoff);
+    a model it does not know is a usage error."""
     from chgnet.model import CHGNet
     from chgnet.model.dynamics import CHGNetCalculator
 
@@ -156,6 +157,7 @@ def test_chgnet_console_script(tmp_path: Path) -> None:
         'rattled': li16(0.1, seed=3),
         'li2s': bulk('SLi2', 'fluorite', a=5.70, cubic=True),
         'bad': overlap,
+        'isolated': Atoms('Li2', positions=[[0, 0, 0], [10, 10, 10]], cell=[20.0, 20.0, 20.0], pbc=True),
     }
     write_structures(tmp_path / 'frames.npz', frames)
     output = tmp_path / 'results.jsonl'
@@ -163,9 +165,12 @@ def test_chgnet_console_script(tmp_path: Path) -> None:
     header, *records, footer = map(json.loads, output.read_text().splitlines())
     assert header['calculator'] == 'chgnet' and header['program'] == 'lisei-chgnet'
     assert header['parameters'] == {'model': '0.3.0', 'threads': 1}
-    assert (footer['labelled'], footer['failed']) == (2, 1)
+    assert (footer['labelled'], footer['failed']) == (2, 2)
     by_key = {record['key']: record for record in records}
     assert 'atoms 0 and 1 are 0.200 Å apart' in by_key['bad']['reason']
+    assert by_key['isolated']['reason'].startswith(
+        'ValueError: Structure graph_id=None has 2 isolated atom(s)'
+    )
     for key in ('rattled', 'li2s'):
         reference = frames[key].copy()
         reference.calc = CHGNetCalculator(CHGNet.load(model_name='0.3.0', verbose=False), use_device='cpu')
