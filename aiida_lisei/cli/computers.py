@@ -65,6 +65,18 @@ CODES: dict[str, CodeSpec] = {
         install='pip install aiida-lisei (console script lisei-tblite-md) in the environment of --engine-dir',
         calc_job_plugin='lisei.tblite_md',
     ),
+    'lisei-chgnet': CodeSpec(
+        executables=('lisei-chgnet',),
+        description='aiida-lisei labelling with the pretrained CHGNet (demo level of theory: MPtrj PBE)',
+        install='pip install aiida-lisei (console script lisei-chgnet) into the environment of --engine-dir',
+        calc_job_plugin='lisei.chgnet',
+    ),
+    'lisei-chgnet-md': CodeSpec(
+        executables=('lisei-chgnet-md',),
+        description='aiida-lisei relaxation and NVT MD with the pretrained CHGNet through ASE',
+        install='pip install aiida-lisei (console script lisei-chgnet-md) in the environment of --engine-dir',
+        calc_job_plugin='lisei.chgnet_md',
+    ),
     'lisei-qeq': CodeSpec(
         executables=('lisei-qeq',),
         description='aiida-lisei QEq charges (JAX PME, Table S2 of the paper) of trajectory frames',

@@ -82,6 +82,12 @@ ENGINES: dict[str, dict[str, str]] = {
         'distribution': 'tblite',
         'install': 'pip install tblite (GFN1-xTB through ASE, the fast demo labelling method)',
     },
+    'chgnet': {
+        'kind': 'python',
+        'module': 'chgnet',
+        'distribution': 'chgnet',
+        'install': 'pip install chgnet (the pretrained CHGNet through ASE, the demo labeller of interfaces)',
+    },
     'jax': {'kind': 'python', 'module': 'jax', 'distribution': 'jax', 'install': 'pip install jax'},
     'jax-pme': {
         'kind': 'python',

@@ -1,12 +1,13 @@
 """The per-frame JSON Lines results of the package's engines: one writer, one reader (no AiiDA).
 
-``lisei-tblite``, ``lisei-tblite-md`` and ``lisei-qeq`` write one JSON object per line as they go, so that a
+The ASE engines (``lisei-tblite``, ``lisei-chgnet``, their ``-md`` runners) and ``lisei-qeq`` write
+one JSON object per line as they go, so that a
 job killed half-way keeps what it computed: a ``header`` line, then one ``frame`` record (or a ``failure``
 record with its ``reason``) per frame, then a ``footer`` line. The record fields of each engine are
 documented in its module (:mod:`aiida_lisei.engines`); here the framing.
 
 :func:`read_frame_records` reads any of them: a truncated last line (a killed job) is ignored, a missing
-header or a bad line elsewhere raises ``ValueError``. :func:`read_tblite_results` and
+header or a bad line elsewhere raises ``ValueError``. :func:`read_ase_results` and
 :func:`read_qeq_results` add the checks of each engine's records.
 """
 
@@ -18,17 +19,17 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 __all__ = (
+    'ASE_FRAME_FIELDS',
     'QEQ_FRAME_FIELDS',
-    'TBLITE_FRAME_FIELDS',
     'FrameRecords',
+    'read_ase_results',
     'read_frame_records',
     'read_qeq_results',
-    'read_tblite_results',
     'write_frame_records',
 )
 
-#: Fields every ``frame`` record of ``lisei-tblite`` and ``lisei-tblite-md`` has (keyed by ``key``).
-TBLITE_FRAME_FIELDS = frozenset({'key', 'energy', 'forces', 'stress'})
+#: Fields every ``frame`` record of the ASE engines (``lisei-tblite``, ``lisei-chgnet``, ``-md``) has.
+ASE_FRAME_FIELDS = frozenset({'key', 'energy', 'forces', 'stress'})
 #: Fields every ``frame`` record of ``lisei-qeq`` has (keyed by ``index``).
 QEQ_FRAME_FIELDS = frozenset(
     {'index', 'charges', 'chemical_potential', 'energy', 'iterations', 'residual', 'converged'}
@@ -98,9 +99,9 @@ def _key(value: Any) -> Any:
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
-def read_tblite_results(text: str) -> FrameRecords:
-    """Read the results of ``lisei-tblite`` or ``lisei-tblite-md`` (header with ``tblite_version``)."""
-    return read_frame_records(text, header_field='tblite_version', frame_fields=TBLITE_FRAME_FIELDS)
+def read_ase_results(text: str) -> FrameRecords:
+    """Read the results of an ASE engine (``lisei-tblite``, ``lisei-chgnet``, ``-md``: a ``calculator``)."""
+    return read_frame_records(text, header_field='calculator', frame_fields=ASE_FRAME_FIELDS)
 
 
 def read_qeq_results(text: str) -> FrameRecords:

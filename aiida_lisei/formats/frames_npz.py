@@ -1,9 +1,9 @@
 """The ``.npz`` frame files that the calculations write for the package's engines (exact float64, no AiiDA).
 
-* a **batch of structures** (``lisei-tblite``, one frame for ``lisei-tblite-md``): ``keys`` and, per frame
-  ``i``, ``numbers_i``, ``positions_i`` (Å), ``cell_i`` (Å, rows = lattice vectors), ``pbc_i``; frames may
-  differ in size (:func:`write_structures`, :func:`read_structures`, which also reads a multi-frame
-  ``extxyz`` whose keys come from ``info['key']``);
+* a **batch of structures** (``lisei-tblite``, ``lisei-chgnet``; one frame for their ``-md`` runners):
+  ``keys`` and, per frame ``i``, ``numbers_i``, ``positions_i`` (Å), ``cell_i`` (Å, rows = lattice vectors),
+  ``pbc_i``; frames may differ in size (:func:`write_structures`, :func:`read_structures`, which also reads a
+  multi-frame ``extxyz`` whose keys come from ``info['key']``);
 * the **frames of one trajectory** (``lisei-qeq``): ``positions`` (F, N, 3) Å, ``cells`` (F, 3, 3) Å,
   ``symbols`` (N,), and per frame ``frame_indices`` into the source trajectory, ``stepids`` and ``times``
   (ps) (:class:`TrajectoryFrames`, :func:`write_trajectory`, :func:`read_trajectory`).

@@ -3,7 +3,7 @@
 Runs ``lisei.cp2k.base`` (the restarts) through ``expose_inputs``. Same contract as ``lisei.tblite_md``
 (so :class:`~aiida_lisei.workchains.initial_data.InitialDataWorkChain` can use either): inputs
 ``structure``, ``parameters`` (``task`` = ``relax`` | ``md`` and the ``relax`` / ``md`` sections of
-:data:`aiida_lisei.engines.tblite_md.DEFAULT_PARAMETERS`, no ``tblite`` section), ``seed``; outputs
+:data:`aiida_lisei.engines.ase_md.DEFAULT_PARAMETERS`, no calculator section), ``seed``; outputs
 ``structure``, ``trajectory`` and ``output_parameters``. The FORCE_EVAL is the one of the CP2K protocols
 (``protocols/cp2k.yaml``: GFN1-xTB metal/insulator, PBE) given as ``cp2k.parameters``; this workchain adds
 ``GLOBAL/RUN_TYPE``, ``GLOBAL/SEED`` and ``MOTION`` from ``parameters``:
@@ -38,7 +38,8 @@ from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, calcfunction
 
 from aiida_lisei.common.validation import dict_port_validator
-from aiida_lisei.engines.tblite_md import check_parameters as check_md_parameters
+from aiida_lisei.engines.ase_md import check_parameters as check_md_parameters
+from aiida_lisei.engines.calculators import CALCULATORS
 from aiida_lisei.formats.cp2k import BOHR_TO_ANGSTROM, HARTREE_TO_EV
 from aiida_lisei.formats.cp2k_md import ENERGY_FILE
 from aiida_lisei.protocols import ProtocolMixin
@@ -70,11 +71,14 @@ RMS_FORCE_RATIO = 1.5
 def check_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
     """Return the ``task`` / ``relax`` / ``md`` parameters completed with defaults; raise ``ValueError``.
 
-    The schema is ``lisei.tblite_md``'s without its ``tblite`` section (CP2K's settings are ``cp2k``'s);
+    The schema is ``lisei.tblite_md``'s without its calculator section (CP2K's settings are ``cp2k``'s);
     the ``FIRE`` optimizer does not exist in CP2K.
     """
-    if 'tblite' in parameters:
-        raise ValueError('`tblite` settings do not apply to CP2K: set the FORCE_EVAL in `cp2k.parameters`')
+    calculators = sorted(set(parameters) & set(CALCULATORS))
+    if calculators:
+        raise ValueError(
+            f'{calculators} settings do not apply to CP2K: set the FORCE_EVAL in `cp2k.parameters`'
+        )
     merged = check_md_parameters(parameters)
     if merged['task'] == 'relax' and merged['relax']['optimizer'] != 'BFGS':
         raise ValueError(f'relax.optimizer {merged["relax"]["optimizer"]!r}: CP2K offers BFGS only here')

@@ -11,10 +11,11 @@ records its own seed as an input with the root seed upstream. Everything is dete
 with caching enabled recomputes nothing.
 
 The relax/MD engine is the process class :attr:`InitialDataWorkChain._engine_process` (``lisei.tblite_md``,
-GFN1-xTB): any process with the same contract (inputs ``structure``, ``parameters`` with ``task`` =
-``relax`` | ``md``, ``seed``; outputs ``structure``, ``trajectory``) can replace it in a subclass. The
-paper's AIMD (PBE, 20 ps) runs with ``lisei.initial_data.cp2k``
-(:class:`~aiida_lisei.workchains.initial_data_cp2k.InitialDataCp2kWorkChain`, engine ``lisei.cp2k.md``).
+GFN1-xTB; ``lisei.initial_data.chgnet`` runs ``lisei.chgnet_md`` and labels with CHGNet): any process with the
+same contract (inputs ``structure``, ``parameters`` with ``task`` = ``relax`` | ``md``, ``seed``; outputs
+``structure``, ``trajectory``) can replace it in a subclass. The paper's AIMD (PBE, 20 ps) runs with
+``lisei.initial_data.cp2k`` (:class:`~aiida_lisei.workchains.initial_data_cp2k.InitialDataCp2kWorkChain`,
+engine ``lisei.cp2k.md``).
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ProcessBuilder, WorkChain, calcfunction
 
-from aiida_lisei.calculations.tblite_md import TbliteMdCalculation
+from aiida_lisei.calculations.ase_md import TbliteMdCalculation
 from aiida_lisei.common.validation import dict_port_validator
 from aiida_lisei.data.frames import LABEL_PATTERN
 from aiida_lisei.data.training_set import TrainingSetData
-from aiida_lisei.engines.tblite_md import check_parameters
+from aiida_lisei.engines.ase_md import DEFAULT_PARAMETERS
+from aiida_lisei.engines.calculators import CALCULATORS
 from aiida_lisei.protocols import ProtocolMixin
 from aiida_lisei.workchains.functions import (
     check_perturbation_parameters,
@@ -83,6 +85,8 @@ class InitialDataWorkChain(ProtocolMixin, WorkChain):
 
     _protocol_file = 'initial_data'
     _engine_process = TbliteMdCalculation
+    #: The ``lisei.label`` engine of the sampled frames.
+    _label_engine = 'tblite'
 
     @classmethod
     def define(cls, spec):
@@ -202,6 +206,7 @@ class InitialDataWorkChain(ProtocolMixin, WorkChain):
             label_code,
             {},
             system_label='unused',
+            engine=cls._label_engine,
             protocol=inputs['label'].get('protocol'),
             overrides=inputs['label'].get('overrides'),
         )
@@ -213,9 +218,17 @@ class InitialDataWorkChain(ProtocolMixin, WorkChain):
     # --- engine hook (added for lisei.cp2k.md; see InitialDataCp2kWorkChain) ---
     @classmethod
     def _set_engine_inputs(cls, namespace: Any, code: orm.AbstractCode, inputs: Mapping[str, Any]) -> None:
-        """Fill the ``relax`` or ``md`` namespace of a builder from the protocol's section ``inputs``."""
+        """Fill the ``relax`` or ``md`` namespace of a builder from the protocol's section ``inputs``; of the
+        calculators' settings only those of the engine's calculator are kept."""
+        calculator = cls._engine_process._CALCULATOR
         namespace.code = code
-        namespace.parameters = orm.Dict(inputs['parameters'])
+        namespace.parameters = orm.Dict(
+            {
+                key: value
+                for key, value in inputs['parameters'].items()
+                if key not in CALCULATORS or key == calculator
+            }
+        )
         namespace.metadata.options = inputs['metadata']['options']
 
     # --- end of engine hook ---
@@ -353,7 +366,8 @@ class InitialDataWorkChain(ProtocolMixin, WorkChain):
             inputs = AttributeDict(self.exposed_inputs(LabelWorkChain, namespace='label'))
             inputs.structures = self.ctx.frames[system]
             inputs.system_label = orm.Str(system)
-            temperature = check_parameters(self.ctx.parameters['md'][system].get_dict())['md']['temperature']
+            md = self.ctx.parameters['md'][system].get_dict().get('md', {})
+            temperature = md.get('temperature', DEFAULT_PARAMETERS['md']['temperature'])
             inputs.tags = orm.Dict(
                 {'source': 'aimd', 'temperature': temperature, **self.ctx.frame_tags[system]}
             )

@@ -11,6 +11,7 @@ from typing import Any
 from aiida import orm
 from aiida.engine import ProcessBuilder
 
+from aiida_lisei.engines.calculators import CALCULATORS
 from aiida_lisei.workchains.cp2k_base import Cp2kBaseWorkChain, add_kinds
 from aiida_lisei.workchains.cp2k_md import PARSER, Cp2kMdWorkChain
 from aiida_lisei.workchains.initial_data import LABEL_EXCLUDED, InitialDataWorkChain
@@ -23,9 +24,10 @@ class InitialDataCp2kWorkChain(InitialDataWorkChain):
     """``lisei.initial_data`` with ``lisei.cp2k.md`` as the relax/MD engine (the paper's AIMD).
 
     The protocols of ``initial_data.yaml`` apply; in ``relax`` and ``md`` a ``cp2k_protocol`` names the
-    ``lisei.cp2k.label`` protocol of the FORCE_EVAL (``pbe`` for ``paper_cp2k``) and the ``tblite`` section
-    is dropped. The FORCE_EVAL gets the protocol's KIND sections of all its elements (CP2K ignores those
-    of absent kinds), so one ``cp2k.parameters`` serves every system; SCF sizes are set per system.
+    ``lisei.cp2k.label`` protocol of the FORCE_EVAL (``pbe`` for ``paper_cp2k``) and the calculators' sections
+    (``tblite``, ``chgnet``) are dropped. The FORCE_EVAL gets the protocol's KIND sections of all its elements
+    (CP2K ignores those of absent kinds), so one ``cp2k.parameters`` serves every system; SCF sizes are set
+    per system.
     """
 
     _engine_process = Cp2kMdWorkChain
@@ -68,7 +70,7 @@ class InitialDataCp2kWorkChain(InitialDataWorkChain):
 
     @classmethod
     def _set_engine_inputs(cls, namespace: Any, code: orm.AbstractCode, inputs: Mapping[str, Any]) -> None:
-        """Fill ``relax``/``md``: ``cp2k`` from ``cp2k_protocol``, ``parameters`` without ``tblite``."""
+        """Fill ``relax``/``md``: ``cp2k`` from ``cp2k_protocol``, ``parameters`` without calculators."""
         if Cp2kBaseWorkChain.selects_by_composition(inputs['cp2k_protocol']):
             raise ValueError(
                 f'cp2k_protocol `{inputs["cp2k_protocol"]}` picks its settings per structure: one FORCE_EVAL '
@@ -81,6 +83,8 @@ class InitialDataCp2kWorkChain(InitialDataWorkChain):
             add_kinds(protocol['cp2k']['parameters'], kinds, {element: element for element in kinds})
         )
         namespace.cp2k.metadata.options = {**inputs['metadata']['options'], 'parser_name': PARSER}
-        namespace.parameters = orm.Dict({k: v for k, v in inputs['parameters'].items() if k != 'tblite'})
+        namespace.parameters = orm.Dict(
+            {key: value for key, value in inputs['parameters'].items() if key not in CALCULATORS}
+        )
         namespace.clean_workdir = orm.Bool(protocol['clean_workdir'])
         namespace.max_iterations = orm.Int(protocol['max_iterations'])

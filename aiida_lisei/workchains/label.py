@@ -1,7 +1,8 @@
 """``lisei.label``: label a set of frames of one system with a chosen engine, a few processes at a time.
 
 The frames are split into processes: batches of ``batch_size`` frames for an engine that labels many
-frames in one job (tblite), one frame per process otherwise (CP2K, VASP). Processes are submitted in
+frames in one job (the ASE calculators: tblite, CHGNet), one frame per process otherwise (CP2K, VASP).
+Processes are submitted in
 *waves* of at most ``max_concurrent`` and each wave is awaited before the next is submitted (a
 ``while_`` loop in the outline), so a workchain never has more than ``max_concurrent`` children
 running. (aiida-submission-controller drives submissions from a script or daemon loop over a group;
@@ -27,7 +28,7 @@ from aiida.plugins.entry_point import load_entry_point_from_string
 
 from aiida_lisei.data.frames import resolve_frame_tags, validate_frame_tags
 from aiida_lisei.data.training_set import TrainingSetData, merge
-from aiida_lisei.engines.tblite_label import MAX_ATOMIC_NUMBER
+from aiida_lisei.engines.calculators import CALCULATORS
 from aiida_lisei.protocols import ProtocolMixin
 from aiida_lisei.science.geometry import validate_frames
 
@@ -65,15 +66,19 @@ class LabelEngine:
         return ('structures' if self.batched else 'structure', 'system_label', 'tags')
 
 
-#: Engine registry: the inputs of each engine's process appear in the namespace of its name.
+#: Engine registry: the inputs of each engine's process appear in the namespace of its name. The ASE
+#: calculators (tblite, CHGNet) label batches with ``lisei.<name>``.
 ENGINES: dict[str, LabelEngine] = {
-    'tblite': LabelEngine(
-        'aiida.calculations:lisei.tblite',
-        batched=True,
-        partial_labels=True,
-        max_atomic_number=MAX_ATOMIC_NUMBER,
-        exposed=True,
-    ),
+    **{
+        name: LabelEngine(
+            f'aiida.calculations:lisei.{name}',
+            batched=True,
+            partial_labels=True,
+            max_atomic_number=calculator.max_atomic_number,
+            exposed=True,
+        )
+        for name, calculator in CALCULATORS.items()
+    },
     'cp2k': LabelEngine('aiida.workflows:lisei.cp2k.label', exposed=True),
     'vasp': LabelEngine('aiida.workflows:lisei.vasp.label', exposed=True),
 }
@@ -153,7 +158,7 @@ def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
 
 
 class LabelWorkChain(ProtocolMixin, WorkChain):
-    """Label frames of one system with tblite, CP2K or VASP; keep what succeeds, record what fails."""
+    """Label frames of one system with tblite, CHGNet, CP2K or VASP; keep what succeeds, record what fails."""
 
     _protocol_file = 'label'
 
@@ -202,7 +207,7 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
             default=lambda: orm.Int(10),
             serializer=orm.to_aiida_type,
             validator=_positive,
-            help='Frames per process for engines that label a batch in one job (tblite); ignored otherwise.',
+            help='Frames per job of the engines that label batches (tblite, chgnet); ignored otherwise.',
         )
         for name, engine in ENGINES.items():
             if engine.exposed:
@@ -265,10 +270,10 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
     ) -> ProcessBuilder:
         """Return a builder labelling ``structures`` with ``engine`` from a protocol (``demo``, ``precise``).
 
-        :param code: the engine's code (tblite: the ``lisei-tblite`` console script; ``cp2k.psmp``; VASP).
+        :param code: the engine's code (``lisei-tblite``, ``lisei-chgnet``; ``cp2k.psmp``; VASP).
         :param structures: frames keyed by name, or a sequence (keys ``frame_0000``, ``frame_0001``, ...).
         :param system_label: label of the system in the training set.
-        :param protocol: protocol of ``lisei.label`` (batching, concurrency and the tblite settings).
+        :param protocol: protocol of ``lisei.label`` (batching, concurrency, tblite and CHGNet settings).
         :param overrides: nested dict merged over the protocol, e.g. ``{'tblite': {'parameters': {...}}}``.
         :param tags: scalar tags for every frame and/or ``{frame key: {tag: value}}``.
         :param engine_protocol: for ``cp2k`` and ``vasp``, the protocol of their own workchain
@@ -290,10 +295,10 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
         builder.batch_size = orm.Int(inputs['batch_size'])
         if tags:
             builder.tags = orm.Dict(tags)
-        if engine == 'tblite':
-            builder.tblite.code = code
-            builder.tblite.parameters = orm.Dict(inputs['tblite']['parameters'])
-            builder.tblite.metadata.options = inputs['tblite']['metadata']['options']
+        if engine in CALCULATORS:
+            builder[engine].code = code
+            builder[engine].parameters = orm.Dict(inputs[engine]['parameters'])
+            builder[engine].metadata.options = inputs[engine]['metadata']['options']
         else:
             engine_builder = ENGINES[engine].process_class.get_builder_from_protocol(
                 code,

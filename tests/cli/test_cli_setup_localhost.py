@@ -29,12 +29,14 @@ def test_setup_localhost(run_cli, unique_label, tmp_path):
     assert computer.get_minimum_job_poll_interval() == 1.0
     assert computer.get_configuration()['safe_interval'] == 0
     expected = [name for name, spec in CODES.items() if any(map(which, spec.executables))]
-    assert 'lisei-probe' in expected
+    assert {'lisei-probe', 'lisei-chgnet', 'lisei-chgnet-md'} <= set(expected)
     for name in expected:
         code = orm.load_code(f'{name}@{unique_label}')
         assert 'export OMP_NUM_THREADS=1' in code.prepend_text
         assert f'code {name}@{unique_label}: created' in result.output
     assert orm.load_code(f'cp2k@{unique_label}').default_calc_job_plugin == 'cp2k'
+    for name, plugin in (('lisei-chgnet', 'lisei.chgnet'), ('lisei-chgnet-md', 'lisei.chgnet_md')):
+        assert orm.load_code(f'{name}@{unique_label}').default_calc_job_plugin == plugin
 
     again = run_cli('setup', 'localhost', '--label', unique_label, '--work-dir', tmp_path, '--mpiprocs', 2)
     assert again.exit_code == 0, again.output

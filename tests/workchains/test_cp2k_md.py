@@ -42,10 +42,11 @@ CELL = """#   Step   Time [fs]       Ax [Angstrom] ...
 
 
 def test_check_parameters():
-    """The tblite_md schema without ``tblite``; CP2K has no FIRE."""
+    """The tblite_md schema without a calculator section (tblite, chgnet); CP2K has no FIRE."""
     assert check_parameters(MD)['md']['n_steps'] == 5
-    with pytest.raises(ValueError, match='tblite'):
-        check_parameters({**MD, 'tblite': {}})
+    for calculator in ('tblite', 'chgnet'):
+        with pytest.raises(ValueError, match=rf"\['{calculator}'\] settings do not apply to CP2K"):
+            check_parameters({**MD, calculator: {}})
     with pytest.raises(ValueError, match='BFGS'):
         check_parameters({'task': 'relax', 'relax': {'optimizer': 'FIRE'}})
 

@@ -113,3 +113,40 @@ def test_initial_data_two_systems_and_caching(codes) -> None:
     assert len(rerun_calcjobs) == 8  # 2 relaxations, 4 MD runs, 2 labelling jobs
     assert all(calc.base.caching.is_created_from_cache for calc in rerun_calcjobs)
     np.testing.assert_array_equal(rerun['training_sets']['li2s'].get_system('li2s').forces, system.forces)
+
+
+def test_initial_data_chgnet(venv_code) -> None:
+    """``lisei.initial_data.chgnet`` with ``demo_chgnet``: CHGNet relaxes, runs MD and labels Li16 + Li8S4;
+    the ``tblite`` section of the shared defaults is dropped, and the labels are CHGNet's level."""
+    md_code, label_code = (
+        venv_code('lisei-chgnet-md', 'lisei.chgnet_md'),
+        venv_code('lisei-chgnet', 'lisei.chgnet'),
+    )
+    chgnet = WorkflowFactory('lisei.initial_data.chgnet')
+    builder = chgnet.get_builder_from_protocol(md_code, label_code, systems(), protocol='demo_chgnet')
+    assert builder.md.parameters.get_dict()['chgnet'] == {'model': '0.3.0', 'threads': 1}
+    assert (
+        'tblite' not in builder.md.parameters.get_dict()
+        and 'tblite' not in builder.relax.parameters.get_dict()
+    )
+    assert builder.label.engine.value == 'chgnet' and builder.label.chgnet.code.uuid == label_code.uuid
+    interface = chgnet.get_builder_from_protocol(
+        md_code, label_code, {'interface': systems()['li2s']}, protocol='demo_chgnet'
+    )
+    assert interface.system_overrides['interface'].get_dict() == {
+        'relax': {'cell': False, 'max_steps': 20},
+        'md': {'n_steps': 20, 'stride': 5},
+    }
+    tblite = InitialDataWorkChain.get_builder_from_protocol(md_code, label_code, systems())
+    assert 'chgnet' not in tblite.md.parameters.get_dict()
+
+    builder = chgnet.get_builder_from_protocol(
+        md_code, label_code, systems(), protocol='demo_chgnet', overrides=TINY
+    )
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_message
+    assert results['summary'].get_dict()['li2s'] == {'nframes': 4, 'natoms': 12, 'formula': 'Li8S4'}
+    for label, training_set in results['training_sets'].items():
+        assert training_set.level_of_theory['method'] == 'CHGNet-0.3.0', label
+    jobs = {child.process_label for child in node.called_descendants if isinstance(child, orm.CalcJobNode)}
+    assert jobs == {'ChgnetMdCalculation', 'ChgnetCalculation'}

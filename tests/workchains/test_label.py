@@ -1,4 +1,4 @@
-"""Tests of ``LabelWorkChain`` (``lisei.label``) with tblite: real runs, throttling, failures, caching."""
+"""Tests of ``LabelWorkChain`` (``lisei.label``) with tblite and CHGNet: real runs, throttling, failures."""
 
 from __future__ import annotations
 
@@ -69,7 +69,7 @@ def test_validation(tblite_code) -> None:
     inputs = builder._inputs(prune=True)
     spec = LabelWorkChain.spec().inputs
     assert spec.validate(inputs) is None
-    assert set(ENGINES) == {'tblite', 'cp2k', 'vasp'}
+    assert set(ENGINES) == {'tblite', 'chgnet', 'cp2k', 'vasp'}
     assert 'unknown engine' in spec.validate({**inputs, 'engine': orm.Str('gaussian')}).message
     assert (
         'needs its inputs in the `cp2k` namespace'
@@ -79,6 +79,28 @@ def test_validation(tblite_code) -> None:
     assert 'needs its inputs in the `tblite` namespace' in spec.validate(without_namespace).message
     bad_tags = {**inputs, 'tags': orm.Dict({'frame_0009': {'temperature': 300}})}
     assert 'not a key of `structures`' in spec.validate(bad_tags).message
+
+
+def test_chgnet_engine(venv_code) -> None:
+    """The ``chgnet`` engine: protocol settings, batches of ``lisei.chgnet`` and one CHGNet training set."""
+    code = venv_code('lisei-chgnet', 'lisei.chgnet')
+    builder = LabelWorkChain.get_builder_from_protocol(
+        code,
+        perturbed_li16([0.05, 0.05, 0.05]),
+        system_label='li16',
+        engine='chgnet',
+        overrides={'batch_size': 2},
+        tags={'source': 'test'},
+    )
+    assert builder.chgnet.parameters.get_dict() == {'model': '0.3.0', 'threads': 1}
+    assert builder.chgnet.metadata.options['environment_variables'] == {'OMP_NUM_THREADS': '1'}
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_message
+    training_set = results['training_set']
+    assert training_set.level_of_theory['method'] == 'CHGNet-0.3.0'
+    assert training_set.get_system('li16').nframes == 3
+    calls = sorted(child.process_label for child in node.called if child.process_label != 'merge_labels')
+    assert calls.count('ChgnetCalculation') == 2  # 3 frames in batches of 2
 
 
 def test_label_throttled_with_failure_and_caching(tblite_code) -> None:

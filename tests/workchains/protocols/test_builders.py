@@ -24,6 +24,7 @@ from aiida_lisei.workchains.cp2k_label import Cp2kLabelWorkChain
 from aiida_lisei.workchains.cp2k_md import Cp2kMdWorkChain
 from aiida_lisei.workchains.dp_train import DpTrainWorkChain
 from aiida_lisei.workchains.initial_data import InitialDataWorkChain
+from aiida_lisei.workchains.initial_data_chgnet import InitialDataChgnetWorkChain
 from aiida_lisei.workchains.label import LabelWorkChain
 from aiida_lisei.workchains.model_validation import ModelValidationWorkChain
 from aiida_lisei.workchains.nucleation_analysis import NucleationAnalysisWorkChain
@@ -107,6 +108,14 @@ def test_label(code, li16, protocol, data_regression):
     data_regression.check(inputs_of(builder))
 
 
+def test_label_chgnet(code, li16, data_regression):
+    """``lisei.label`` with CHGNet (``demo``)."""
+    builder = LabelWorkChain.get_builder_from_protocol(
+        code, {'li16': li16}, system_label='li16', engine='chgnet'
+    )
+    data_regression.check(inputs_of(builder))
+
+
 @pytest.mark.parametrize('protocol', ['demo', 'paper'])
 def test_dp_train(code, training_set, protocol, data_regression):
     """``lisei.dp_train``."""
@@ -119,6 +128,14 @@ def test_initial_data(code, li16, protocol, data_regression):
     """``lisei.initial_data`` on bcc Li16."""
     builder = InitialDataWorkChain.get_builder_from_protocol(
         code, code, {'bcc_lithium': li16}, protocol=protocol
+    )
+    data_regression.check(inputs_of(builder))
+
+
+def test_initial_data_chgnet(code, li16, data_regression):
+    """``lisei.initial_data.chgnet`` (``demo_chgnet``) on bcc Li16 and an interface (its overrides)."""
+    builder = InitialDataChgnetWorkChain.get_builder_from_protocol(
+        code, code, {'bcc_lithium': li16, 'interface': li16}, protocol='demo_chgnet'
     )
     data_regression.check(inputs_of(builder))
 

@@ -1,4 +1,4 @@
-"""``TbliteParser``: turn the JSON Lines results of ``lisei-tblite`` into a ``TrainingSetData``."""
+"""``AseLabelParser``: turn the JSON Lines results of ``lisei-tblite``/``lisei-chgnet`` into labels."""
 
 from __future__ import annotations
 
@@ -8,31 +8,27 @@ import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode
 
-from aiida_lisei.calculations.tblite import TbliteCalculation
+from aiida_lisei.calculations.ase_label import AseLabelCalculation
 from aiida_lisei.data.frames import resolve_frame_tags
 from aiida_lisei.data.training_set import TrainingSetData
-from aiida_lisei.formats.frames_jsonl import FrameRecords, read_tblite_results
+from aiida_lisei.engines.calculators import get_calculator
+from aiida_lisei.formats.frames_jsonl import FrameRecords, read_ase_results
 from aiida_lisei.parsers.base import LiseiParser
 
-__all__ = ('NO_RESULT', 'TbliteParser', 'tblite_level_of_theory')
+__all__ = ('NO_RESULT', 'AseLabelParser', 'level_of_theory')
 
 #: Reason recorded for a frame that has no line in the results file.
 NO_RESULT = 'no result: the engine stopped before labelling this frame (see aiida.out)'
 
 
-def tblite_level_of_theory(header: dict[str, Any]) -> dict[str, Any]:
-    """Return the level of theory of a run; ``max_iterations`` is left out (it does not change a label)."""
-    parameters = header['parameters']
-    return {
-        'engine': 'tblite',
-        'method': parameters['method'],
-        'version': header['tblite_version'],
-        'settings': {name: parameters[name] for name in ('electronic_temperature', 'accuracy')},
-    }
+def level_of_theory(header: dict[str, Any]) -> dict[str, Any]:
+    """Return the level of theory of a run from its header (calculator, version, parameters)."""
+    spec = get_calculator(header['calculator'])
+    return spec.level_of_theory(header['parameters'], header['version'])
 
 
-class TbliteParser(LiseiParser):
-    """Parser of ``TbliteCalculation`` (entry point ``lisei.tblite``).
+class AseLabelParser(LiseiParser):
+    """Parser of ``AseLabelCalculation`` (entry points ``lisei.tblite``, ``lisei.chgnet``).
 
     Positions and cells of the labels are those of the input structures (exact); energies, forces and
     virials (``-stress * volume``, eV) come from the results file. Frames with no line in the file are
@@ -42,7 +38,7 @@ class TbliteParser(LiseiParser):
 
     def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
         """Attach ``labels`` and ``failed_frames``; return an exit code if results are incomplete or empty."""
-        results = self.parse_file(TbliteCalculation._RESULTS_FILE, read_tblite_results)
+        results = self.parse_file(AseLabelCalculation._RESULTS_FILE, read_ase_results)
 
         keys = sorted(self.node.inputs.structures)
         failed = {key: results.failures.get(key, NO_RESULT) for key in keys if key not in results.frames}
@@ -87,7 +83,7 @@ class TbliteParser(LiseiParser):
         frame_tags = resolve_frame_tags(tags, keys)
         return TrainingSetData.from_ase(
             atoms_list,
-            tblite_level_of_theory(results.header),
+            level_of_theory(results.header),
             self.node.inputs.system_label.value,
             labelled_by=self.node.uuid,
             tags=[frame_tags[key] for key in keys],

@@ -1,4 +1,4 @@
-"""Tests of ``TbliteParser`` (``lisei.tblite``) on results written by the real engine."""
+"""Tests of ``AseLabelParser`` (``lisei.tblite``) on results written by the real engine."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from aiida import orm
 from aiida.plugins import CalculationFactory, ParserFactory
 from ase.build import bulk
 
-from aiida_lisei.engines.tblite_label import label_frames
-from aiida_lisei.formats.frames_jsonl import read_tblite_results
-from aiida_lisei.parsers.tblite import NO_RESULT
+from aiida_lisei.engines.ase_label import label_frames
+from aiida_lisei.formats.frames_jsonl import read_ase_results
+from aiida_lisei.parsers.ase_label import NO_RESULT
 
 TbliteParser = ParserFactory('lisei.tblite')
 TbliteCalculation = CalculationFactory('lisei.tblite')
@@ -29,7 +29,7 @@ def li16_frames() -> dict:
 @pytest.fixture(scope='module')
 def results_lines() -> list[str]:
     """JSON Lines of a real engine run on :func:`li16_frames` (header, 2 records, footer)."""
-    return [json.dumps(record) for record in label_frames(list(li16_frames().items()), {})]
+    return [json.dumps(record) for record in label_frames(list(li16_frames().items()), 'tblite', {})]
 
 
 @pytest.fixture
@@ -104,9 +104,9 @@ def test_output_missing_or_unreadable(calc_job_node, results_lines) -> None:
 
 def test_parse_results_function(results_lines) -> None:
     """The pure reader: header, frames, failures; a file without header is refused."""
-    results = read_tblite_results('\n'.join(results_lines))
+    results = read_ase_results('\n'.join(results_lines))
     assert results.complete
     assert list(results.frames) == ['good']
     assert list(results.failures) == ['overlap']
     with pytest.raises(ValueError, match='no header'):
-        read_tblite_results('\n'.join(results_lines[1:]))
+        read_ase_results('\n'.join(results_lines[1:]))

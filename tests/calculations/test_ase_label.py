@@ -22,7 +22,7 @@ from ase.build import bulk
 from tblite.ase import TBLite
 
 from aiida_lisei.data.frames import resolve_frame_tags
-from aiida_lisei.engines.tblite_label import DEFAULT_PARAMETERS, tblite_version
+from aiida_lisei.engines.calculators import CALCULATORS
 from aiida_lisei.formats.frames_npz import read_structures
 
 TbliteCalculation = CalculationFactory('lisei.tblite')
@@ -131,7 +131,7 @@ def test_prepare_for_submission(tblite_code, tmp_path: Path) -> None:
     frames = read_structures(tmp_path / 'frames.npz')
     assert [key for key, _ in frames] == ['a', 'z']
     assert np.array_equal(frames[1][1].positions, batch['z'].get_ase().positions)
-    assert json.loads((tmp_path / 'parameters.json').read_text()) == DEFAULT_PARAMETERS
+    assert json.loads((tmp_path / 'parameters.json').read_text()) == CALCULATORS['tblite'].defaults
     (code_info,) = calc_info.codes_info
     assert code_info.cmdline_params == [
         '--frames',
@@ -159,7 +159,7 @@ def test_unit_convention(tblite_code) -> None:
     assert labels.level_of_theory == {
         'engine': 'tblite',
         'method': 'GFN1-xTB',
-        'version': tblite_version(),
+        'version': CALCULATORS['tblite'].version(),
         'settings': {'accuracy': 1, 'electronic_temperature': 300},
     }
     assert labels.type_map == ['Li', 'P', 'S', 'Cl']

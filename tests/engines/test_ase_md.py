@@ -1,4 +1,4 @@
-"""Tests of the ``lisei-tblite-md`` engine: parameters, relaxation, seeded NVT MD and its CLI (tblite)."""
+"""Tests of the ``lisei-tblite-md`` / ``lisei-chgnet-md`` engine: parameters, relaxation, seeded MD, CLI."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 from ase.build import bulk
 
-from aiida_lisei.engines.tblite_md import DEFAULT_PARAMETERS, check_parameters, main, run_task
-from aiida_lisei.formats.frames_jsonl import read_tblite_results
+from aiida_lisei.engines.ase_md import (
+    DEFAULT_PARAMETERS,
+    check_parameters,
+    default_parameters,
+    main_chgnet,
+    main_tblite,
+    run_task,
+)
+from aiida_lisei.formats.frames_jsonl import read_ase_results
 from aiida_lisei.formats.frames_npz import write_structures
 
 
@@ -45,9 +52,16 @@ def test_check_parameters() -> None:
         ({'relax': {'cell': 1}}, 'relax.cell'),
         ({'relax': {'optimizer': 'LBFGS'}}, 'optimizer'),
         ({'tblite': {'method': 'PBE'}}, 'method'),
+        ({'chgnet': {'model': '0.3.0'}}, r"settings of \['chgnet'\] do not apply to a run with tblite"),
     ):
         with pytest.raises(ValueError, match=message):
             check_parameters(parameters)
+    chgnet = check_parameters({'chgnet': {'model': '0.2.0'}}, 'chgnet')
+    assert chgnet == {**default_parameters('chgnet'), 'chgnet': {'model': '0.2.0', 'threads': 1}}
+    with pytest.raises(ValueError, match='unknown chgnet parameters'):
+        check_parameters({'chgnet': {'method': 'GFN1-xTB'}}, 'chgnet')
+    with pytest.raises(ValueError, match='unknown calculator'):
+        check_parameters({}, 'mace')
 
 
 def test_relax_positions_and_cell() -> None:
@@ -55,6 +69,7 @@ def test_relax_positions_and_cell() -> None:
     parameters = {'task': 'relax', 'relax': {'fmax': 0.1, 'max_steps': 30, 'stride': 2}}
     header, frames, footer = split(list(run_task(li16(0.05, seed=1), parameters)))
     assert header['program'] == 'lisei-tblite-md' and header['parameters']['relax']['fmax'] == 0.1
+    assert header['calculator'] == 'tblite'
     assert footer['converged'] and footer['error'] is None
     steps = [frame['step'] for frame in frames]
     assert steps[:-1] == list(range(0, footer['steps'], 2)) and steps[-1] == footer['steps']
@@ -107,7 +122,31 @@ def test_cli_output_reads_as_results(tmp_path) -> None:
     (tmp_path / 'parameters.json').write_text(json.dumps({'task': 'md', 'md': {'n_steps': 2, 'stride': 1}}))
     output = tmp_path / 'trajectory.jsonl'
     args = ['--structure', str(tmp_path / 'structure.npz'), '--parameters', str(tmp_path / 'parameters.json')]
-    assert main([*args, '--seed', '7', '--output', str(output)]) == 0
-    results = read_tblite_results(output.read_text())
+    assert main_tblite([*args, '--seed', '7', '--output', str(output)]) == 0
+    results = read_ase_results(output.read_text())
     assert results.complete and list(results.frames) == ['step_000000', 'step_000001', 'step_000002']
     assert results.header['seed'] == 7
+
+
+def test_chgnet_relax_and_md(tmp_path) -> None:
+    """CHGNet: a rattled Li16 relaxes; a seeded NVT run conserves the Nosé-Hoover energy; its CLI runs."""
+    relax = {'task': 'relax', 'relax': {'fmax': 0.05, 'max_steps': 50, 'stride': 5}}
+    header, frames, footer = split(list(run_task(li16(0.05, seed=1), relax, calculator='chgnet')))
+    assert header['program'] == 'lisei-chgnet-md' and header['calculator'] == 'chgnet'
+    assert header['parameters']['chgnet'] == {'model': '0.3.0', 'threads': 1}
+    assert footer['converged'] and footer['error'] is None
+    assert frames[-1]['fmax'] < 0.05 < frames[0]['fmax'] and frames[-1]['energy'] < frames[0]['energy']
+
+    write_structures(tmp_path / 'structure.npz', {'structure': li16()})
+    md = {'task': 'md', 'md': {'temperature': 300.0, 'n_steps': 20, 'stride': 10}}
+    (tmp_path / 'parameters.json').write_text(json.dumps(md))
+    output = tmp_path / 'trajectory.jsonl'
+    args = ['--structure', str(tmp_path / 'structure.npz'), '--parameters', str(tmp_path / 'parameters.json')]
+    assert main_chgnet([*args, '--seed', '3', '--output', str(output)]) == 0
+    results = read_ase_results(output.read_text())
+    assert results.complete and results.footer['error'] is None and results.header['calculator'] == 'chgnet'
+    frames = list(results.frames.values())
+    assert [frame['step'] for frame in frames] == [0, 10, 20]
+    assert frames[0]['temperature'] == pytest.approx(300.0)
+    # float32 model: the conserved energy holds to a few meV over 20 fs of 16 atoms
+    assert abs(frames[-1]['conserved_energy'] - frames[0]['conserved_energy']) < 1e-3 * len(li16())

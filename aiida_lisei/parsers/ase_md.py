@@ -1,4 +1,4 @@
-"""``TbliteMdParser``: turn the JSON Lines trajectory of ``lisei-tblite-md`` into AiiDA nodes."""
+"""``AseMdParser``: turn the JSON Lines trajectory of ``lisei-tblite-md``/``lisei-chgnet-md`` into nodes."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode
 
-from aiida_lisei.calculations.tblite_md import TbliteMdCalculation
+from aiida_lisei.calculations.ase_md import AseMdCalculation
 from aiida_lisei.data.structure import with_geometry
-from aiida_lisei.formats.frames_jsonl import read_tblite_results
+from aiida_lisei.formats.frames_jsonl import read_ase_results
 from aiida_lisei.parsers.base import LiseiParser
 
-__all__ = ('TbliteMdParser', 'build_trajectory')
+__all__ = ('AseMdParser', 'build_trajectory')
 
 
 def build_trajectory(structure: orm.StructureData, frames: list[dict[str, Any]]) -> orm.TrajectoryData:
@@ -38,17 +38,17 @@ def build_trajectory(structure: orm.StructureData, frames: list[dict[str, Any]])
     return trajectory
 
 
-class TbliteMdParser(LiseiParser):
-    """Parser of ``TbliteMdCalculation`` (entry point ``lisei.tblite_md``).
+class AseMdParser(LiseiParser):
+    """Parser of ``AseMdCalculation`` (entry points ``lisei.tblite_md``, ``lisei.chgnet_md``).
 
     Attaches ``trajectory``, ``structure`` (the last written step) and ``output_parameters`` whenever
     at least one step was written, then decides the exit code: a job that stopped early, ran out of
-    walltime, hit a tblite failure or did not converge its relaxation still delivers its last geometry.
+    walltime, hit a calculator failure or did not converge its relaxation still delivers its last geometry.
     """
 
     def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
         """Attach the outputs; return an exit code if the run is incomplete, failed or did not converge."""
-        results = self.parse_file(TbliteMdCalculation._RESULTS_FILE, read_tblite_results)
+        results = self.parse_file(AseMdCalculation._RESULTS_FILE, read_ase_results)
         footer = results.footer or {}
         frames = list(results.frames.values())
         steps = footer.get('steps', frames[-1]['step'] if frames else 0)
@@ -64,7 +64,7 @@ class TbliteMdParser(LiseiParser):
                 return self.exit_codes.ERROR_OUT_OF_WALLTIME.format(steps=steps)
             return self.exit_codes.ERROR_OUTPUT_INCOMPLETE.format(steps=steps)
         if footer.get('error') or not frames:
-            return self.exit_codes.ERROR_TBLITE_FAILED.format(steps=steps, reason=footer.get('error'))
+            return self.exit_codes.ERROR_CALCULATOR_FAILED.format(steps=steps, reason=footer.get('error'))
         if footer['task'] == 'relax' and not footer.get('converged'):
             return self.exit_codes.ERROR_RELAX_NOT_CONVERGED.format(steps=steps)
         return None
@@ -81,7 +81,8 @@ class TbliteMdParser(LiseiParser):
             'nframes': len(frames),
             'final_energy': frames[-1]['energy'],
             'final_energy_units': 'eV',
-            'tblite_version': header['tblite_version'],
+            'calculator': header['calculator'],
+            'version': header['version'],
             'seed': header['seed'],
             'wall_time': footer.get('wall_time'),
             'error': footer.get('error'),

@@ -1,18 +1,20 @@
-"""``lisei-tblite-md``: relax a structure or run Nosé-Hoover NVT MD with tblite (GFN1-xTB) through ASE.
+"""``lisei-tblite-md``, ``lisei-chgnet-md``: relax a structure or run Nosé-Hoover NVT MD through ASE.
 
-Runs wherever a job runs and never imports AiiDA. Input: a one-frame ``.npz`` as written by
-:func:`~aiida_lisei.formats.frames_npz.write_structures`, a JSON parameters file (:data:`DEFAULT_PARAMETERS`
-fills what is missing) and ``--seed`` (Maxwell-Boltzmann velocities of an MD run). Output: a JSON Lines
-file in the record format of ``lisei-tblite`` (so
-:func:`~aiida_lisei.formats.frames_jsonl.read_tblite_results` reads it), written as the run goes so that a
+Runs wherever a job runs and never imports AiiDA. The calculator (tblite or CHGNet, see
+:data:`~aiida_lisei.engines.calculators.CALCULATORS`) is the program's; its settings are the parameters'
+section of its name. Input: a one-frame
+``.npz`` as written by :func:`~aiida_lisei.formats.frames_npz.write_structures`, a JSON parameters file
+(:func:`default_parameters` fills what is missing) and ``--seed`` (Maxwell-Boltzmann velocities of an MD
+run). Output: a JSON Lines file in the record format of ``lisei-tblite`` (so
+:func:`~aiida_lisei.formats.frames_jsonl.read_ase_results` reads it), written as the run goes so that a
 killed job keeps its trajectory:
 
-* line 1 ``{"type": "header", "program", "tblite_version", "parameters", "seed", "natoms"}``;
+* line 1 ``{"type": "header", "program", "calculator", "version", "parameters", "seed", "natoms"}``;
 * every ``stride`` steps ``{"type": "frame", "key": "step_<step>", "step", "time" (fs), "positions" (Å),
   "cell" (Å, rows), "energy" (eV), "forces" (eV/Å), "stress" (eV/Å³, 3x3, ASE sign), "temperature" (K)}``
   plus ``"conserved_energy"`` (eV, MD) or ``"fmax"`` (eV/Å, relax); the last step is always written;
 * last line ``{"type": "footer", "task", "steps", "converged" (relax), "error" (or ``null``),
-  "wall_time" (s)}``. A tblite failure (e.g. SCF not converged) ends the run with ``error`` set.
+  "wall_time" (s)}``. A calculator failure (e.g. SCF not converged) ends the run with ``error`` set.
 
 Relaxation: ASE ``BFGS`` or ``FIRE`` to ``fmax`` (eV/Å) within ``max_steps``, with the cell too
 (``FrechetCellFilter``) when ``cell`` is true. MD: velocities from a Maxwell-Boltzmann distribution at
@@ -34,21 +36,13 @@ from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from aiida_lisei.engines.tblite_label import (
-    DEFAULT_PARAMETERS as TBLITE_PARAMETERS,
-)
-from aiida_lisei.engines.tblite_label import (
-    check_parameters as check_tblite_parameters,
-)
-from aiida_lisei.engines.tblite_label import (
-    make_calculator,
-    tblite_version,
-)
+from aiida_lisei.engines.ase_label import calculate
+from aiida_lisei.engines.calculators import CALCULATORS, get_calculator
 from aiida_lisei.formats.frames_jsonl import write_frame_records
 from aiida_lisei.formats.frames_npz import read_structures
 from aiida_lisei.science.geometry import validate_frame
 
-if TYPE_CHECKING:  # ASE and tblite are imported lazily (heavy)
+if TYPE_CHECKING:  # ASE is imported lazily (heavy)
     from ase import Atoms
 
 __all__ = (
@@ -56,7 +50,10 @@ __all__ = (
     'OPTIMIZERS',
     'TASKS',
     'check_parameters',
+    'default_parameters',
     'main',
+    'main_chgnet',
+    'main_tblite',
     'run_md',
     'run_relax',
     'run_task',
@@ -65,13 +62,12 @@ __all__ = (
 TASKS = ('relax', 'md')
 OPTIMIZERS = ('BFGS', 'FIRE')
 
-#: Parameters of a run. ``task``: ``relax`` or ``md``; ``tblite``: the calculator (as in ``lisei-tblite``);
-#: ``relax``: ``optimizer``, ``fmax`` (eV/Å), ``max_steps``, ``cell`` (relax the cell too), ``stride``
-#: (write every n-th step); ``md``: ``temperature`` (K), ``timestep`` (fs), ``n_steps``, ``stride``,
-#: ``tdamp`` (thermostat time constant, fs), ``tchain`` (length of the Nosé-Hoover chain).
+#: Parameters of a run but the calculator's. ``task``: ``relax`` or ``md``; ``relax``: ``optimizer``, ``fmax``
+#: (eV/Å), ``max_steps``, ``cell`` (relax the cell too), ``stride`` (write every n-th step); ``md``:
+#: ``temperature`` (K), ``timestep`` (fs), ``n_steps``, ``stride``, ``tdamp`` (thermostat time constant, fs),
+#: ``tchain`` (length of the Nosé-Hoover chain).
 DEFAULT_PARAMETERS: dict[str, Any] = {
     'task': 'md',
-    'tblite': dict(TBLITE_PARAMETERS),
     'relax': {'optimizer': 'BFGS', 'fmax': 0.05, 'max_steps': 200, 'cell': False, 'stride': 1},
     'md': {'temperature': 300.0, 'timestep': 1.0, 'n_steps': 1000, 'stride': 10, 'tdamp': 100.0, 'tchain': 3},
 }
@@ -108,15 +104,30 @@ def _check_setting(section: str, name: str, value: Any) -> Any:
     return float(value)
 
 
-def check_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """Return ``parameters`` completed with :data:`DEFAULT_PARAMETERS`; raise ``ValueError`` if invalid."""
-    unknown = sorted(set(parameters) - set(DEFAULT_PARAMETERS))
+def default_parameters(calculator: str = 'tblite') -> dict[str, Any]:
+    """Return the default parameters of a run with ``calculator``: :data:`DEFAULT_PARAMETERS` and the
+    calculator's defaults in the section of its name."""
+    return {**DEFAULT_PARAMETERS, calculator: dict(get_calculator(calculator).defaults)}
+
+
+def check_parameters(parameters: Mapping[str, Any], calculator: str = 'tblite') -> dict[str, Any]:
+    """Return ``parameters`` completed with :func:`default_parameters`; raise ``ValueError`` if invalid.
+
+    The calculator's settings go in the section named ``calculator``; a section of another calculator is
+    refused.
+    """
+    spec = get_calculator(calculator)
+    known = {*DEFAULT_PARAMETERS, calculator}
+    unknown = sorted(set(parameters) - known)
     if unknown:
-        raise ValueError(f'unknown parameters {unknown}; known: {sorted(DEFAULT_PARAMETERS)}')
+        others = sorted(set(unknown) & set(CALCULATORS))
+        if others:
+            raise ValueError(f'settings of {others} do not apply to a run with {calculator}')
+        raise ValueError(f'unknown parameters {unknown}; known: {sorted(known)}')
     if parameters.get('task', DEFAULT_PARAMETERS['task']) not in TASKS:
         raise ValueError(f'task {parameters["task"]!r} is not one of {list(TASKS)}')
     merged = {'task': parameters.get('task', DEFAULT_PARAMETERS['task'])}
-    merged['tblite'] = check_tblite_parameters(parameters.get('tblite', {}))
+    merged[calculator] = spec.check_parameters(parameters.get(calculator, {}))
     for section in ('relax', 'md'):
         given = parameters.get(section, {})
         unknown = sorted(set(given) - set(DEFAULT_PARAMETERS[section]))
@@ -134,11 +145,7 @@ def check_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
 
 def _frame_record(atoms: Atoms, step: int, time_fs: float, **extra: float) -> dict[str, Any]:
     """Return the ``frame`` record of ``atoms`` (calculator attached) at ``step``."""
-    energy = float(atoms.get_potential_energy())
-    forces = atoms.get_forces()
-    stress = atoms.get_stress(voigt=False)
-    if not (math.isfinite(energy) and np.isfinite(forces).all() and np.isfinite(stress).all()):
-        raise ValueError('tblite returned non-finite energy, forces or stress')
+    results = calculate(atoms)
     return {
         'type': 'frame',
         'key': f'step_{step:06d}',
@@ -146,9 +153,7 @@ def _frame_record(atoms: Atoms, step: int, time_fs: float, **extra: float) -> di
         'time': time_fs,
         'positions': atoms.positions.tolist(),
         'cell': atoms.cell.array.tolist(),
-        'energy': energy,
-        'forces': forces.tolist(),
-        'stress': stress.tolist(),
+        **results,
         'temperature': float(atoms.get_temperature()) if atoms.get_momenta().any() else 0.0,
         **extra,
     }
@@ -220,15 +225,21 @@ def run_md(atoms: Atoms, settings: Mapping[str, Any], seed: int) -> Iterator[dic
 
 
 def run_task(
-    atoms: Atoms, parameters: Mapping[str, Any], seed: int = 0, log: IO[str] | None = None
+    atoms: Atoms,
+    parameters: Mapping[str, Any],
+    seed: int = 0,
+    log: IO[str] | None = None,
+    calculator: str = 'tblite',
 ) -> Iterator[dict[str, Any]]:
     """Yield the records (header, frames, footer) of the JSON Lines format of this module."""
-    parameters = check_parameters(parameters)
+    parameters = check_parameters(parameters, calculator)
+    spec = get_calculator(calculator)
     task = parameters['task']
     yield {
         'type': 'header',
-        'program': 'lisei-tblite-md',
-        'tblite_version': tblite_version(),
+        'program': f'lisei-{calculator}-md',
+        'calculator': calculator,
+        'version': spec.version(),
         'parameters': parameters,
         'seed': seed,
         'natoms': len(atoms),
@@ -242,7 +253,7 @@ def run_task(
         footer['error'] = reason
     else:
         atoms = atoms.copy()
-        atoms.calc = make_calculator(parameters['tblite'])
+        atoms.calc = spec.make_calculator(parameters[calculator])
         records = (
             run_relax(atoms, parameters['relax'])
             if task == 'relax'
@@ -266,15 +277,17 @@ def run_task(
                         flush=True,
                     )
                 yield record
-        except Exception as exception:  # a tblite failure ends the run; the frames written so far stay
+        except Exception as exception:  # a calculator failure ends the run; the frames written so far stay
             footer['error'] = f'{type(exception).__name__}: {exception}'
     footer['wall_time'] = time.perf_counter() - start
     yield footer
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``lisei-tblite-md``: run the task on ``--structure``, write ``--output``."""
-    parser = argparse.ArgumentParser(prog='lisei-tblite-md', description=__doc__.splitlines()[0])
+def main(calculator: str, argv: list[str] | None = None) -> int:
+    """Run the task on ``--structure`` with ``calculator``, write ``--output`` (JSON Lines)."""
+    parser = argparse.ArgumentParser(
+        prog=f'lisei-{calculator}-md', description=f'Relax a structure or run NVT MD with {calculator}.'
+    )
     parser.add_argument('--structure', type=Path, required=True, help='one-frame file (.npz or extxyz)')
     parser.add_argument('--parameters', type=Path, help='JSON file of parameters (defaults if absent)')
     parser.add_argument('--seed', type=int, default=0, help='seed of the initial MD velocities')
@@ -282,16 +295,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parameters = json.loads(args.parameters.read_text()) if args.parameters else {}
     try:
-        check_parameters(parameters)
+        check_parameters(parameters, calculator)
     except ValueError as exception:
         parser.error(str(exception))
     frames = read_structures(args.structure)
     if len(frames) != 1:
         parser.error(f'{args.structure} holds {len(frames)} frames; exactly one is needed')
     with args.output.open('w') as handle:
-        write_frame_records(handle, run_task(frames[0][1], parameters, args.seed, log=sys.stdout))
+        records = run_task(frames[0][1], parameters, args.seed, log=sys.stdout, calculator=calculator)
+        write_frame_records(handle, records)
     return 0
 
 
-if __name__ == '__main__':  # pragma: no cover
-    raise SystemExit(main())
+def main_tblite(argv: list[str] | None = None) -> int:
+    """Entry point of ``lisei-tblite-md``."""
+    return main('tblite', argv)
+
+
+def main_chgnet(argv: list[str] | None = None) -> int:
+    """Entry point of ``lisei-chgnet-md``."""
+    return main('chgnet', argv)

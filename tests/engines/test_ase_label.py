@@ -1,4 +1,4 @@
-"""Tests of the ``lisei-tblite`` engine (no AiiDA): parameters, frame checks, file formats, real runs."""
+"""Tests of the ``lisei-tblite`` / ``lisei-chgnet`` engine (no AiiDA): frame checks, formats, real runs."""
 
 from __future__ import annotations
 
@@ -14,17 +14,13 @@ from ase.build import bulk
 from ase.io import write
 from tblite.ase import TBLite
 
-from aiida_lisei.engines.tblite_label import (
-    DEFAULT_PARAMETERS,
-    check_parameters,
-    label_frames,
-    main,
-    tblite_version,
-)
+from aiida_lisei.engines.ase_label import label_frames, main_chgnet, main_tblite
+from aiida_lisei.engines.calculators import CALCULATORS
 from aiida_lisei.formats.frames_npz import read_structures, write_structures
 from aiida_lisei.science.geometry import validate_frame
 
 LISEI_TBLITE = Path(sys.executable).parent / 'lisei-tblite'
+TBLITE = CALCULATORS['tblite']
 
 
 def li16(amplitude: float = 0.0, seed: int = 0) -> Atoms:
@@ -36,7 +32,8 @@ def li16(amplitude: float = 0.0, seed: int = 0) -> Atoms:
 
 def test_check_parameters() -> None:
     """Defaults fill missing keys; unknown keys, methods and non-positive values are refused."""
-    assert check_parameters({}) == DEFAULT_PARAMETERS
+    check_parameters = TBLITE.check_parameters
+    assert check_parameters({}) == TBLITE.defaults
     assert check_parameters({'electronic_temperature': 1000})['electronic_temperature'] == 1000.0
     for bad, match in [
         ({'electronic_temperature': 0}, 'electronic_temperature must be a positive'),
@@ -88,14 +85,12 @@ def test_scf_iteration_cap() -> None:
     """``max_iterations`` reaches tblite: a rattled Li16 (7 SCF cycles) fails with 6, converges with 7."""
     frames = [('rattled', li16(0.3, seed=2))]
     for cap, outcome in ((6, 'failure'), (7, 'frame')):
-        _, record, _ = label_frames(frames, {'max_iterations': cap})
+        _, record, _ = label_frames(frames, 'tblite', {'max_iterations': cap})
         assert record['type'] == outcome, record.get('reason')
 
 
 def test_console_script_with_failing_frames(tmp_path: Path) -> None:
     """A real batch at default settings: one frame labelled, three failed (SCF, element, overlap)."""
-    if not LISEI_TBLITE.is_file():
-        pytest.skip(f'{LISEI_TBLITE} not found: install the package (pip install -e .)')
     overlap = li16()
     overlap.positions[1] = overlap.positions[0] + [0.2, 0.0, 0.0]
     frames = {
@@ -116,8 +111,9 @@ def test_console_script_with_failing_frames(tmp_path: Path) -> None:
     assert header == {
         'type': 'header',
         'program': 'lisei-tblite',
-        'tblite_version': tblite_version(),
-        'parameters': DEFAULT_PARAMETERS,
+        'calculator': 'tblite',
+        'version': TBLITE.version(),
+        'parameters': TBLITE.defaults,
         'nframes': 4,
     }
     assert footer['type'] == 'footer'
@@ -142,5 +138,47 @@ def test_console_script_rejects_bad_parameters(tmp_path: Path) -> None:
     """Invalid parameters stop the script with a usage error before any frame is read."""
     (tmp_path / 'parameters.json').write_text(json.dumps({'electronic_temperature': -1}))
     with pytest.raises(SystemExit) as error:
-        main(['--frames', 'x.npz', '--parameters', str(tmp_path / 'parameters.json'), '--output', 'r.jsonl'])
+        main_tblite(
+            ['--frames', 'x.npz', '--parameters', str(tmp_path / 'parameters.json'), '--output', 'r.jsonl']
+        )
+    assert error.value.code == 2
+
+
+def test_chgnet_console_script(tmp_path: Path) -> None:
+    """``lisei-chgnet`` labels a batch with CHGNet 0.3.0 (same numbers as its own ASE calculator) and
+    fails an overlapping frame and one with isolated atoms (no neighbour within CHGNet's 6 Å graph cutoff);
+    a model it does not know is a usage error."""
+    from chgnet.model import CHGNet
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    overlap = li16()
+    overlap.positions[1] = overlap.positions[0] + [0.2, 0.0, 0.0]
+    frames = {
+        'rattled': li16(0.1, seed=3),
+        'li2s': bulk('SLi2', 'fluorite', a=5.70, cubic=True),
+        'bad': overlap,
+        'isolated': Atoms('Li2', positions=[[0, 0, 0], [10, 10, 10]], cell=[20.0, 20.0, 20.0], pbc=True),
+    }
+    write_structures(tmp_path / 'frames.npz', frames)
+    output = tmp_path / 'results.jsonl'
+    assert main_chgnet(['--frames', str(tmp_path / 'frames.npz'), '--output', str(output)]) == 0
+    header, *records, footer = map(json.loads, output.read_text().splitlines())
+    assert header['calculator'] == 'chgnet' and header['program'] == 'lisei-chgnet'
+    assert header['parameters'] == {'model': '0.3.0', 'threads': 1}
+    assert (footer['labelled'], footer['failed']) == (2, 2)
+    by_key = {record['key']: record for record in records}
+    assert 'atoms 0 and 1 are 0.200 Å apart' in by_key['bad']['reason']
+    assert by_key['isolated']['reason'].startswith(
+        'ValueError: Structure graph_id=None has 2 isolated atom(s)'
+    )
+    for key in ('rattled', 'li2s'):
+        reference = frames[key].copy()
+        reference.calc = CHGNetCalculator(CHGNet.load(model_name='0.3.0', verbose=False), use_device='cpu')
+        assert by_key[key]['energy'] == pytest.approx(reference.get_potential_energy(), abs=1e-5)
+        np.testing.assert_allclose(by_key[key]['forces'], reference.get_forces(), atol=1e-5)
+        np.testing.assert_allclose(by_key[key]['stress'], reference.get_stress(voigt=False), atol=1e-7)
+
+    (tmp_path / 'parameters.json').write_text(json.dumps({'model': '0.1.0'}))
+    with pytest.raises(SystemExit) as error:
+        main_chgnet(['--frames', 'x.npz', '--parameters', str(tmp_path / 'parameters.json'), '--output', 'r'])
     assert error.value.code == 2

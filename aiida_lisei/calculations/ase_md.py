@@ -1,7 +1,12 @@
-"""``TbliteMdCalculation``: relax a structure or run NVT MD (Nosé-Hoover chain) with tblite in one job."""
+"""``AseMdCalculation``: relax a structure or run NVT MD (Nosé-Hoover chain) with an ASE calculator.
+
+``TbliteMdCalculation`` (``lisei.tblite_md``, GFN1-xTB) and ``ChgnetMdCalculation`` (``lisei.chgnet_md``,
+the pretrained CHGNet) differ only by their calculator.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -12,14 +17,11 @@ from aiida.engine import CalcJobProcessSpec
 
 from aiida_lisei.calculations.base import LiseiCalcJob
 from aiida_lisei.common.validation import dict_port_validator
-from aiida_lisei.engines.tblite_md import check_parameters
+from aiida_lisei.engines.ase_md import check_parameters
 from aiida_lisei.formats.frames_npz import write_structures
 from aiida_lisei.science.geometry import validate_frame
 
-__all__ = ('TbliteMdCalculation',)
-
-
-validate_parameters = dict_port_validator(check_parameters)
+__all__ = ('AseMdCalculation', 'ChgnetMdCalculation', 'TbliteMdCalculation')
 
 
 def validate_structure(structure: orm.StructureData, _ctx: Any = None) -> str | None:
@@ -38,23 +40,24 @@ def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
     return None
 
 
-class TbliteMdCalculation(LiseiCalcJob):
-    """Relax a structure (BFGS/FIRE, optionally the cell) or run NVT MD with tblite (GFN1-xTB).
+class AseMdCalculation(LiseiCalcJob):
+    """Relax a structure (BFGS/FIRE, optionally the cell) or run NVT MD with an ASE calculator.
 
-    The code is the ``lisei-tblite-md`` console script of an ``aiida-lisei`` installation, run serially as
-    ``lisei-tblite-md --structure structure.npz --parameters parameters.json --seed N --output
-    trajectory.jsonl``; tblite threads follow ``OMP_NUM_THREADS``.
+    The code is the ``lisei-<calculator>-md`` console script of an ``aiida-lisei`` installation
+    (``lisei-tblite-md``, ``lisei-chgnet-md``), run serially as ``lisei-<calculator>-md --structure
+    structure.npz --parameters parameters.json --seed N --output trajectory.jsonl``; tblite threads follow
+    ``OMP_NUM_THREADS``, CHGNet's its ``threads`` setting.
 
-    Inputs: ``structure`` (Å), ``parameters`` (``Dict``: ``task`` = ``relax`` | ``md``, ``tblite`` calculator
-    settings, ``relax`` = {optimizer, fmax eV/Å, max_steps, cell, stride}, ``md`` = {temperature K,
-    timestep fs, n_steps, stride, tdamp fs, tchain}; defaults in
-    :data:`~aiida_lisei.engines.tblite_md.DEFAULT_PARAMETERS`), ``seed`` (``Int``, the Maxwell-Boltzmann
-    velocities; required for MD).
+    Inputs: ``structure`` (Å), ``parameters`` (``Dict``: ``task`` = ``relax`` | ``md``, the calculator's
+    settings in the section of its name (``tblite`` or ``chgnet``), ``relax`` = {optimizer, fmax eV/Å,
+    max_steps, cell, stride}, ``md`` = {temperature K, timestep fs, n_steps, stride, tdamp fs, tchain};
+    defaults in :func:`~aiida_lisei.engines.ase_md.default_parameters`), ``seed`` (``Int``, the
+    Maxwell-Boltzmann velocities; required for MD).
 
     Outputs: ``structure`` (the last geometry, same node class and atom groups as the input),
     ``trajectory`` (``TrajectoryData``: the written steps with ``positions``, ``cells``, ``times`` (fs) and
     the arrays ``energies`` eV, ``forces`` eV/Å, ``stresses`` eV/Å³ (ASE sign), ``temperatures`` K),
-    ``output_parameters`` (task, steps, converged, final energy eV, wall time s, tblite version, mean
+    ``output_parameters`` (task, steps, converged, final energy eV, wall time s, calculator and version, mean
     temperature K of an MD run).
 
     Exit codes (outputs are attached first, so a restart can continue from ``structure``):
@@ -64,13 +67,15 @@ class TbliteMdCalculation(LiseiCalcJob):
     * 312 ``ERROR_OUTPUT_INCOMPLETE``: the engine stopped without its footer line.
     * 400 ``ERROR_OUT_OF_WALLTIME``: the scheduler killed the job on walltime.
     * 410 ``ERROR_RELAX_NOT_CONVERGED``: the relaxation did not reach ``fmax`` within ``max_steps``.
-    * 411 ``ERROR_TBLITE_FAILED``: tblite failed during the run (e.g. SCF not converged).
+    * 411 ``ERROR_CALCULATOR_FAILED``: the calculator failed during the run (e.g. tblite's SCF not converged).
     """
 
     _STRUCTURE_FILE = 'structure.npz'
     _PARAMETERS_FILE = 'parameters.json'
     _RESULTS_FILE = 'trajectory.jsonl'
-    _DEFAULT_PARSER = 'lisei.tblite_md'
+    #: The calculator of :data:`~aiida_lisei.engines.calculators.CALCULATORS` (set by each subclass).
+    _CALCULATOR = ''
+    _DEFAULT_PARSER = ''
 
     @classmethod
     def define(cls, spec: CalcJobProcessSpec) -> None:  # type: ignore[override]
@@ -87,8 +92,8 @@ class TbliteMdCalculation(LiseiCalcJob):
             'parameters',
             valid_type=orm.Dict,
             serializer=orm.to_aiida_type,
-            validator=validate_parameters,
-            help='task (`relax` | `md`), and the `tblite`, `relax` and `md` settings.',
+            validator=dict_port_validator(functools.partial(check_parameters, calculator=cls._CALCULATOR)),
+            help=f'task (`relax` | `md`), and the `{cls._CALCULATOR}`, `relax` and `md` settings.',
         )
         spec.input(
             'seed',
@@ -124,14 +129,21 @@ class TbliteMdCalculation(LiseiCalcJob):
             'ERROR_RELAX_NOT_CONVERGED',
             message='The relaxation did not converge within {steps} steps (the last structure is attached).',
         )
-        spec.exit_code(411, 'ERROR_TBLITE_FAILED', message='tblite failed after {steps} steps: {reason}')
+        spec.exit_code(
+            411, 'ERROR_CALCULATOR_FAILED', message='The calculator failed after {steps} steps: {reason}'
+        )
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
-        """Write the structure and the complete parameters; run ``lisei-tblite-md`` on them."""
+        """Write the structure and the complete parameters; run ``lisei-<calculator>-md`` on them."""
         with folder.open(self._STRUCTURE_FILE, 'wb') as handle:
             write_structures(handle, {'structure': self.inputs.structure.get_ase()})
         with folder.open(self._PARAMETERS_FILE, 'w') as handle:
-            json.dump(check_parameters(self.inputs.parameters.get_dict()), handle, indent=2, sort_keys=True)
+            json.dump(
+                check_parameters(self.inputs.parameters.get_dict(), self._CALCULATOR),
+                handle,
+                indent=2,
+                sort_keys=True,
+            )
 
         arguments = [
             '--structure',
@@ -144,3 +156,17 @@ class TbliteMdCalculation(LiseiCalcJob):
             self._RESULTS_FILE,
         ]
         return self.code_calcinfo(arguments, [self._RESULTS_FILE])
+
+
+class TbliteMdCalculation(AseMdCalculation):
+    """:class:`AseMdCalculation` with tblite (GFN1-xTB by default; code ``lisei-tblite-md``)."""
+
+    _CALCULATOR = 'tblite'
+    _DEFAULT_PARSER = 'lisei.tblite_md'
+
+
+class ChgnetMdCalculation(AseMdCalculation):
+    """:class:`AseMdCalculation` with the pretrained CHGNet (code ``lisei-chgnet-md``; a demo level)."""
+
+    _CALCULATOR = 'chgnet'
+    _DEFAULT_PARSER = 'lisei.chgnet_md'

@@ -1,4 +1,4 @@
-"""Tests of ``TbliteMdCalculation`` and its parser (``lisei.tblite_md``): spec, inputs, runs, failures."""
+"""Tests of ``AseMdCalculation`` and its parser (``lisei.tblite_md``): spec, inputs, runs, failures."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from aiida.plugins import CalculationFactory, ParserFactory
 from ase.build import bulk
 
 from aiida_lisei.data.structure import GroupedStructureData
-from aiida_lisei.engines.tblite_md import run_task
+from aiida_lisei.engines.ase_md import run_task
 from aiida_lisei.formats.frames_npz import read_structures
 
 TbliteMdCalculation = CalculationFactory('lisei.tblite_md')
@@ -167,4 +167,5 @@ def test_parser_missing_unreadable_or_failed(calc_job_node, md_lines) -> None:
     failed = '\n'.join([*md_lines[:2], json.dumps(footer)])
     results, calcfunction = TbliteMdParser.parse_from_node(calc_job_node({'trajectory.jsonl': failed}))
     assert calcfunction.exit_status == 411 and 'SCF not converged' in calcfunction.exit_message
+    assert calcfunction.exit_message.startswith('The calculator failed after')
     assert results['trajectory'].numsteps == 1
