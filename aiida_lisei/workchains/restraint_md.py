@@ -641,10 +641,8 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         parameters = {
             'system': settings.get('system', 'sandwich'),
             'fp_task_max': settings.get('fp_task_max', 10),
-            'trust_levels': {
-                'f_lo': settings.get('f_lo', 0.10),
-                'f_hi': guards['thresholds']['deviation_f_hi'],
-            },
+            'f_lo': settings.get('f_lo', 0.10),
+            'f_hi': guards['thresholds']['deviation_f_hi'],
             'explorations': {key: {'temperature': temperature}},
         }
         seed = derive_seed(self.ctx.inputs.seed.value, 'refine', round_)
@@ -663,8 +661,8 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         if 'candidates' not in selection:
             self.report(
                 f'refinement round {round_}: no frame of {calculation.process_label}<{calculation.pk}> lies '
-                f'in the candidate window [{parameters["trust_levels"]["f_lo"]}, '
-                f'{parameters["trust_levels"]["f_hi"]}) eV/Å: the model is too far off for refinement'
+                f'in the candidate window [{parameters["f_lo"]}, {parameters["f_hi"]}) eV/Å: the model is '
+                'too far off for refinement'
             )
             return False
         self.ctx.refinement_round = round_

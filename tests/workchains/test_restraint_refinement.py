@@ -1,0 +1,113 @@
+"""Refinement on the fly in ``lisei.restraint_md``, end to end on the 88-atom test sandwich (real engines).
+
+The ensemble (two tiny test models trained on bcc Li only) does not know the sandwich: its first segment
+fails the `deviation` guard. One round of refinement: the segment's candidate frames are selected (seeded),
+labelled with CHGNet, added to a CHGNet training set of bcc Li16, two models are retrained, and the segment
+runs again from its start with them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from aiida import orm
+from aiida.engine import run_get_node
+from ase.build import bulk
+
+from aiida_lisei.common.seeds import derive_seed
+from aiida_lisei.workchains.dp_train import DpTrainWorkChain
+from aiida_lisei.workchains.label import LabelWorkChain
+from aiida_lisei.workchains.restraint_md import RestraintMdWorkChain
+
+MODELS = Path(__file__).parents[1] / 'fixtures' / 'models'
+THREADS = 'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1'
+
+
+def _pruned(builder, *names: str) -> dict:
+    inputs = builder._inputs(prune=True)
+    for name in names:
+        inputs.pop(name, None)
+    return inputs
+
+
+def test_one_round_of_refinement(restraint_code, venv_code, small_sandwich):
+    chgnet = venv_code('lisei-chgnet', 'lisei.chgnet', prepend_text=THREADS)
+    dp = venv_code('dp', 'lisei.dp_train', prepend_text=THREADS)
+    rng = np.random.default_rng(3)
+    frames = {}
+    for index in range(3):
+        atoms = bulk('Li', 'bcc', a=3.42, cubic=True).repeat(2)
+        atoms.rattle(0.05, seed=int(rng.integers(1000)))
+        frames[f'li16_{index}'] = orm.StructureData(ase=atoms)
+    labelled, label_node = run_get_node(
+        LabelWorkChain.get_builder_from_protocol(chgnet, frames, system_label='bcc_lithium', engine='chgnet')
+    )
+    assert label_node.is_finished_ok, label_node.exit_message
+    training_set = labelled['training_set']
+
+    overrides = {
+        'md': {
+            'parameters': {'n_steps': 60, 'thermo_stride': 10, 'dump_stride': 5, 'restart_stride': 0},
+            # the window [f_lo, deviation_f_hi) of the candidates; one frame at or above 0.5 eV/Å fails
+            'guards': {
+                'deviation_f_hi': 0.5,
+                'deviation': 0.0,
+                'enabled': True,
+                'lateral_cell': 0.99,
+                'min_distance': 0.0,
+                'lost_atoms': 1000,
+                'temperature': 1e6,
+                'pressure': 1e9,
+                'energy_drift': 1e6,
+            },
+        },
+        'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 5},
+    }
+    builder = RestraintMdWorkChain.get_builder_from_protocol(
+        restraint_code,
+        small_sandwich,
+        orm.SinglefileData(MODELS / 'model_1.pb'),
+        overrides=overrides,
+        seed=11,
+        deviation_models={'m2': orm.SinglefileData(MODELS / 'model_2.pb')},
+    )
+    builder.refinement.max_rounds = orm.Int(1)
+    builder.refinement.training_set = training_set
+    builder.refinement.selection = orm.Dict({'fp_task_max': 3, 'f_lo': 0.02, 'system': 'sandwich'})
+    builder.refinement.label = _pruned(
+        LabelWorkChain.get_builder_from_protocol(chgnet, frames, system_label='x', engine='chgnet'),
+        'structures',
+        'system_label',
+        'tags',
+    )
+    train = _pruned(
+        DpTrainWorkChain.get_builder_from_protocol(
+            dp, training_set, overrides={'dp_train': {'parameters': {'training': {'numb_steps': 40}}}}
+        )
+    )
+    train['dp_train'].pop('training_set')
+    train['dp_train'].pop('seed', None)
+    builder.refinement.train = train
+    results, node = run_get_node(builder)
+
+    segments = [child for child in node.called if child.process_label == 'RestraintMdCalculation']
+    first, second = segments
+    assert first.exit_status == 456, first.exit_message  # the deviation guard: refinement starts
+    links = {link.link_label: link.node for link in node.base.links.get_outgoing().all()}
+    selection = links['refinement_01_select']
+    assert selection.inputs.seed.value == derive_seed(11, 'refine', 1)
+    candidates = results['refinement']['rounds']['round_01']['n_selected']
+    assert 1 <= candidates <= 3
+    label = links['refinement_01_label']
+    assert label.is_finished_ok and label.inputs.engine.value == 'chgnet'
+    refined = results['refinement']['training_set']
+    assert refined.nframes == training_set.nframes + label.outputs.training_set.nframes
+    new = results['refinement']['models']
+    assert sorted(new) == ['model_1', 'model_2']
+    assert second.inputs.model.uuid == new['model_1'].uuid  # resumed with the retrained ensemble
+    assert second.inputs.deviation_models['model_2'].uuid == new['model_2'].uuid
+    assert 'parent_folder' not in second.inputs  # the first segment again, from the start
+    # one round only: the work chain ends with the second segment's verdict
+    assert node.exit_status in (0, 456), node.exit_message
+    assert node.exit_status == (second.exit_status or 0)
