@@ -500,8 +500,8 @@ class FastCoordinationCV:
         Both give the same list.
     :param threads: ``1`` (default): the serial kernel, numba's threading layer is never started (its
         OpenMP threads slow a CPU DeePMD in the same process); ``n > 1``: the pairs in ``n`` blocks over
-        numba's threads (``prange``; at most ``NUMBA_NUM_THREADS``), for CPU-only nodes. Same numbers up
-        to the order of the sums (1e-13 relative).
+        numba's threads (``prange``; its pool has ``NUMBA_NUM_THREADS`` threads, by default one per core),
+        for CPU-only nodes. Same numbers up to the order of the sums (1e-13 relative).
     """
 
     def __init__(
@@ -515,11 +515,8 @@ class FastCoordinationCV:
     ) -> None:
         if pair_builder not in ('auto', 'cells', 'brute'):
             raise ValueError(f"pair_builder must be 'auto', 'cells' or 'brute', got {pair_builder!r}")
-        if int(threads) != threads or not 1 <= threads <= numba.config.NUMBA_NUM_THREADS:
-            raise ValueError(
-                f'threads must be an integer from 1 to NUMBA_NUM_THREADS ({numba.config.NUMBA_NUM_THREADS}), '
-                f'got {threads}'
-            )
+        if int(threads) != threads or threads < 1:
+            raise ValueError(f'threads must be a positive integer, got {threads}')
         self.pair_builder = 'cells' if pair_builder == 'auto' else pair_builder
         check_verlet_skin(cv, n_atoms, skin)
         self.cv, self.n_atoms, self.skin, self.threads = cv, int(n_atoms), float(skin), int(threads)
