@@ -4,7 +4,8 @@ The system: the demo sandwich's shape at its smallest (1x1x1 electrolyte cell, 2
 layers: 88 atoms, 10.25 x 10.25 x 35.26 Å³), the paper's CV (``build_paper_cv``, D_MAX 10 Å, all anode
 layers in group B) and the tiny test model ``tests/fixtures/models/model_1.pb`` (bcc-Li only: stable
 enough for thousands of steps, not physical). LAMMPS runs in this process (``run_script``) except for
-the console-script tests. Both routes: ``fast`` (numba CV) and ``plumed`` (the PLUMED kernel).
+the console-script tests. The routes: ``fast`` (numba CV), ``jax`` (JAX CV, here on the CPU) and
+``plumed`` (the PLUMED kernel).
 """
 
 from __future__ import annotations
@@ -266,29 +267,30 @@ def test_bias_forces_match_numpy_reference(system: AtomicModel, tmp_path: Path, 
 
 @needs_kernel
 def test_routes_give_the_same_cv_and_bias(system: AtomicModel, tmp_path: Path, monkeypatch) -> None:
-    """(a) 30 NPT steps, COLVAR every step: fast and PLUMED routes agree on every column."""
+    """(a) 30 NPT steps, COLVAR every step: the fast, JAX and PLUMED routes agree on every column."""
     parameters = {'ensemble': 'npt', 'n_steps': 30}
     colvars = {}
-    for route in ('fast', 'plumed'):
+    for route in ('fast', 'jax', 'plumed'):
         case = make_case(tmp_path / route, system, parameters=parameters, offset=0.01, pull=300.0)
         run_case(case, route, monkeypatch)
         colvars[route] = read_colvar(case.folder / 'COLVAR')
-    fast, plumed = colvars['fast'], colvars['plumed']
-    assert list(fast) == list(plumed)
-    assert len(fast['cv']) == 31
-    np.testing.assert_allclose(fast['time'], plumed['time'], atol=1e-12)
-    for name in fast:
-        if name.startswith('cn_') or name in ('cv', 'restraint.cv_cntr'):
-            np.testing.assert_allclose(fast[name], plumed[name], rtol=1e-6, err_msg=name)
-    np.testing.assert_allclose(fast['restraint.bias'], plumed['restraint.bias'], rtol=1e-5, atol=1e-8)
-    np.testing.assert_allclose(fast['restraint.work'], plumed['restraint.work'], rtol=1e-5, atol=1e-8)
+    plumed = colvars['plumed']
+    for fast in (colvars['fast'], colvars['jax']):
+        assert list(fast) == list(plumed)
+        assert len(fast['cv']) == 31
+        np.testing.assert_allclose(fast['time'], plumed['time'], atol=1e-12)
+        for name in fast:
+            if name.startswith('cn_') or name in ('cv', 'restraint.cv_cntr'):
+                np.testing.assert_allclose(fast[name], plumed[name], rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(fast['restraint.bias'], plumed['restraint.bias'], rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(fast['restraint.work'], plumed['restraint.work'], rtol=1e-5, atol=1e-8)
     assert np.ptp(fast['restraint.cv_cntr']) > 0.05 and np.abs(fast['restraint.work']).max() > 1e-3
     for route, colvar in colvars.items():  # the bias energy LAMMPS received (f_restraint, in pe) is PLUMED's
         energy = thermo(tmp_path / route / f'log.{route}')[f'f_{RESTRAINT_FIX_ID}']
         np.testing.assert_allclose(energy, colvar['restraint.bias'], rtol=1e-6, atol=1e-8, err_msg=route)
 
 
-@pytest.mark.parametrize('route', ['fast', pytest.param('plumed', marks=needs_kernel)])
+@pytest.mark.parametrize('route', ['fast', 'jax', pytest.param('plumed', marks=needs_kernel)])
 def test_bias_virial_reaches_the_pressure(
     system: AtomicModel, tmp_path: Path, monkeypatch, route: str
 ) -> None:
