@@ -168,20 +168,21 @@ def test_colvar_arrays_drop_repeated_rows():
     assert arrays['time'].tolist() == [0.0, 0.01, 0.02]
 
 
-def test_plumed_and_fast_routes_agree(restraint_code, small_sandwich, tiny_model):
-    """The same CalcJob inputs through the PLUMED kernel (`--route plumed`) and the fast CV: same COLVAR."""
-    builder = builder_for(restraint_code, small_sandwich, tiny_model, parameters={'n_steps': 20})
-    builder.settings = orm.Dict({'cmdline': ['--route', 'plumed']})
-    plumed, node = run_get_node(builder)
-    assert node.is_finished_ok, (node.exit_status, node.exit_message)
-    fast, node = run_get_node(
-        builder_for(restraint_code, small_sandwich, tiny_model, parameters={'n_steps': 20})
-    )
-    assert node.is_finished_ok, (node.exit_status, node.exit_message)
-    for name in ('time', 'cv', 'cn_Li_Li', 'cn_Li_S', 'cn_Li_P', 'cn_Li_Cl', 's0', 'bias'):
-        assert np.allclose(
-            plumed['colvar'].get_array(name), fast['colvar'].get_array(name), rtol=1e-6, atol=1e-9
-        )
-    assert np.allclose(
-        plumed['colvar'].get_array('work'), fast['colvar'].get_array('work'), rtol=1e-5, atol=1e-8
-    )
+def test_plumed_fast_and_jax_routes_agree(restraint_code, small_sandwich, tiny_model):
+    """The same CalcJob inputs through the PLUMED kernel (`--route plumed`), the fast CV (default) and the
+    JAX CV (`--route jax`, here on the CPU): the same COLVAR."""
+    colvars = {}
+    for route in ('plumed', 'fast', 'jax'):
+        builder = builder_for(restraint_code, small_sandwich, tiny_model, parameters={'n_steps': 20})
+        if route != 'fast':
+            builder.settings = orm.Dict({'cmdline': ['--route', route]})
+        results, node = run_get_node(builder)
+        assert node.is_finished_ok, (route, node.exit_status, node.exit_message)
+        colvars[route] = results['colvar']
+    plumed = colvars['plumed']
+    for route in ('fast', 'jax'):
+        for name in ('time', 'cv', 'cn_Li_Li', 'cn_Li_S', 'cn_Li_P', 'cn_Li_Cl', 's0', 'bias'):
+            assert np.allclose(
+                plumed.get_array(name), colvars[route].get_array(name), rtol=1e-6, atol=1e-9
+            ), (route, name)
+        assert np.allclose(plumed.get_array('work'), colvars[route].get_array('work'), rtol=1e-5, atol=1e-8)
