@@ -18,7 +18,9 @@ from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
 from aiida_lisei.formats.plumed import read_plumed_input
 from aiida_lisei.parsers.restraint_md import colvar_arrays
 from aiida_lisei.science.restraint_cv import (
+    PLUMED_NL_STRIDE,
     cell_widths,
+    check_neighbour_list,
     check_restraint_parameters,
     cv_from_parameters,
     evaluate_cv,
@@ -58,6 +60,18 @@ def test_check_restraint_parameters():
         check_restraint_parameters({**RESTRAINT, 'kapa': 1.0})
     with pytest.raises(ValueError, match='normalisation'):
         check_restraint_parameters({**RESTRAINT, 'normalisation': 'per_atom'})
+    # PLUMED's neighbour list: on by default (d_max + 2 Å, every 20 steps), off with nl_stride None.
+    assert (full['nl_stride'], full['nl_cutoff']) == (PLUMED_NL_STRIDE, None)
+    assert check_neighbour_list(full['nl_stride'], full['nl_cutoff'], full['d_max']) == full['d_max'] + 2.0
+    assert check_neighbour_list(None, None, 10.0) is None
+    for bad, match in (
+        ({'nl_stride': 0}, 'nl_stride'),
+        ({'nl_stride': 2.5}, 'nl_stride'),
+        ({'nl_cutoff': 4.0}, 'above d_max'),
+        ({'nl_stride': None, 'nl_cutoff': 7.0}, 'needs `nl_stride`'),
+    ):
+        with pytest.raises(ValueError, match=match):
+            check_restraint_parameters({**RESTRAINT, **bad})
     with pytest.raises(ValueError, match='step_start'):
         check_restraint_parameters({**RESTRAINT, 'step_start': 200})
 
@@ -90,6 +104,8 @@ def test_prepare_for_submission(restraint_code, small_sandwich, tiny_model, tmp_
             term.group_b, reference.group_b
         )
     assert cv.normalisation == small_sandwich.group_counts['electrolyte_Li'] == len(cv.terms[0].group_a)
+    # PLUMED's neighbour list by default: d_max (5 Å) + 2 Å, every 20 steps, on every COORDINATION
+    assert (tmp_path / 'plumed.dat').read_text().count('NLIST NL_CUTOFF=7.0 NL_STRIDE=20') == 4
     assert (restraint.kappa, restraint.at_end, restraint.step_end, stride, colvar) == (
         500.0,
         0.5,
