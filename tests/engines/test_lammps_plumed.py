@@ -25,16 +25,19 @@ from aiida_lisei.engines.lammps_plumed import (
     RestraintRunError,
     find_plumed_fix,
     rewrite_script,
+    run_plumed,
     run_script,
 )
 from aiida_lisei.engines.probe import find_plumed_kernel
 from aiida_lisei.formats.lammps import RESTRAINT_FIX_ID, THERMO_COLUMNS, generate_restraint_md_script
 from aiida_lisei.formats.plumed import read_colvar, write_plumed_input
 from aiida_lisei.science.restraint_cv import (
+    PLUMED_NL_STRIDE,
     CoordinationCV,
     MovingRestraint,
     build_paper_cv,
     evaluate_cv,
+    restraint_bias,
 )
 from aiida_lisei.structures.builders import AtomicModel, argyrodite, sandwich
 
@@ -359,6 +362,50 @@ def test_bias_virial_reaches_the_barostat_every_step(
         np.testing.assert_allclose(row[1:4] - row[4:7], expected, rtol=1e-5, err_msg=f'step {row[0]:g}')
     assert np.abs(expected).max() > 100.0  # bar
     assert frames[-1][1][0, 0] != frames[0][1][0, 0]  # the barostat moves the box
+
+
+@needs_kernel
+def test_plumed_neighbour_list_is_exact_along_a_trajectory(
+    system: AtomicModel, tmp_path: Path, monkeypatch
+) -> None:
+    """PLUMED's neighbour list at the defaults (d_max + 2 Å, updated every 20 steps) on every frame of 80 NPT
+    steps of real MD (frames 19, 39, ... just before an update included): the CV, each CN and the bias
+    forces are the NumPy reference's to 1e-10 (COLVAR's 12 digits; seen: 2e-12). A list with a 0.01 Å skin
+    updated once is not (seen: 8e-5), so the frames do probe the list's staleness."""
+    dump = ('dump frames all custom 1 frames.dump id x y z', 'dump_modify frames format float %.17g')
+    n_steps = 4 * PLUMED_NL_STRIDE
+    case = make_case(
+        tmp_path, system, parameters={'ensemble': 'npt', 'n_steps': n_steps}, offset=0.02, extra=dump
+    )
+    run_case(case, 'fast', monkeypatch)
+    frames = read_frames(tmp_path / 'frames.dump')
+    assert len(frames) == n_steps + 1
+    positions, cells = zip(*frames, strict=True)
+    refs = [evaluate_cv(case.cv, x, h) for x, h in frames]
+    errors = {}
+    for name, (nl_stride, nl_cutoff) in {
+        'default': (PLUMED_NL_STRIDE, None),
+        'thin': (n_steps, 10.01),
+    }.items():
+        text = write_plumed_input(case.cv, case.restraint, stride=1, nl_stride=nl_stride, nl_cutoff=nl_cutoff)
+        assert 'NLIST' in text
+        _, forces, _ = run_plumed(
+            text, positions, cells, workdir=tmp_path / name, kernel=find_plumed_kernel()
+        )
+        colvar = read_colvar(tmp_path / name / 'COLVAR')
+        errors[name] = max(
+            abs(colvar[column][step] / reference - 1.0)
+            for step, ref in enumerate(refs)
+            for column, reference in [('cv', ref.value)]
+            + [(f'cn_{k.replace("-", "_")}', v) for k, v in ref.components.items()]
+        )
+        if name == 'default':
+            for step, ref in enumerate(refs):
+                dbias = restraint_bias(case.restraint, ref.value, step)[1]
+                expected = -dbias * ref.gradient
+                np.testing.assert_allclose(forces[step], expected, rtol=0, atol=1e-9 * np.abs(expected).max())
+    assert errors['default'] < 1e-10, errors
+    assert errors['thin'] > 1e-7, errors
 
 
 @pytest.mark.parametrize('route', ['fast', pytest.param('plumed', marks=needs_kernel)])
