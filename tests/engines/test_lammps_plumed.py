@@ -487,7 +487,8 @@ def test_callback_error_stops_the_run(system: AtomicModel, tmp_path: Path, monke
 
 
 def test_console_script(system: AtomicModel, tmp_path: Path) -> None:
-    """``lisei-lmp-plumed`` runs the script; a missing PLUMED kernel gives a clear error and status 1."""
+    """``lisei-lmp-plumed`` runs the script (numba kernel on 2 threads); a missing PLUMED kernel or a bad
+    thread count give a clear error and status 1."""
     case = make_case(tmp_path, system, parameters={'ensemble': 'npt', 'n_steps': 10}, stride=5)
     (tmp_path / 'input.lammps').write_text(case.script)
     executable = Path(sys.executable).parent / 'lisei-lmp-plumed'
@@ -498,7 +499,18 @@ def test_console_script(system: AtomicModel, tmp_path: Path) -> None:
     )
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     done = subprocess.run(
-        [*command, '-in', 'input.lammps', '-log', 'log.lammps', '-nocite', '-screen', 'none'],
+        [
+            *command,
+            '-in',
+            'input.lammps',
+            '-log',
+            'log.lammps',
+            '-nocite',
+            '-screen',
+            'none',
+            '--cv-threads',
+            '2',
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -521,3 +533,14 @@ def test_console_script(system: AtomicModel, tmp_path: Path) -> None:
     )
     assert failed.returncode == 1
     assert 'make plumed-kernel' in failed.stderr and 'PLUMED_KERNEL' in failed.stderr
+
+    failed = subprocess.run(
+        [*command, '-in', 'input.lammps', '-screen', 'none', '--cv-threads', '0'],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert failed.returncode == 1
+    assert 'threads must be a positive integer' in failed.stderr
