@@ -28,11 +28,10 @@ built for another torch: it is pointed to an empty folder) and without the MPI p
 (it needs the ``mpich`` package's metadata); the se_e2_a model needs no custom op.
 
 On the ``device`` tool's H200 (PyTorch, JAX and CUDA there, no internet), carry what is missing as
-wheels (``benchmarks/README.md``: deepmd-kit 3.2.0, e3nn, opt-einsum-fx, ase, plumed, numba and
-llvmlite if absent) and the PLUMED kernel (``.venv/plumed-kernel/libplumedKernel.so``, copied into
-the carried folder), then, within one 10-minute call::
+wheels and the PLUMED kernel built here (``benchmarks/README.md`` lists them and gives the command), then,
+within one 10-minute call::
 
-    PYTHONPATH=/tmp/site:. PLUMED_KERNEL=.whl/libplumedKernel.so python benchmarks/restraint_gpu.py \
+    PYTHONPATH=/tmp/site:. PLUMED_KERNEL=$PWD/.whl/libplumedKernel.so python3 benchmarks/restraint_gpu.py \
         --atoms paper --json $OUT/restraint_gpu.json
 
 Here, on the CPU: ``python benchmarks/restraint_gpu.py --atoms small`` (DeePMD's PyTorch backend needs
