@@ -4,7 +4,8 @@ The CalcJob writes a standard LAMMPS input with ``fix restraint all plumed plume
 ``plumed.dat`` of the paper's coordination-number CV, generated from the structure's atom groups. The same
 two files run unchanged on any LAMMPS built with PLUMED and the DeePMD pair style (code ``lmp``), or here
 through ``lisei-lmp-plumed`` (the LAMMPS Python module with ``fix external`` and the PLUMED kernel, or the
-fast CV proven equal to PLUMED's; ``settings.cmdline`` passes e.g. ``['--route', 'plumed']``).
+fast CV proven equal to PLUMED's; ``settings.cmdline`` passes e.g. ``['--route', 'plumed']`` or
+``['--route', 'jax']``).
 
 A segment of a longer run gets ``parent_folder`` (the previous segment's remote folder): its restart files
 ``restart.<step>`` are copied and LAMMPS reads the newest (``read_restart restart.*``: the final one, or the
@@ -164,7 +165,8 @@ class RestraintMdCalculation(LiseiCalcJob):
             valid_type=orm.Dict,
             required=False,
             serializer=orm.to_aiida_type,
-            help='`cmdline`: extra command-line arguments (e.g. ["--route", "plumed"] for lisei-lmp-plumed).',
+            help='`cmdline`: extra command-line arguments (e.g. ["--route", "plumed"] or ["--route", "jax"] '
+            'for lisei-lmp-plumed).',
         )
         spec.input_namespace(
             'deviation_models',

@@ -5,7 +5,7 @@ PLUMED runs (:func:`~aiida_lisei.formats.lammps.generate_restraint_md_script`) t
 LAMMPS Python module: the line ``fix ID all plumed plumedfile P outfile L`` becomes
 ``fix ID all external pf/callback 1 1`` + ``fix_modify ID energy yes virial yes`` (moved before the
 first integrator that computes the pressure, as LAMMPS requires of ``fix plumed``), and a Python
-callback adds the bias every step. Two routes, same numbers:
+callback adds the bias every step. Three routes, same numbers:
 
 * ``plumed``: the real PLUMED kernel (``$PLUMED_KERNEL``; ``make plumed-kernel``) through the ``plumed``
   Python wrapper, driven exactly as ``src/PLUMED/fix_plumed.cpp`` drives it: units eV → kJ/mol
@@ -22,7 +22,13 @@ callback adds the bias every step. Two routes, same numbers:
   in the CV kernel's pass), the work as PLUMED's ``MOVINGRESTRAINT``
   (:class:`~aiida_lisei.science.restraint_cv.RestraintWork`), and the COLVAR rows in PLUMED's format, at
   the same stride and with the same columns (:func:`~aiida_lisei.formats.plumed.colvar_line`; the
-  time with ``%f`` as PLUMED prints it).
+  time with ``%f`` as PLUMED prints it). ``--cv-threads N`` (default ``$NUMBA_NUM_THREADS``, else 1) splits
+  the kernel's pairs over N of numba's threads (``prange``), for CPU-only nodes; 1 keeps numba's threading
+  layer off.
+* ``jax``: the fast route with the CV from :class:`~aiida_lisei.science.jax_cv.JaxCoordinationCV` (fp64, the
+  Verlet list on the device) on the device JAX finds: a GPU next to a GPU DeePMD (``JAX_PLATFORMS=cpu``
+  forces the CPU). ``XLA_PYTHON_CLIENT_PREALLOCATE`` defaults to ``false`` here, so that JAX does not take
+  75 % of the GPU's memory from DeePMD.
 
 Both routes pass the bias energy (eV, in ``pe`` and ``f_ID``) and the bias virial (eV) to LAMMPS, so the
 bias acts on the barostat under NPT. (LAMMPS's own ``fix plumed`` reads the bias before PLUMED computes it,
@@ -32,12 +38,13 @@ both routes report the current step's, equal to COLVAR's ``restraint.bias``.)
 An error inside the callback stops the run at the next step (``force_timeout``) and the engine exits
 with status 1 and the error; LAMMPS errors (lost atoms ...) also exit with status 1. Serial LAMMPS only
 (one MPI rank); threads: ``OMP_NUM_THREADS`` (also the default of DeePMD's
-``DP_INTRA_OP_PARALLELISM_THREADS`` and of ``PLUMED_NUM_THREADS``); the fast route's numba kernels are
-serial.
+``DP_INTRA_OP_PARALLELISM_THREADS`` and of ``PLUMED_NUM_THREADS``, PLUMED's OpenMP threads); the fast
+route's numba kernel runs on ``--cv-threads``.
 
 Usage (``lmp``-like arguments; unknown ones, e.g. ``-var x 1``, go to LAMMPS)::
 
-    lisei-lmp-plumed -in input.lammps -log log.lammps -nocite [--route fast|plumed] [--skin 1.0]
+    lisei-lmp-plumed -in input.lammps -log log.lammps -nocite [--route fast|jax|plumed] [--skin 1.0]
+        [--cv-threads N]
 """
 
 from __future__ import annotations
@@ -77,7 +84,7 @@ __all__ = (
     'run_script',
 )
 
-ROUTES = ('fast', 'plumed')
+ROUTES = ('fast', 'jax', 'plumed')
 
 #: Fix styles that compute the pressure internally: the restraint fix must come before them.
 _PRESSURE_FIXES = re.compile(
@@ -206,8 +213,9 @@ def _set_thread_defaults() -> None:
     os.environ.setdefault('DP_INTER_OP_PARALLELISM_THREADS', '1')
     os.environ.setdefault('PLUMED_NUM_THREADS', threads)
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    # The numba kernels of the fast route are serial. Do not call numba.set_num_threads: it starts
-    # numba's threading layer, whose OpenMP threads then fight TensorFlow's (measured: DeePMD 4x slower).
+    os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')  # the jax route leaves DeePMD its GPU
+    # The fast route's kernel is serial unless --cv-threads > 1: numba's threading layer, once started,
+    # has OpenMP threads that fight TensorFlow's (measured: DeePMD 4x slower) on a shared core.
 
 
 def load_lammps() -> Any:
@@ -298,20 +306,30 @@ def _lost_atoms_message(step: int, nlocal: int, natoms: int) -> str:
 
 
 class FastRestraintCallback(_CallbackBase):
-    """The ``fast`` route: plumed.dat parsed, CV from :class:`FastCoordinationCV`, COLVAR in PLUMED's format.
+    """The ``fast`` and ``jax`` routes: plumed.dat parsed, the CV from :class:`FastCoordinationCV` (numba) or
+    :class:`JaxCoordinationCV`, COLVAR in PLUMED's format.
 
     :param lmp: the LAMMPS instance (``extract_box``, ``fix_external_set_*``, ``force_timeout``).
     :param fix_id: ID of the external fix.
     :param plumed_text: text of plumed.dat (as written by ``write_plumed_input``).
     :param directory: folder of the COLVAR file (plumed.dat's ``FILE`` is relative to it).
     :param skin: Verlet skin (Å) of the CV's pair list.
+    :param route: ``'fast'`` (numba) or ``'jax'``.
+    :param threads: numba threads of the fast route's kernel (1: serial).
     """
 
-    route = 'fast'
-
-    def __init__(self, lmp: Any, fix_id: str, plumed_text: str, directory: Path, skin: float = 1.0) -> None:
+    def __init__(
+        self,
+        lmp: Any,
+        fix_id: str,
+        plumed_text: str,
+        directory: Path,
+        skin: float = 1.0,
+        *,
+        route: str = 'fast',
+        threads: int = 1,
+    ) -> None:
         from aiida_lisei.formats.plumed import colvar_line, read_plumed_input
-        from aiida_lisei.science.fast_cv import FastCoordinationCV
         from aiida_lisei.science.restraint_cv import RestraintWork, restraint_bias
 
         super().__init__(lmp, fix_id)
@@ -320,7 +338,17 @@ class FastRestraintCallback(_CallbackBase):
             raise RestraintRunError(
                 f'plumed.dat uses atom {self.cv.max_index + 1} but the system has {self.natoms} atoms'
             )
-        self.fast = FastCoordinationCV(self.cv, self.natoms, skin=skin)
+        if route == 'jax':
+            from aiida_lisei.science.jax_cv import JaxCoordinationCV
+
+            self.fast: Any = JaxCoordinationCV(self.cv, self.natoms, skin=skin)
+        elif route == 'fast':
+            from aiida_lisei.science.fast_cv import FastCoordinationCV
+
+            self.fast = FastCoordinationCV(self.cv, self.natoms, skin=skin, threads=threads)
+        else:
+            raise ValueError(f"route must be 'fast' or 'jax', got {route!r}")
+        self.route = route
         self.work = RestraintWork(self.restraint)
         self.positions = np.zeros((self.natoms, 3))
         self._index = np.zeros(self.natoms, dtype=np.int64)  # LAMMPS order -> atom index (tag - 1)
@@ -517,6 +545,7 @@ def run_script(
     nocite: bool = True,
     plumed_kernel: str | os.PathLike | None = None,
     skin: float = 1.0,
+    cv_threads: int = 1,
     lammps_args: Sequence[str] = (),
     on_callback: Callable[[_CallbackBase], None] | None = None,
 ) -> RunSummary:
@@ -527,6 +556,7 @@ def run_script(
     :class:`RestraintRunError` if the callback failed (after stopping the run) or LAMMPS raised.
 
     :param screen: LAMMPS screen output file, ``'none'``, or ``None`` for stdout.
+    :param cv_threads: numba threads of the fast route's CV kernel (1: serial).
     :param on_callback: called with the callback object once it exists (tests, benchmarks).
     """
     if route not in ROUTES:
@@ -546,9 +576,15 @@ def run_script(
     fix_defined = False
 
     def make_callback() -> _CallbackBase:
-        if route == 'fast':
+        if route in ('fast', 'jax'):
             return FastRestraintCallback(
-                lmp, fix.fix_id, Path(fix.plumed_file).read_text(), Path.cwd(), skin=skin
+                lmp,
+                fix.fix_id,
+                Path(fix.plumed_file).read_text(),
+                Path.cwd(),
+                skin=skin,
+                route=route,
+                threads=cv_threads,
             )
         return PlumedRestraintCallback(lmp, fix.fix_id, fix.plumed_file, fix.log_file, plumed_kernel)
 
@@ -701,7 +737,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('-nocite', '-nc', dest='nocite', action='store_true', help='no citation file')
     parser.add_argument('--route', choices=ROUTES, default='fast', help='restraint implementation')
     parser.add_argument('--plumed-kernel', default=None, help='libplumedKernel.so (plumed route)')
-    parser.add_argument('--skin', type=float, default=1.0, help='Verlet skin of the fast CV (Å)')
+    parser.add_argument('--skin', type=float, default=1.0, help='Verlet skin of the fast and jax CV (Å)')
+    parser.add_argument(
+        '--cv-threads',
+        type=int,
+        default=int(os.environ.get('NUMBA_NUM_THREADS', '1')),
+        help='numba threads of the fast route (default $NUMBA_NUM_THREADS, else 1: serial)',
+    )
     return parser
 
 
@@ -722,6 +764,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             nocite=args.nocite,
             plumed_kernel=args.plumed_kernel,
             skin=args.skin,
+            cv_threads=args.cv_threads,
             lammps_args=lammps_args,
         )
     except (RestraintRunError, ValueError) as exception:

@@ -32,7 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-from aiida_lisei.science.restraint_cv import CoordinationCV, CoordinationTerm, MovingRestraint
+from aiida_lisei.science.restraint_cv import (
+    CoordinationCV,
+    CoordinationTerm,
+    MovingRestraint,
+    check_neighbour_list,
+)
 
 __all__ = (
     'COLVAR_FMT',
@@ -157,21 +162,16 @@ def write_plumed_input(
     :param stride: PRINT stride (MD steps).
     :param colvar_file: name of the COLVAR file.
     :param nl_stride: if given, COORDINATION uses PLUMED's neighbour list updated every ``nl_stride``
-        steps; pairs beyond ``nl_cutoff`` at an update are dropped until the next one.
-    :param nl_cutoff: neighbour-list cut-off (Å), must exceed every ``d_max``; default ``d_max + 2``.
+        steps; pairs beyond ``nl_cutoff`` at an update are dropped until the next one (the restraint's
+        defaults: :data:`~aiida_lisei.science.restraint_cv.PLUMED_NL_STRIDE`, proven exact).
+    :param nl_cutoff: neighbour-list cut-off (Å), must exceed every ``d_max``; default
+        ``d_max +`` :data:`~aiida_lisei.science.restraint_cv.PLUMED_NL_SKIN`.
     """
     if int(stride) != stride or stride < 1:
         raise ValueError(f'stride must be a positive integer, got {stride}')
     if not colvar_file or any(c.isspace() for c in colvar_file):
         raise ValueError(f'colvar_file must be a non-empty name without spaces, got {colvar_file!r}')
-    if nl_stride is None and nl_cutoff is not None:
-        raise ValueError('nl_cutoff needs nl_stride (the neighbour list is off without it)')
-    if nl_stride is not None:
-        if int(nl_stride) != nl_stride or nl_stride < 1:
-            raise ValueError(f'nl_stride must be a positive integer, got {nl_stride}')
-        nl_cutoff = cv.d_max + 2.0 if nl_cutoff is None else float(nl_cutoff)
-        if not nl_cutoff > cv.d_max:
-            raise ValueError(f'nl_cutoff ({nl_cutoff} Å) must exceed d_max ({cv.d_max} Å)')
+    nl_cutoff = check_neighbour_list(nl_stride, nl_cutoff, cv.d_max)
 
     lines = [
         '# plumed.dat written by aiida-lisei: moving restraint on a coordination-number CV',

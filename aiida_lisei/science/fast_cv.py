@@ -12,6 +12,7 @@ The definition of the CV (terms, groups, switching functions, normalisation) liv
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numba
 import numpy as np
@@ -24,7 +25,7 @@ from aiida_lisei.science.restraint_cv import (
     rational,
 )
 
-__all__ = ('FastCoordinationCV',)
+__all__ = ('FastCoordinationCV', 'PairTables', 'check_verlet_skin', 'cv_result', 'verlet_list_outdated')
 
 
 @numba.njit(cache=True, inline='always')
@@ -106,18 +107,16 @@ def _build_pairs(pos, group_a, group_b, in_both, cutoff2, h, hinv, ortho):
     return first[:n].copy(), second[:n].copy(), mult[:n].copy()
 
 
-@numba.njit(cache=True, error_model='numpy')
-def _kernel(
-    pos, first, second, mult, term_of_pair, coeff, r0, dmax2, nn, mm, sig_max, stretch, h, hinv, ortho
-):
-    """Raw CN per term, gradient (Nx3, 1/Å) and strain derivative of ``Σ_t coeff_t·CN_t`` (listed pairs).
+@numba.njit(cache=True, inline='always')
+def _accumulate(lo, hi, pos, first, second, mult, term_of_pair, coeff, r0, dmax2, nn, mm, sig_max, stretch,
+                h, hinv, ortho, cn, grad, strain):  # fmt: skip
+    """Add pairs ``lo..hi-1`` to the raw CNs ``cn``, the gradient ``grad`` (Nx3, 1/Å) of ``Σ_t coeff_t·CN_t``
+    and its strain derivative ``strain`` (6: xx, xy, xz, yy, yz, zz).
 
     For ``mm = 2·nn`` with ``nn`` even (the paper's 6/12) the switching function is evaluated from
     ``r²`` (no square root, one division); otherwise from ``r`` as in :func:`switching_function`.
     """
     n_terms = coeff.size
-    cn = np.zeros(n_terms)
-    grad = np.zeros((pos.shape[0], 3))
     inv_r0sq = 1.0 / (r0 * r0)
     fast = np.empty(n_terms, np.bool_)
     for t in range(n_terms):
@@ -126,7 +125,7 @@ def _kernel(
     # Orthorhombic minimum image inlined with the box hoisted (as in _mic; 2x faster than calling it).
     lx, ly, lz = h[0, 0], h[1, 1], h[2, 2]
     ix, iy, iz = hinv[0, 0], hinv[1, 1], hinv[2, 2]
-    for p in range(first.size):
+    for p in range(lo, hi):
         i = first[p]
         j = second[p]
         t = term_of_pair[p]
@@ -184,8 +183,49 @@ def _kernel(
         s11 += gy * dy
         s12 += gy * dz
         s22 += gz * dz
-    strain = np.array([[s00, s01, s02], [s01, s11, s12], [s02, s12, s22]])
-    return cn, grad, strain
+    strain[0] += s00
+    strain[1] += s01
+    strain[2] += s02
+    strain[3] += s11
+    strain[4] += s12
+    strain[5] += s22
+
+
+@numba.njit(cache=True, inline='always')
+def _strain_matrix(s: np.ndarray) -> np.ndarray:
+    """Symmetric 3x3 matrix of the 6 components (xx, xy, xz, yy, yz, zz) of :func:`_accumulate`."""
+    return np.array([[s[0], s[1], s[2]], [s[1], s[3], s[4]], [s[2], s[4], s[5]]])
+
+
+@numba.njit(cache=True, error_model='numpy')
+def _kernel(
+    pos, first, second, mult, term_of_pair, coeff, r0, dmax2, nn, mm, sig_max, stretch, h, hinv, ortho
+):
+    """Raw CN per term, gradient (Nx3, 1/Å) and strain derivative of ``Σ_t coeff_t·CN_t`` (listed pairs)."""
+    cn = np.zeros(coeff.size)
+    grad = np.zeros((pos.shape[0], 3))
+    strain = np.zeros(6)
+    _accumulate(0, first.size, pos, first, second, mult, term_of_pair, coeff, r0, dmax2, nn, mm, sig_max,
+                stretch, h, hinv, ortho, cn, grad, strain)  # fmt: skip
+    return cn, grad, _strain_matrix(strain)
+
+
+@numba.njit(cache=True, error_model='numpy', parallel=True)
+def _kernel_parallel(
+    pos, first, second, mult, term_of_pair, coeff, r0, dmax2, nn, mm, sig_max, stretch, h, hinv, ortho, chunks
+):
+    """:func:`_kernel` with the pairs split into ``chunks`` contiguous blocks run by numba's threads
+    (``prange``), each into its own CNs, gradient and strain, summed at the end (the same numbers up to
+    the order of the sums)."""
+    n_terms, n = coeff.size, first.size
+    cn = np.zeros((chunks, n_terms))
+    grad = np.zeros((chunks, pos.shape[0], 3))
+    strain = np.zeros((chunks, 6))
+    for c in numba.prange(chunks):
+        lo, hi = c * n // chunks, (c + 1) * n // chunks
+        _accumulate(lo, hi, pos, first, second, mult, term_of_pair, coeff, r0, dmax2, nn, mm, sig_max,
+                    stretch, h, hinv, ortho, cn[c], grad[c], strain[c])  # fmt: skip
+    return cn.sum(axis=0), grad.sum(axis=0), _strain_matrix(strain.sum(axis=0))
 
 
 #: Bins per list cut-off along each axis of the cell list of :func:`_cell_list_pairs`.
@@ -371,14 +411,86 @@ def _two_largest_moves(pos, atoms, ref, h, hinv, ortho):
     return math.sqrt(first) + math.sqrt(second)
 
 
+@dataclass(frozen=True)
+class PairTables:
+    """Per-term constants of a CV's pair kernels (the numba and the JAX routes share them).
+
+    ``r0`` (Å), ``dmax2`` (Å²), ``nn``, ``mm``, ``sig_max`` (the raw switching function at ``d_max``),
+    ``stretch`` (``1 / (1 - sig_max)``), ``coeff`` (``weight / normalisation``), ``cut2`` (list cut-off²,
+    ``(d_max + skin)²``, Å²) per term; ``cv_atoms`` (sorted indices of the atoms of any group) with
+    ``a_mask`` and ``b_mask`` (per CV atom, bit ``t`` set: in group A, resp. B, of term ``t``).
+    """
+
+    r0: np.ndarray
+    dmax2: np.ndarray
+    nn: np.ndarray
+    mm: np.ndarray
+    sig_max: np.ndarray
+    stretch: np.ndarray
+    coeff: np.ndarray
+    cut2: np.ndarray
+    cv_atoms: np.ndarray
+    a_mask: np.ndarray
+    b_mask: np.ndarray
+
+    @classmethod
+    def of(cls, cv: CoordinationCV, skin: float) -> PairTables:
+        """The tables of ``cv`` with a Verlet ``skin`` (Å)."""
+        terms = cv.terms
+        if len(terms) > 62:
+            raise ValueError(f'the fast CV handles at most 62 terms, got {len(terms)}')
+        sig_max = np.array([rational(np.array(t.d_max / t.r_0), t.nn, t.mm)[0] for t in terms], dtype=float)
+        cv_atoms = np.unique(np.concatenate([np.concatenate([t.group_a, t.group_b]) for t in terms]))
+        bits = np.left_shift(1, np.arange(len(terms), dtype=np.int64))
+        return cls(
+            r0=np.array([t.r_0 for t in terms]),
+            dmax2=np.array([t.d_max**2 for t in terms]),
+            nn=np.array([t.nn for t in terms], dtype=np.int64),
+            mm=np.array([t.mm for t in terms], dtype=np.int64),
+            sig_max=sig_max,
+            stretch=1.0 / (1.0 - sig_max),
+            coeff=np.array([t.weight / cv.normalisation for t in terms]),
+            cut2=np.array([(t.d_max + skin) ** 2 for t in terms]),
+            cv_atoms=cv_atoms,
+            a_mask=sum(bit * np.isin(cv_atoms, t.group_a) for bit, t in zip(bits, terms, strict=True)),
+            b_mask=sum(bit * np.isin(cv_atoms, t.group_b) for bit, t in zip(bits, terms, strict=True)),
+        )
+
+
+def verlet_list_outdated(
+    moved: float, cell: np.ndarray, ref_cell: np.ndarray, d_max: float, skin: float
+) -> bool:
+    """Whether a Verlet list of the pairs within ``d_max + skin`` (Å) may miss a pair within ``d_max``.
+
+    A listed pair distance ``d0 < d_max + skin`` changes by at most ``moved + (d_max + skin)·‖H0⁻¹H - 1‖``,
+    with ``moved`` the sum of the two largest minimum-image displacements (Å) of the CV's atoms since the
+    build and ``H0``, ``H`` the cells (rows = lattice vectors, Å) then and now: rebuild when that exceeds
+    ``skin``. The one criterion of :class:`FastCoordinationCV` and
+    :class:`~aiida_lisei.science.jax_cv.JaxCoordinationCV`.
+    """
+    if np.array_equal(cell, ref_cell):
+        strain = 0.0
+    else:
+        strain = np.linalg.norm(np.linalg.solve(ref_cell, cell) - np.eye(3), ord=2)
+    return moved + (d_max + skin) * strain > skin
+
+
+def check_verlet_skin(cv: CoordinationCV, n_atoms: int, skin: float) -> None:
+    """Raise ``ValueError`` if ``cv`` does not fit ``n_atoms`` atoms or the ``skin`` (Å) is not positive."""
+    if cv.max_index >= n_atoms:
+        raise ValueError(f'the CV uses atom index {cv.max_index} but n_atoms is {n_atoms}')
+    if not skin > 0.0:
+        raise ValueError(f'skin must be positive (Å), got {skin}')
+
+
 class FastCoordinationCV:
     """The CV of :func:`~aiida_lisei.science.restraint_cv.evaluate_cv` from a numba kernel on a Verlet list.
 
     The list holds the pairs within ``d_max + skin`` (minimum image) and is rebuilt when the two
     largest displacements of the CV's atoms since the last build sum to more than ``skin`` (periodic
     wrapping does not count as motion), with the cell's strain added, i.e. as soon as an unlisted pair
-    could have come within ``d_max``. The kernel applies the minimum image itself, so re-wrapped
-    positions (LAMMPS) need no rebuild.
+    could have come within ``d_max`` (:func:`verlet_list_outdated`). The kernel applies the minimum image
+    itself, so re-wrapped positions (LAMMPS) need no rebuild.
 
     :param cv: the CV definition.
     :param n_atoms: number of atoms in every ``positions`` array passed later.
@@ -386,41 +498,30 @@ class FastCoordinationCV:
     :param pair_builder: ``'cells'`` (one compiled cell-list pass over the CV's atoms, O(N)),
         ``'brute'`` (numba loop over all A x B pairs, a reference) or ``'auto'`` (``'cells'``).
         Both give the same list.
+    :param threads: ``1`` (default): the serial kernel, numba's threading layer is never started (its
+        OpenMP threads slow a CPU DeePMD in the same process); ``n > 1``: the pairs in ``n`` blocks over
+        numba's threads (``prange``; its pool has ``NUMBA_NUM_THREADS`` threads, by default one per core),
+        for CPU-only nodes. Same numbers up to the order of the sums (1e-13 relative).
     """
 
     def __init__(
-        self, cv: CoordinationCV, n_atoms: int, skin: float = 1.0, *, pair_builder: str = 'auto'
+        self,
+        cv: CoordinationCV,
+        n_atoms: int,
+        skin: float = 1.0,
+        *,
+        pair_builder: str = 'auto',
+        threads: int = 1,
     ) -> None:
         if pair_builder not in ('auto', 'cells', 'brute'):
             raise ValueError(f"pair_builder must be 'auto', 'cells' or 'brute', got {pair_builder!r}")
+        if int(threads) != threads or threads < 1:
+            raise ValueError(f'threads must be a positive integer, got {threads}')
         self.pair_builder = 'cells' if pair_builder == 'auto' else pair_builder
-        if cv.max_index >= n_atoms:
-            raise ValueError(f'the CV uses atom index {cv.max_index} but n_atoms is {n_atoms}')
-        if not skin > 0.0:
-            raise ValueError(f'skin must be positive (Å), got {skin}')
-        self.cv, self.n_atoms, self.skin = cv, int(n_atoms), float(skin)
+        check_verlet_skin(cv, n_atoms, skin)
+        self.cv, self.n_atoms, self.skin, self.threads = cv, int(n_atoms), float(skin), int(threads)
         self.n_builds = 0
-        terms = cv.terms
-        self._r0 = np.array([t.r_0 for t in terms])
-        self._dmax2 = np.array([t.d_max**2 for t in terms])
-        self._nn = np.array([t.nn for t in terms], dtype=np.int64)
-        self._mm = np.array([t.mm for t in terms], dtype=np.int64)
-        sig_max = np.array([rational(np.array(t.d_max / t.r_0), t.nn, t.mm)[0] for t in terms], dtype=float)
-        self._sig_max = sig_max
-        self._stretch = 1.0 / (1.0 - sig_max)
-        self._coeff = np.array([t.weight / cv.normalisation for t in terms])
-        self._cut2 = np.array([(t.d_max + self.skin) ** 2 for t in terms])
-        self._cv_atoms = np.unique(np.concatenate([np.concatenate([t.group_a, t.group_b]) for t in terms]))
-        if len(terms) > 62:
-            raise ValueError(f'the fast CV handles at most 62 terms, got {len(terms)}')
-        # Per CV atom, bit t set: the atom is in group A (resp. B) of term t.
-        bits = np.left_shift(1, np.arange(len(terms), dtype=np.int64))
-        self._a_mask = sum(
-            bit * np.isin(self._cv_atoms, t.group_a) for bit, t in zip(bits, terms, strict=True)
-        )
-        self._b_mask = sum(
-            bit * np.isin(self._cv_atoms, t.group_b) for bit, t in zip(bits, terms, strict=True)
-        )
+        self.tables = PairTables.of(cv, self.skin)
         self._ref_pos: np.ndarray | None = None  # positions of the CV's atoms at the last build
         self._ref_cell: np.ndarray | None = None
         self._pairs: tuple[np.ndarray, ...] = ()
@@ -433,26 +534,22 @@ class FastCoordinationCV:
     def _needs_rebuild(self, pos: np.ndarray, h: np.ndarray, hinv: np.ndarray, ortho: bool) -> bool:
         if self._ref_pos is None:
             return True
-        # A listed pair distance d0 (< d_max + skin) changes by ≤ moved_i + moved_j + (d_max + skin)·‖H0⁻¹ΔH‖.
-        if np.array_equal(h, self._ref_cell):
-            strain = 0.0
-        else:
-            strain = np.linalg.norm(np.linalg.solve(self._ref_cell, h) - np.eye(3), ord=2)
-        moved = _two_largest_moves(pos, self._cv_atoms, self._ref_pos, h, hinv, ortho)
-        return moved + (self.cv.d_max + self.skin) * strain > self.skin
+        moved = _two_largest_moves(pos, self.tables.cv_atoms, self._ref_pos, h, hinv, ortho)
+        return verlet_list_outdated(moved, h, self._ref_cell, self.cv.d_max, self.skin)
 
     def _build(self, pos: np.ndarray, h: np.ndarray, hinv: np.ndarray, ortho: bool) -> None:
+        tab = self.tables
         if self.pair_builder == 'cells':
             capacity = int(1.2 * self.n_pairs) + 1024
             cutoff = self.cv.d_max + self.skin
-            args = (pos, self._cv_atoms, self._a_mask, self._b_mask, self._cut2, cutoff, h, hinv, ortho)
+            args = (pos, tab.cv_atoms, tab.a_mask, tab.b_mask, tab.cut2, cutoff, h, hinv, ortho)
             n, *pairs = _cell_list_pairs(*args, capacity)
             if n > capacity:
                 n, *pairs = _cell_list_pairs(*args, n)
             self._pairs = tuple(x[:n] for x in pairs)
         else:
             self._pairs = self._build_brute(pos, h, hinv, ortho)
-        self._ref_pos, self._ref_cell = pos[self._cv_atoms], h.copy()
+        self._ref_pos, self._ref_cell = pos[tab.cv_atoms], h.copy()
         self.n_builds += 1
 
     def _build_brute(self, pos: np.ndarray, h: np.ndarray, hinv: np.ndarray, ortho: bool) -> tuple:
@@ -462,7 +559,7 @@ class FastCoordinationCV:
             in_both = np.zeros(self.n_atoms, dtype=np.bool_)
             in_both[np.intersect1d(term.group_a, term.group_b)] = True
             first, second, mult = _build_pairs(
-                pos, term.group_a, term.group_b, in_both, self._cut2[t], h, hinv, ortho
+                pos, term.group_a, term.group_b, in_both, self.tables.cut2[t], h, hinv, ortho
             )
             lists.append((first, second, mult, np.full(first.size, t)))
         dtypes = (np.int32, np.int32, np.float32, np.int8)  # as _cell_list_pairs
@@ -478,11 +575,20 @@ class FastCoordinationCV:
         h, hinv, ortho = cell_matrices(cell)
         if self._needs_rebuild(pos, h, hinv, ortho):
             self._build(pos, h, hinv, ortho)
-        first, second, mult, term_of_pair = self._pairs
-        cn, gradient, strain = _kernel(
-            pos, first, second, mult, term_of_pair, self._coeff, self._r0, self._dmax2, self._nn, self._mm,
-            self._sig_max, self._stretch, h, hinv, ortho,
-        )  # fmt: skip
-        value = float(np.dot(self._coeff, cn))
-        components = {term.label: float(c) for term, c in zip(self.cv.terms, cn, strict=True)}
-        return CVResult(value, components, gradient, strain)
+        tab = self.tables
+        constants = (tab.coeff, tab.r0, tab.dmax2, tab.nn, tab.mm, tab.sig_max, tab.stretch)
+        args = (pos, *self._pairs, *constants, h, hinv, ortho)
+        if self.threads == 1:
+            cn, gradient, strain = _kernel(*args)
+        else:
+            cn, gradient, strain = _kernel_parallel(*args, self.threads)
+        return cv_result(self.cv, tab.coeff, cn, gradient, strain)
+
+
+def cv_result(
+    cv: CoordinationCV, coeff: np.ndarray, cn: np.ndarray, gradient: np.ndarray, strain: np.ndarray
+) -> CVResult:
+    """The :class:`CVResult` of a kernel's raw CNs, gradient (Nx3, 1/Å) and strain derivative (3x3)."""
+    value = float(np.dot(coeff, cn))
+    components = {term.label: float(c) for term, c in zip(cv.terms, cn, strict=True)}
+    return CVResult(value, components, gradient, strain)

@@ -44,6 +44,8 @@ __all__ = (
     'PAPER_R0',
     'PAPER_STEPS',
     'PAPER_WEIGHTS',
+    'PLUMED_NL_SKIN',
+    'PLUMED_NL_STRIDE',
     'RESOLVED_KEYS',
     'RESTRAINT_DEFAULTS',
     'CVResult',
@@ -55,6 +57,7 @@ __all__ = (
     'cell_matrices',
     'cell_widths',
     'check_minimum_image',
+    'check_neighbour_list',
     'check_positions',
     'check_restraint_parameters',
     'cv_from_parameters',
@@ -80,6 +83,13 @@ PAPER_STEPS = 150_000
 #: of the electrolyte Li move from the argyrodite environment (per-Li CV -2.83 at D_MAX = 10 Å) to a
 #: bcc-Li-like one (per-atom Li-Li coordination 9.51): 0.04 x (9.51 + 2.83) ≈ 0.5. See docs/restraint.md.
 DEFAULT_S0_DELTA = 0.5
+#: PLUMED's neighbour list of the COORDINATION actions: the list (pairs within ``d_max + PLUMED_NL_SKIN``, Å)
+#: is rebuilt every ``PLUMED_NL_STRIDE`` MD steps. A pair is missed only if it closes by more than the skin
+#: between two updates (2 Å in 20 fs: ten times a Li's thermal speed at 300 K, 0.01 Å/fs); even then it
+#: enters at D_MAX, where the switching function is 0. Proven exact along a real trajectory (frames just
+#: before an update included) by ``tests/engines/test_lammps_plumed.py``; speed-up in docs/benchmarks.md.
+PLUMED_NL_SKIN = 2.0
+PLUMED_NL_STRIDE = 20
 #: The restraint's parameters and their defaults: the one place they are written (the protocols carry every
 #: key). Units: Å, eV, CV units, MD steps. ``None``: resolved once per run by
 #: :func:`resolve_restraint_parameters` (the work chain's calcfunction), or off (the neighbour list).
@@ -95,8 +105,8 @@ RESTRAINT_DEFAULTS: dict[str, Any] = {
     'step_start': 0,  # MD step where s0 starts moving
     'step_end': None,  # MD step where s0 reaches at_end (default: the last step of the whole simulation)
     'colvar_stride': 10,  # steps between COLVAR rows
-    'nl_stride': None,  # PLUMED neighbour list update stride (None: no neighbour list, exact)
-    'nl_cutoff': None,  # Å, PLUMED neighbour list cut-off (default d_max + 2)
+    'nl_stride': PLUMED_NL_STRIDE,  # MD steps between PLUMED neighbour-list updates (None: no list)
+    'nl_cutoff': None,  # Å, PLUMED neighbour-list cut-off (None: d_max + PLUMED_NL_SKIN)
 }
 #: The keys a run needs resolved (not ``None``): the ends of the pull.
 RESOLVED_KEYS = ('at_start', 'at_end', 'step_end')
@@ -401,9 +411,29 @@ def check_restraint_parameters(parameters: Mapping[str, Any], *, resolved: bool 
         raise ValueError(f'`r_0` must map term labels to R0 (Å), got {full["r_0"]!r}')
     if not is_number(full['delta']) or not math.isfinite(full['delta']):
         raise ValueError(f'`delta` must be a finite number (CV units), got {full["delta"]!r}')
+    check_neighbour_list(full['nl_stride'], full['nl_cutoff'], full['d_max'])
     if None not in (full['at_start'], full['at_end'], full['step_end']):
         moving_restraint(full)
     return full
+
+
+def check_neighbour_list(nl_stride: int | None, nl_cutoff: float | None, d_max: float) -> float | None:
+    """Check PLUMED's neighbour-list settings and return the cut-off (Å) to write, ``None`` without a list.
+
+    :param nl_stride: MD steps between list updates (a positive integer), ``None`` for no list.
+    :param nl_cutoff: list cut-off (Å), above ``d_max``; ``None``: ``d_max +`` :data:`PLUMED_NL_SKIN`.
+    :param d_max: the CV's largest switching cut-off (Å).
+    """
+    if nl_stride is None:
+        if nl_cutoff is not None:
+            raise ValueError('`nl_cutoff` needs `nl_stride` (the neighbour list is off without it)')
+        return None
+    positive_integer(nl_stride, '`nl_stride`')
+    if nl_cutoff is None:
+        return float(d_max) + PLUMED_NL_SKIN
+    if not is_number(nl_cutoff) or not nl_cutoff > d_max:
+        raise ValueError(f'`nl_cutoff` ({nl_cutoff!r} Å) must be a number above d_max ({d_max} Å)')
+    return float(nl_cutoff)
 
 
 def resolve_restraint_parameters(

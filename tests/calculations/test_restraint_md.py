@@ -18,7 +18,9 @@ from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
 from aiida_lisei.formats.plumed import read_plumed_input
 from aiida_lisei.parsers.restraint_md import colvar_arrays
 from aiida_lisei.science.restraint_cv import (
+    PLUMED_NL_STRIDE,
     cell_widths,
+    check_neighbour_list,
     check_restraint_parameters,
     cv_from_parameters,
     evaluate_cv,
@@ -61,6 +63,18 @@ def test_check_restraint_parameters():
         check_restraint_parameters({**RESTRAINT, 'kapa': 1.0})
     with pytest.raises(ValueError, match='normalisation'):
         check_restraint_parameters({**RESTRAINT, 'normalisation': 'per_atom'})
+    # PLUMED's neighbour list: on by default (d_max + 2 Å, every 20 steps), off with nl_stride None.
+    assert (full['nl_stride'], full['nl_cutoff']) == (PLUMED_NL_STRIDE, None)
+    assert check_neighbour_list(full['nl_stride'], full['nl_cutoff'], full['d_max']) == full['d_max'] + 2.0
+    assert check_neighbour_list(None, None, 10.0) is None
+    for bad, match in (
+        ({'nl_stride': 0}, 'nl_stride'),
+        ({'nl_stride': 2.5}, 'nl_stride'),
+        ({'nl_cutoff': 4.0}, 'above d_max'),
+        ({'nl_stride': None, 'nl_cutoff': 7.0}, 'needs `nl_stride`'),
+    ):
+        with pytest.raises(ValueError, match=match):
+            check_restraint_parameters({**RESTRAINT, **bad})
     with pytest.raises(ValueError, match='step_start'):
         check_restraint_parameters({**RESTRAINT, 'step_start': 200})
 
@@ -93,6 +107,8 @@ def test_prepare_for_submission(restraint_code, small_sandwich, tiny_model, tmp_
             term.group_b, reference.group_b
         )
     assert cv.normalisation == small_sandwich.group_counts['electrolyte_Li'] == len(cv.terms[0].group_a)
+    # PLUMED's neighbour list by default: d_max (5 Å) + 2 Å, every 20 steps, on every COORDINATION
+    assert (tmp_path / 'plumed.dat').read_text().count('NLIST NL_CUTOFF=7.0 NL_STRIDE=20') == 4
     assert (restraint.kappa, restraint.at_end, restraint.step_end, stride, colvar) == (
         500.0,
         0.5,
@@ -171,20 +187,33 @@ def test_colvar_arrays_drop_repeated_rows():
     assert arrays['time'].tolist() == [0.0, 0.01, 0.02]
 
 
-def test_plumed_and_fast_routes_agree(restraint_code, small_sandwich, tiny_model):
-    """The same CalcJob inputs through the PLUMED kernel (`--route plumed`) and the fast CV: same COLVAR."""
-    builder = builder_for(restraint_code, small_sandwich, tiny_model, parameters={'n_steps': 20})
-    builder.settings = orm.Dict({'cmdline': ['--route', 'plumed']})
-    plumed, node = run_get_node(builder)
-    assert node.is_finished_ok, (node.exit_status, node.exit_message)
-    fast, node = run_get_node(
-        builder_for(restraint_code, small_sandwich, tiny_model, parameters={'n_steps': 20})
-    )
-    assert node.is_finished_ok, (node.exit_status, node.exit_message)
-    for name in ('time', 'cv', 'cn_Li_Li', 'cn_Li_S', 'cn_Li_P', 'cn_Li_Cl', 's0', 'bias'):
-        assert np.allclose(
-            plumed['colvar'].get_array(name), fast['colvar'].get_array(name), rtol=1e-6, atol=1e-9
+def test_plumed_fast_and_jax_routes_agree(restraint_code, small_sandwich, tiny_model):
+    """The same CalcJob inputs through the PLUMED kernel (`--route plumed`), the fast CV (default) and the
+    JAX CV (`--route jax`, here on the CPU): the same COLVAR.
+
+    PLUMED's neighbour list is off here: s0 starts at 0 with the CV at -2.1, and the pull drives the CV to
+    +0.4 within 10 steps, faster motion than a list updated every 20 steps with a 2 Å skin can follow (the
+    fast and JAX routes' Verlet lists check the displacements); with it on, PLUMED's CV differs by 0.05
+    at step 10. Under thermal motion the list is exact (tests/engines/test_lammps_plumed.py).
+    """
+    colvars = {}
+    for route in ('plumed', 'fast', 'jax'):
+        builder = builder_for(
+            restraint_code,
+            small_sandwich,
+            tiny_model,
+            parameters={'n_steps': 20},
+            restraint={'nl_stride': None},
         )
-    assert np.allclose(
-        plumed['colvar'].get_array('work'), fast['colvar'].get_array('work'), rtol=1e-5, atol=1e-8
-    )
+        if route != 'fast':
+            builder.settings = orm.Dict({'cmdline': ['--route', route]})
+        results, node = run_get_node(builder)
+        assert node.is_finished_ok, (route, node.exit_status, node.exit_message)
+        colvars[route] = results['colvar']
+    plumed = colvars['plumed']
+    for route in ('fast', 'jax'):
+        for name in ('time', 'cv', 'cn_Li_Li', 'cn_Li_S', 'cn_Li_P', 'cn_Li_Cl', 's0', 'bias'):
+            assert np.allclose(
+                plumed.get_array(name), colvars[route].get_array(name), rtol=1e-6, atol=1e-9
+            ), (route, name)
+        assert np.allclose(plumed.get_array('work'), colvars[route].get_array('work'), rtol=1e-5, atol=1e-8)

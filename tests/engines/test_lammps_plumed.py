@@ -4,7 +4,8 @@ The system: the demo sandwich's shape at its smallest (1x1x1 electrolyte cell, 2
 layers: 88 atoms, 10.25 x 10.25 x 35.26 Å³), the paper's CV (``build_paper_cv``, D_MAX 10 Å, all anode
 layers in group B) and the tiny test model ``tests/fixtures/models/model_1.pb`` (bcc-Li only: stable
 enough for thousands of steps, not physical). LAMMPS runs in this process (``run_script``) except for
-the console-script tests. Both routes: ``fast`` (numba CV) and ``plumed`` (the PLUMED kernel).
+the console-script tests. The routes: ``fast`` (numba CV), ``jax`` (JAX CV, here on the CPU) and
+``plumed`` (the PLUMED kernel).
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ from aiida_lisei.engines.lammps_plumed import (
     RestraintRunError,
     find_plumed_fix,
     rewrite_script,
+    run_plumed,
     run_script,
 )
 from aiida_lisei.engines.probe import find_plumed_kernel
 from aiida_lisei.formats.lammps import RESTRAINT_FIX_ID, THERMO_COLUMNS, generate_restraint_md_script
 from aiida_lisei.formats.plumed import read_colvar, write_plumed_input
 from aiida_lisei.science.restraint_cv import (
+    PLUMED_NL_STRIDE,
     CoordinationCV,
     MovingRestraint,
     build_paper_cv,
     evaluate_cv,
+    restraint_bias,
 )
 from aiida_lisei.structures.builders import AtomicModel, argyrodite, sandwich
 
@@ -266,29 +270,30 @@ def test_bias_forces_match_numpy_reference(system: AtomicModel, tmp_path: Path, 
 
 @needs_kernel
 def test_routes_give_the_same_cv_and_bias(system: AtomicModel, tmp_path: Path, monkeypatch) -> None:
-    """(a) 30 NPT steps, COLVAR every step: fast and PLUMED routes agree on every column."""
+    """(a) 30 NPT steps, COLVAR every step: the fast, JAX and PLUMED routes agree on every column."""
     parameters = {'ensemble': 'npt', 'n_steps': 30}
     colvars = {}
-    for route in ('fast', 'plumed'):
+    for route in ('fast', 'jax', 'plumed'):
         case = make_case(tmp_path / route, system, parameters=parameters, offset=0.01, pull=300.0)
         run_case(case, route, monkeypatch)
         colvars[route] = read_colvar(case.folder / 'COLVAR')
-    fast, plumed = colvars['fast'], colvars['plumed']
-    assert list(fast) == list(plumed)
-    assert len(fast['cv']) == 31
-    np.testing.assert_allclose(fast['time'], plumed['time'], atol=1e-12)
-    for name in fast:
-        if name.startswith('cn_') or name in ('cv', 'restraint.cv_cntr'):
-            np.testing.assert_allclose(fast[name], plumed[name], rtol=1e-6, err_msg=name)
-    np.testing.assert_allclose(fast['restraint.bias'], plumed['restraint.bias'], rtol=1e-5, atol=1e-8)
-    np.testing.assert_allclose(fast['restraint.work'], plumed['restraint.work'], rtol=1e-5, atol=1e-8)
+    plumed = colvars['plumed']
+    for fast in (colvars['fast'], colvars['jax']):
+        assert list(fast) == list(plumed)
+        assert len(fast['cv']) == 31
+        np.testing.assert_allclose(fast['time'], plumed['time'], atol=1e-12)
+        for name in fast:
+            if name.startswith('cn_') or name in ('cv', 'restraint.cv_cntr'):
+                np.testing.assert_allclose(fast[name], plumed[name], rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(fast['restraint.bias'], plumed['restraint.bias'], rtol=1e-5, atol=1e-8)
+        np.testing.assert_allclose(fast['restraint.work'], plumed['restraint.work'], rtol=1e-5, atol=1e-8)
     assert np.ptp(fast['restraint.cv_cntr']) > 0.05 and np.abs(fast['restraint.work']).max() > 1e-3
     for route, colvar in colvars.items():  # the bias energy LAMMPS received (f_restraint, in pe) is PLUMED's
         energy = thermo(tmp_path / route / f'log.{route}')[f'f_{RESTRAINT_FIX_ID}']
         np.testing.assert_allclose(energy, colvar['restraint.bias'], rtol=1e-6, atol=1e-8, err_msg=route)
 
 
-@pytest.mark.parametrize('route', ['fast', pytest.param('plumed', marks=needs_kernel)])
+@pytest.mark.parametrize('route', ['fast', 'jax', pytest.param('plumed', marks=needs_kernel)])
 def test_bias_virial_reaches_the_pressure(
     system: AtomicModel, tmp_path: Path, monkeypatch, route: str
 ) -> None:
@@ -357,6 +362,50 @@ def test_bias_virial_reaches_the_barostat_every_step(
         np.testing.assert_allclose(row[1:4] - row[4:7], expected, rtol=1e-5, err_msg=f'step {row[0]:g}')
     assert np.abs(expected).max() > 100.0  # bar
     assert frames[-1][1][0, 0] != frames[0][1][0, 0]  # the barostat moves the box
+
+
+@needs_kernel
+def test_plumed_neighbour_list_is_exact_along_a_trajectory(
+    system: AtomicModel, tmp_path: Path, monkeypatch
+) -> None:
+    """PLUMED's neighbour list at the defaults (d_max + 2 Å, updated every 20 steps) on every frame of 80 NPT
+    steps of real MD (frames 19, 39, ... just before an update included): the CV, each CN and the bias
+    forces are the NumPy reference's to 1e-10 (COLVAR's 12 digits; seen: 2e-12). A list with a 0.01 Å skin
+    updated once is not (seen: 8e-5), so the frames do probe the list's staleness."""
+    dump = ('dump frames all custom 1 frames.dump id x y z', 'dump_modify frames format float %.17g')
+    n_steps = 4 * PLUMED_NL_STRIDE
+    case = make_case(
+        tmp_path, system, parameters={'ensemble': 'npt', 'n_steps': n_steps}, offset=0.02, extra=dump
+    )
+    run_case(case, 'fast', monkeypatch)
+    frames = read_frames(tmp_path / 'frames.dump')
+    assert len(frames) == n_steps + 1
+    positions, cells = zip(*frames, strict=True)
+    refs = [evaluate_cv(case.cv, x, h) for x, h in frames]
+    errors = {}
+    for name, (nl_stride, nl_cutoff) in {
+        'default': (PLUMED_NL_STRIDE, None),
+        'thin': (n_steps, 10.01),
+    }.items():
+        text = write_plumed_input(case.cv, case.restraint, stride=1, nl_stride=nl_stride, nl_cutoff=nl_cutoff)
+        assert 'NLIST' in text
+        _, forces, _ = run_plumed(
+            text, positions, cells, workdir=tmp_path / name, kernel=find_plumed_kernel()
+        )
+        colvar = read_colvar(tmp_path / name / 'COLVAR')
+        errors[name] = max(
+            abs(colvar[column][step] / reference - 1.0)
+            for step, ref in enumerate(refs)
+            for column, reference in [('cv', ref.value)]
+            + [(f'cn_{k.replace("-", "_")}', v) for k, v in ref.components.items()]
+        )
+        if name == 'default':
+            for step, ref in enumerate(refs):
+                dbias = restraint_bias(case.restraint, ref.value, step)[1]
+                expected = -dbias * ref.gradient
+                np.testing.assert_allclose(forces[step], expected, rtol=0, atol=1e-9 * np.abs(expected).max())
+    assert errors['default'] < 1e-10, errors
+    assert errors['thin'] > 1e-7, errors
 
 
 @pytest.mark.parametrize('route', ['fast', pytest.param('plumed', marks=needs_kernel)])
@@ -438,7 +487,8 @@ def test_callback_error_stops_the_run(system: AtomicModel, tmp_path: Path, monke
 
 
 def test_console_script(system: AtomicModel, tmp_path: Path) -> None:
-    """``lisei-lmp-plumed`` runs the script; a missing PLUMED kernel gives a clear error and status 1."""
+    """``lisei-lmp-plumed`` runs the script (numba kernel on 2 threads); a missing PLUMED kernel or a bad
+    thread count give a clear error and status 1."""
     case = make_case(tmp_path, system, parameters={'ensemble': 'npt', 'n_steps': 10}, stride=5)
     (tmp_path / 'input.lammps').write_text(case.script)
     executable = Path(sys.executable).parent / 'lisei-lmp-plumed'
@@ -449,7 +499,18 @@ def test_console_script(system: AtomicModel, tmp_path: Path) -> None:
     )
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     done = subprocess.run(
-        [*command, '-in', 'input.lammps', '-log', 'log.lammps', '-nocite', '-screen', 'none'],
+        [
+            *command,
+            '-in',
+            'input.lammps',
+            '-log',
+            'log.lammps',
+            '-nocite',
+            '-screen',
+            'none',
+            '--cv-threads',
+            '2',
+        ],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -472,3 +533,14 @@ def test_console_script(system: AtomicModel, tmp_path: Path) -> None:
     )
     assert failed.returncode == 1
     assert 'make plumed-kernel' in failed.stderr and 'PLUMED_KERNEL' in failed.stderr
+
+    failed = subprocess.run(
+        [*command, '-in', 'input.lammps', '-screen', 'none', '--cv-threads', '0'],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert failed.returncode == 1
+    assert 'threads must be a positive integer' in failed.stderr

@@ -174,8 +174,10 @@ def test_writer_validation(cv, restraint):
         write_plumed_input(cv, restraint, stride=0)
     with pytest.raises(ValueError, match='nl_cutoff'):
         write_plumed_input(cv, restraint, stride=1, nl_stride=10, nl_cutoff=9.0)
-    with pytest.raises(ValueError, match='needs nl_stride'):
+    with pytest.raises(ValueError, match='needs `nl_stride`'):
         write_plumed_input(cv, restraint, stride=1, nl_cutoff=12.0)
+    with pytest.raises(ValueError, match='nl_stride'):
+        write_plumed_input(cv, restraint, stride=1, nl_stride=0)
 
 
 def test_atom_lists():

@@ -1,7 +1,10 @@
-"""The coordination-number CV: NumPy reference vs the PLUMED kernel, the fast numba route, the bias."""
+"""The coordination-number CV: NumPy reference vs the PLUMED kernel, the numba and JAX routes, the bias."""
 
 from __future__ import annotations
 
+import functools
+
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from ase.build import bulk
@@ -11,6 +14,7 @@ from aiida_lisei.engines.probe import find_plumed_kernel
 from aiida_lisei.formats.plumed import read_colvar, term_action_label, write_plumed_input
 from aiida_lisei.protocols.utils import ProtocolMixin
 from aiida_lisei.science.fast_cv import FastCoordinationCV
+from aiida_lisei.science.jax_cv import JaxCoordinationCV
 from aiida_lisei.science.restraint_cv import (
     CoordinationCV,
     CoordinationTerm,
@@ -26,6 +30,13 @@ from aiida_lisei.science.restraint_cv import (
 from aiida_lisei.structures.builders import AtomicModel, argyrodite, sandwich
 
 THERMAL_NOISE = 0.12  # Å, a thermal rattle of the built lattice
+#: The fast evaluators of the CV, each held to the NumPy reference by the same tests (JAX on the CPU, fp64).
+EVALUATORS = {
+    'numba-cells': functools.partial(FastCoordinationCV, pair_builder='cells'),
+    'numba-brute': functools.partial(FastCoordinationCV, pair_builder='brute'),
+    'numba-prange': functools.partial(FastCoordinationCV, threads=3),
+    'jax': functools.partial(JaxCoordinationCV, device='cpu'),
+}
 
 
 class _AtomicModelsProtocol(ProtocolMixin):
@@ -200,11 +211,12 @@ def _probe_atoms(cv: CoordinationCV) -> list[int]:
     ]
 
 
-def test_gradients_match_finite_differences(demo_sandwich, paper_cv):
+@pytest.mark.parametrize('evaluator', ['numba-cells', 'jax'])
+def test_gradients_match_finite_differences(demo_sandwich, paper_cv, evaluator):
     cell = demo_sandwich.atoms.cell[:]
     positions = _frames(demo_sandwich, 1, seed=3)[0]
     atoms = _probe_atoms(paper_cv)
-    fast = FastCoordinationCV(paper_cv, len(positions), skin=1.0)
+    fast = EVALUATORS[evaluator](paper_cv, len(positions), skin=1.0)
     for route in (lambda x: evaluate_cv(paper_cv, x, cell), lambda x: fast(x, cell)):
         analytic = route(positions).gradient[atoms]
         numeric = _finite_difference(lambda x, route=route: route(x).value, positions, atoms)
@@ -216,11 +228,12 @@ def test_gradients_match_finite_differences(demo_sandwich, paper_cv):
     assert np.all(evaluate_cv(paper_cv, positions, cell).gradient[outside] == 0.0)
 
 
-def test_strain_derivative_matches_finite_differences(demo_sandwich, paper_cv):
+@pytest.mark.parametrize('evaluator', ['numba-cells', 'jax'])
+def test_strain_derivative_matches_finite_differences(demo_sandwich, paper_cv, evaluator):
     """dCV/dε under x -> (1 + ε) x, H -> H (1 + ε)ᵀ: the basis of the bias virial under NPT."""
     cell = demo_sandwich.atoms.cell[:]
     positions = _frames(demo_sandwich, 1, seed=13)[0]
-    fast = FastCoordinationCV(paper_cv, len(positions))
+    fast = EVALUATORS[evaluator](paper_cv, len(positions))
     h = 1e-6
     numeric = np.zeros((3, 3))
     for a in range(3):
@@ -238,8 +251,8 @@ def test_strain_derivative_matches_finite_differences(demo_sandwich, paper_cv):
     assert np.abs(numeric).max() > 0.1
 
 
-@pytest.mark.parametrize('pair_builder', ['cells', 'brute'])
-def test_fast_cv_equals_reference_along_a_trajectory(demo_sandwich, paper_cv, pair_builder):
+@pytest.mark.parametrize('evaluator', list(EVALUATORS))
+def test_fast_cv_equals_reference_along_a_trajectory(demo_sandwich, paper_cv, evaluator):
     """Random walk beyond the skin (Verlet rebuilds), periodic re-wrapping, and a cell change (NPT).
 
     The demo cell is 10.25 Å wide, less than the 10.6 Å list cut-off: several images of one pair
@@ -248,7 +261,7 @@ def test_fast_cv_equals_reference_along_a_trajectory(demo_sandwich, paper_cv, pa
     cell = demo_sandwich.atoms.cell[:]
     rng = np.random.default_rng(11)
     positions = demo_sandwich.atoms.positions + rng.normal(0.0, THERMAL_NOISE, (len(demo_sandwich.atoms), 3))
-    fast = FastCoordinationCV(paper_cv, len(positions), skin=0.6, pair_builder=pair_builder)
+    fast = EVALUATORS[evaluator](paper_cv, len(positions), skin=0.6)
 
     def check(x: np.ndarray, h: np.ndarray) -> None:
         ref, got = evaluate_cv(paper_cv, x, h), fast(x, h)
@@ -257,6 +270,12 @@ def test_fast_cv_equals_reference_along_a_trajectory(demo_sandwich, paper_cv, pa
             assert got.components[label] == pytest.approx(ref.components[label], rel=1e-10)
         np.testing.assert_allclose(
             got.gradient, ref.gradient, rtol=0, atol=1e-10 * np.abs(ref.gradient).max()
+        )
+        np.testing.assert_allclose(
+            got.strain_derivative,
+            ref.strain_derivative,
+            rtol=0,
+            atol=1e-10 * np.abs(ref.strain_derivative).max(),
         )
 
     start = positions.copy()
@@ -323,6 +342,8 @@ def test_cell_list_equals_brute_pairs_and_reference_across_rebuilds(cell):
     )
     cv = CoordinationCV(terms, 120.0)
     fast = FastCoordinationCV(cv, n, skin=0.5, pair_builder='cells')
+    # The other routes on the same Verlet criterion: the same rebuilds, the same list sizes, the same CV.
+    others = {name: EVALUATORS[name](cv, n, skin=0.5) for name in ('numba-prange', 'jax')}
     positions = rng.uniform(0.0, 1.0, (n, 3)) @ cell
     builds = 0
     for step in range(10):
@@ -331,11 +352,16 @@ def test_cell_list_equals_brute_pairs_and_reference_across_rebuilds(cell):
             frac = positions @ np.linalg.inv(cell)
             positions = (frac - np.floor(frac)) @ cell
         got, ref = fast(positions, cell), evaluate_cv(cv, positions, cell)
-        assert got.value == pytest.approx(ref.value, rel=1e-10, abs=1e-12)
-        np.testing.assert_allclose(
-            got.gradient, ref.gradient, rtol=0, atol=1e-10 * np.abs(ref.gradient).max()
-        )
-        np.testing.assert_allclose(got.strain_derivative, ref.strain_derivative, rtol=1e-10, atol=1e-12)
+        for result in (got, *(other(positions, cell) for other in others.values())):
+            assert result.value == pytest.approx(ref.value, rel=1e-10, abs=1e-12)
+            np.testing.assert_allclose(
+                result.gradient, ref.gradient, rtol=0, atol=1e-10 * np.abs(ref.gradient).max()
+            )
+            np.testing.assert_allclose(
+                result.strain_derivative, ref.strain_derivative, rtol=1e-10, atol=1e-12
+            )
+        for other in others.values():
+            assert (other.n_builds, other.n_pairs) == (fast.n_builds, fast.n_pairs)
         if fast.n_builds > builds:
             builds = fast.n_builds
             brute = FastCoordinationCV(cv, n, skin=0.5, pair_builder='brute')
@@ -354,8 +380,8 @@ def test_fast_cv_triclinic_cell():
     term_b = CoordinationTerm('Li-S', -1.0, np.arange(0, 20), np.arange(30, 40), 3.0, 4.5)
     cv = CoordinationCV((term_a, term_b), 20.0)
     ref = evaluate_cv(cv, positions, cell)
-    for builder in ('cells', 'brute'):
-        got = FastCoordinationCV(cv, 40, skin=0.5, pair_builder=builder)(positions, cell)
+    for evaluator in EVALUATORS.values():
+        got = evaluator(cv, 40, skin=0.5)(positions, cell)
         assert got.value == pytest.approx(ref.value, rel=1e-12)
         np.testing.assert_allclose(got.gradient, ref.gradient, rtol=0, atol=1e-12)
     images = np.array([[i, j, k] for i in range(-2, 3) for j in range(-2, 3) for k in range(-2, 3)]) @ cell
@@ -364,6 +390,32 @@ def test_fast_cv_triclinic_cell():
     r = r[term_a.group_a[:, None] != term_a.group_b[None, :]]
     brute = switching_function(r, 3.2, 4.5)[0].sum()
     assert ref.components['Li-Li'] == pytest.approx(brute, rel=1e-12)
+
+
+def test_prange_kernel_gives_the_serial_numbers(demo_sandwich, paper_cv):
+    """The numba route in 1 and in 4 blocks over numba's threads: the same CV, CNs, gradient and strain."""
+    positions = _frames(demo_sandwich, 1, seed=17)[0]
+    cell = demo_sandwich.atoms.cell[:]
+    serial = FastCoordinationCV(paper_cv, len(positions))(positions, cell)
+    parallel = FastCoordinationCV(paper_cv, len(positions), threads=4)(positions, cell)
+    assert parallel.value == pytest.approx(serial.value, rel=1e-13)
+    assert parallel.components == pytest.approx(serial.components, rel=1e-13)
+    np.testing.assert_allclose(
+        parallel.gradient, serial.gradient, rtol=0, atol=1e-13 * np.abs(serial.gradient).max()
+    )
+    np.testing.assert_allclose(parallel.strain_derivative, serial.strain_derivative, rtol=1e-12)
+    with pytest.raises(ValueError, match='threads'):
+        FastCoordinationCV(paper_cv, len(positions), threads=0)
+
+
+def test_jax_route_keeps_jax_global_precision(demo_sandwich, paper_cv):
+    """The JAX route runs in fp64 inside ``jax.enable_x64``: other JAX code keeps its default (fp32)."""
+    before = jnp.zeros(1).dtype
+    result = JaxCoordinationCV(paper_cv, len(demo_sandwich.atoms), device='cpu')(
+        demo_sandwich.atoms.positions, demo_sandwich.atoms.cell[:]
+    )
+    assert result.gradient.dtype == np.float64
+    assert jnp.zeros(1).dtype == before
 
 
 def test_switching_function_is_plumeds_stretched_rational():
