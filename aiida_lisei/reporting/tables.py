@@ -18,6 +18,7 @@ __all__ = (
     'format_nucleation_summary',
     'format_paper_comparison',
     'format_table',
+    'format_validation_comparison',
     'format_value',
 )
 
@@ -187,3 +188,18 @@ def format_guard_table(guards: dict[str, Any]) -> str:
             ]
         )
     return format_table(['guard', 'value', 'limit', 'verdict', 'step', 'measured'], rows)
+
+
+def format_validation_comparison(comparison: dict[str, Any]) -> str:
+    """Return a validation's RMSEs beside the paper's (``comparison`` output of ``lisei.model_validation``):
+    a table, the mode and every difference of the setup from the paper's."""
+    rows = [
+        [label, format_value(comparison[key]['ours'], unit), format_value(comparison[key]['paper'], unit),
+         f'{comparison[key]["ratio"]:.2f}']
+        for key, label, unit in (('rmse_e_per_atom', 'RMSE energy', 'meV/atom'), ('rmse_f', 'RMSE force', 'meV/Å'))
+    ]  # fmt: skip
+    heading = 'Model validation: ours vs the paper (main text, Fig. 1d, e)' + (
+        '' if comparison['mode'] == 'paper' else '  [DEMO: not the paper setup]'
+    )
+    differences = '\n'.join(f'- {line}' for line in comparison.get('differences', []))
+    return f'{heading}\n{format_table(["quantity", "ours", "paper", "ours/paper"], rows)}\n{differences}'
