@@ -43,8 +43,8 @@ from aiida_lisei.workchains.restraint_md import RestraintMdWorkChain
 #: Folder (relative to the working directory) that receives copies of the demo's figures.
 OUTPUT_FOLDER = Path('lisei-demo-output')
 
-#: Systems of the demo's initial dataset and concurrent learning: the bulk phases and the demo sandwich itself,
-#: whose interfaces and free surfaces the restraint run visits (labelled with CHGNet, docs/initial_data.md).
+#: Systems of the demo's initial dataset and concurrent learning: the bulk phases and the demo sandwich
+#: itself, whose interfaces and free surfaces the restraint run visits (CHGNet labels, docs/initial_data.md).
 DEMO_DATASET_SYSTEMS = ('bcc_lithium', 'argyrodite', 'sandwich')
 
 #: Upper force trust level of the demo ensemble (eV/Å): the concurrent-learning protocol's `demo_chgnet`
@@ -121,8 +121,8 @@ def run_concurrent_learning(models, initial, computer: str):
         'Demo size, honestly: 4 small models (embedding 8-16-32, fitting 32x3, float32, 2000 steps, virials\n'
         'trained), CHGNet labels, three iterations of short explorations of bcc Li16, Li6PS5Cl and the demo\n'
         f"sandwich; trust levels [0.25, {DEMO_TRUST_F_HI}] eV/Å for every system (the SI's loosest; its\n"
-        '[0.10, 0.25] is out of reach for a network this small). The paper trains 25-50-100 / 240x3 networks\n'
-        'on PBE labels over many iterations until 99 % of the frames are accurate (SI §2.2).\n'
+        '[0.10, 0.25] is out of reach for a network this small). The paper trains 25-50-100 / 240x3\n'
+        'networks on PBE labels over many iterations until 99 % of the frames are accurate (SI §2.2).\n'
     )
     return node
 
@@ -211,8 +211,8 @@ def run_restraint_md(models, learning, computer: str):
     print('\n'.join(export_plots(node.outputs.plots, OUTPUT_FOLDER / 'restraint_md')))
     print(
         'Demo size, honestly: 230 atoms, 1 ps of NPT equilibration then 3 ps of pulling, a small model\n'
-        'learned from CHGNet labels, d_max 5 Å (half the 10.25 Å lateral cell); the paper pulls the 4833-atom\n'
-        'sandwich for 150 ps on a PBE-trained model (here: the `paper` protocol, d_max 10 Å).\n'
+        'learned from CHGNet labels, d_max 5 Å (half the 10.25 Å lateral cell); the paper pulls the\n'
+        '4833-atom sandwich for 150 ps on a PBE-trained model (here: the `paper` protocol, d_max 10 Å).\n'
     )
     return node, not unphysical
 

@@ -193,11 +193,16 @@ def format_guard_table(guards: dict[str, Any]) -> str:
 def format_validation_comparison(comparison: dict[str, Any]) -> str:
     """Return a validation's RMSEs beside the paper's (``comparison`` output of ``lisei.model_validation``):
     a table, the mode and every difference of the setup from the paper's."""
+    quantities = (('rmse_e_per_atom', 'RMSE energy', 'meV/atom'), ('rmse_f', 'RMSE force', 'meV/Å'))
     rows = [
-        [label, format_value(comparison[key]['ours'], unit), format_value(comparison[key]['paper'], unit),
-         f'{comparison[key]["ratio"]:.2f}']
-        for key, label, unit in (('rmse_e_per_atom', 'RMSE energy', 'meV/atom'), ('rmse_f', 'RMSE force', 'meV/Å'))
-    ]  # fmt: skip
+        [
+            label,
+            format_value(comparison[key]['ours'], unit),
+            format_value(comparison[key]['paper'], unit),
+            f'{comparison[key]["ratio"]:.2f}',
+        ]
+        for key, label, unit in quantities
+    ]
     heading = 'Model validation: ours vs the paper (main text, Fig. 1d, e)' + (
         '' if comparison['mode'] == 'paper' else '  [DEMO: not the paper setup]'
     )
