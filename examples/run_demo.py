@@ -141,10 +141,21 @@ def run_validation(models, learning, computer: str):
         protocol='demo_chgnet',
         ensemble={name: ensemble[name] for name in others},
     )
-    node = run_cached(builder, 'lisei.model_validation (demo_chgnet, sandwich)')
-    comparison = node.outputs.comparison.get_dict()
+    with enable_caching():
+        _, node = run_get_node(builder)
     print(f'\nValidation of the demo model on the demo sandwich <PK={node.pk}>')
-    print(format_validation_comparison(comparison))
+    if 'guards' in node.outputs:
+        guards = node.outputs.guards.get_dict()
+        verdict = 'all passed' if guards['passed'] else 'FAILED'
+        print(f'Physics guards of its NPT DPMD <PK={node.outputs.guards.pk}>: {verdict}')
+        print(format_guard_table(guards))
+    if not node.is_finished_ok:
+        print(
+            f'THE VALIDATION STOPPED (exit status {node.exit_status}): {node.exit_message}\n'
+            'No frame was labelled: the model does not hold the sandwich at the demo trust level.'
+        )
+        return node
+    print(format_validation_comparison(node.outputs.comparison.get_dict()))
     print('\n'.join(export_plots({'parity': node.outputs.parity_plot}, OUTPUT_FOLDER / 'model_validation')))
     return node
 
