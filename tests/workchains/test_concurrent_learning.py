@@ -78,7 +78,7 @@ def test_protocols(aiida_code_installed):
     code = aiida_code_installed(label='stand-in', filepath_executable='/bin/true')
     training_set = TrainingSetData.from_deepmd_npy(TRAINING_SET / 'bcc_li')
     structures = {'bcc_lithium': li16()}
-    assert set(ConcurrentLearningWorkChain.get_available_protocols()) == {'demo', 'paper'}
+    assert set(ConcurrentLearningWorkChain.get_available_protocols()) == {'demo', 'demo_chgnet', 'paper'}
     demo = ConcurrentLearningWorkChain.get_builder_from_protocol(code, code, code, training_set, structures)
     assert demo.schedule.get_list() == [
         [
@@ -95,6 +95,19 @@ def test_protocols(aiida_code_installed):
     assert demo.train.dp_train.parameters['training']['numb_steps'] == 400
     assert 'seed' not in demo.train.dp_train and demo.label.engine.value == 'tblite'
     assert 'trust_levels' not in demo  # the SI table
+
+    # the demo that holds the sandwich: CHGNet labels, the float32 network with virials, the sandwich in NPT xy
+    sandwich = {**structures, 'argyrodite': li16(), 'sandwich': li16()}
+    chgnet = ConcurrentLearningWorkChain.get_builder_from_protocol(
+        code, code, code, training_set, sandwich, protocol='demo_chgnet'
+    )
+    assert chgnet.label.engine.value == 'chgnet' and chgnet.max_iterations.value == 3
+    descriptor = chgnet.train.dp_train.parameters['model']['descriptor']
+    assert descriptor['precision'] == 'float32' and descriptor['neuron'] == [8, 16, 32]
+    assert chgnet.train.dp_train.parameters['loss']['limit_pref_v'] == 1  # virials trained
+    assert chgnet.trust_levels['sandwich'] == {'f_lo': 0.25, 'f_hi': 0.5}
+    entry = next(item for item in chgnet.schedule.get_list()[0] if item['system'] == 'sandwich')
+    assert entry['ensemble'] == 'npt' and entry['pressure_coupling'] == 'xy'
 
     paper = ConcurrentLearningWorkChain.get_builder_from_protocol(
         code, code, code, training_set, structures, protocol='paper'
