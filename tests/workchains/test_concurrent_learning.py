@@ -96,7 +96,7 @@ def test_protocols(aiida_code_installed):
     assert 'seed' not in demo.train.dp_train and demo.label.engine.value == 'tblite'
     assert 'trust_levels' not in demo  # the SI table
 
-    # the demo that holds the sandwich: CHGNet labels, the float32 network with virials, the sandwich in NPT xy
+    # the demo for the sandwich: CHGNet labels, the float32 network with virials, the sandwich in NPT xy
     sandwich = {**structures, 'argyrodite': li16(), 'sandwich': li16()}
     chgnet = ConcurrentLearningWorkChain.get_builder_from_protocol(
         code, code, code, training_set, sandwich, protocol='demo_chgnet'

@@ -67,7 +67,7 @@ def failed_child(generate_calc_job_node, aiida_localhost):
 
 def test_protocols(dp_code, training_set):
     """``demo`` is tiny; ``paper`` has the study's network and learning rate, and our documented choices."""
-    assert set(DpTrainWorkChain.get_available_protocols()) == {'demo', 'paper'}
+    assert set(DpTrainWorkChain.get_available_protocols()) == {'demo', 'demo_chgnet', 'paper'}
     demo = DpTrainWorkChain.get_builder_from_protocol(dp_code, training_set, seed=3)
     parameters = demo.dp_train.parameters.get_dict()
     assert parameters['model']['descriptor']['neuron'] == [4, 8]

@@ -122,7 +122,7 @@ def stand_in(aiida_code_installed) -> orm.InstalledCode:
 
 def test_protocols(stand_in):
     """``demo``: a short NPT run, 10 frames, tblite; ``paper``: 200 ps, 300 K, 1 bar, 100 frames, VASP."""
-    assert set(ModelValidationWorkChain.get_available_protocols()) == {'demo', 'paper'}
+    assert set(ModelValidationWorkChain.get_available_protocols()) == {'demo', 'demo_chgnet', 'paper'}
     model, structure = fixture_model(), li16()
     demo = ModelValidationWorkChain.get_builder_from_protocol(stand_in, stand_in, stand_in, model, structure)
     md = demo.md.parameters.get_dict()
