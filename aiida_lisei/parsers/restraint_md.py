@@ -10,7 +10,7 @@ from aiida import orm
 from aiida.engine import ExitCode
 
 from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
-from aiida_lisei.data.structure import GroupedStructureData
+from aiida_lisei.data.structure import GroupedStructureData, with_geometry
 from aiida_lisei.formats.lammps import (
     DumpFrames,
     LammpsLog,
@@ -139,14 +139,9 @@ class RestraintMdParser(LiseiParser):
 
     def _last_structure(self, trajectory: orm.TrajectoryData) -> GroupedStructureData:
         """Return the last frame (sites in atom-id order) with the input structure's kinds, groups, layers."""
-        initial = self.node.inputs.structure
-        structure = GroupedStructureData(cell=trajectory.get_cells()[-1].tolist(), pbc=initial.pbc)
-        for kind in initial.kinds:
-            structure.append_kind(kind)
-        for site, position in zip(initial.sites, trajectory.get_positions()[-1], strict=True):
-            structure.append_site(type(site)(kind_name=site.kind_name, position=position.tolist()))
-        structure.set_atom_groups(initial.atom_groups, initial.atom_layers.tolist())
-        return structure
+        return with_geometry(
+            self.node.inputs.structure, trajectory.get_cells()[-1], trajectory.get_positions()[-1]
+        )
 
     def _exit_code(
         self,

@@ -27,7 +27,7 @@ from aiida_lisei.calculations.exploration import ExplorationCalculation
 from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
 from aiida_lisei.common.seeds import derive_seed
 from aiida_lisei.data.deep_potential import DeepPotentialData, ensemble_models
-from aiida_lisei.data.structure import GroupedStructureData
+from aiida_lisei.data.structure import GroupedStructureData, with_geometry
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.formats.lammps import check_restraint_md_parameters
 from aiida_lisei.reporting.plots import restraint_figures
@@ -129,13 +129,7 @@ def equilibrated_structure(
         raise ValueError(
             f'{trajectory.numsites} atoms in the trajectory, {len(structure.sites)} in the structure'
         )
-    equilibrated = GroupedStructureData(cell=trajectory.get_cells()[-1].tolist(), pbc=structure.pbc)
-    for kind in structure.kinds:
-        equilibrated.append_kind(kind)
-    for site, position in zip(structure.sites, trajectory.get_positions()[-1], strict=True):
-        equilibrated.append_site(type(site)(kind_name=site.kind_name, position=position.tolist()))
-    equilibrated.set_atom_groups(structure.atom_groups, structure.atom_layers.tolist())
-    return equilibrated
+    return with_geometry(structure, trajectory.get_cells()[-1], trajectory.get_positions()[-1])
 
 
 @calcfunction
