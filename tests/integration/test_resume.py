@@ -162,7 +162,10 @@ def test_restraint_md_survives_daemon_kill(
     from aiida_lisei.workchains.restraint_md import RestraintMdWorkChain
 
     overrides = {
-        'md': {'parameters': {'ensemble': 'nvt', 'n_steps': 600, 'dump_stride': 50, 'restart_stride': 100}},
+        'md': {
+            'parameters': {'ensemble': 'nvt', 'n_steps': 600, 'dump_stride': 50, 'restart_stride': 100},
+            'guards': {'enabled': False},  # the tiny Li-only model is not physical on the sandwich
+        },
         'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 10},
         'segment_steps': 200,
     }
