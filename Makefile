@@ -71,7 +71,9 @@ test-unit: engines  ## unit tests on a throw-away SQLite + ZeroMQ profile
 test-integration: engines hpc  ## daemon tests on PostgreSQL + RabbitMQ, and CalcJobs through SSH + Slurm
 	LISEI_REQUIRE_SERVICES=1 AIIDA_PATH=$(CURDIR)/.aiida-test $(BIN)/pytest tests/integration
 
-test: lint docs test-unit test-integration  ## install what is needed and run the whole test suite
+# `make test` (CI) fails instead of skipping when a service the tests need is down.
+test: export LISEI_REQUIRE_SERVICES := 1
+test: lint docs hpc test-unit test-integration  ## install what is needed and run the whole test suite (sshd + Slurm first: no test skips)
 
 clean:  ## remove build outputs (keeps the venv and profiles)
 	rm -rf docs/_build .pytest_cache .ruff_cache .aiida-test
