@@ -25,7 +25,7 @@ from aiida.manage import get_manager
 from aiida.manage.caching import enable_caching
 
 from aiida_lisei.reporting.tables import (
-    format_guard_table,
+    format_guard_report,
     format_iterations_table,
     format_models_summary,
     format_nucleation_summary,
@@ -145,10 +145,8 @@ def run_validation(models, learning, computer: str):
         _, node = run_get_node(builder)
     print(f'\nValidation of the demo model on the demo sandwich <PK={node.pk}>')
     if 'guards' in node.outputs:
-        guards = node.outputs.guards.get_dict()
-        verdict = 'all passed' if guards['passed'] else 'FAILED'
-        print(f'Physics guards of its NPT DPMD <PK={node.outputs.guards.pk}>: {verdict}')
-        print(format_guard_table(guards))
+        guards = node.outputs.guards
+        print(format_guard_report(guards.get_dict(), f'Physics guards of its NPT DPMD <PK={guards.pk}>:'))
     if not node.is_finished_ok:
         print(
             f'THE VALIDATION STOPPED (exit status {node.exit_status}): {node.exit_message}\n'
@@ -199,10 +197,8 @@ def run_restraint_md(models, learning, computer: str):
     restraint = node.outputs.restraint.get_dict()
     print(f'\nMoving-restraint DPMD (demo) <PK={node.pk}>: {len(segments)} segments, {time[-1]:g} ps')
     if 'guards' in node.outputs:
-        guards = node.outputs.guards.get_dict()
-        verdict = 'all passed' if guards['passed'] else 'FAILED'
-        print(f'Physics guards <PK={node.outputs.guards.pk}>: {verdict} (docs/guards.md)')
-        print(format_guard_table(guards))
+        guards = node.outputs.guards
+        print(format_guard_report(guards.get_dict(), f'Physics guards (docs/guards.md) <PK={guards.pk}>:'))
     if unphysical:
         print(
             f'\nTHE RESTRAINT RUN FAILED ITS PHYSICS GUARDS (exit status {node.exit_status}):\n'
