@@ -106,8 +106,11 @@ def test_protocols(aiida_code_installed):
     assert descriptor['precision'] == 'float32' and descriptor['neuron'] == [8, 16, 32]
     assert chgnet.train.dp_train.parameters['loss']['limit_pref_v'] == 1  # virials trained
     assert chgnet.trust_levels['sandwich'] == {'f_lo': 0.25, 'f_hi': 0.5}
-    entry = next(item for item in chgnet.schedule.get_list()[0] if item['system'] == 'sandwich')
-    assert entry['ensemble'] == 'npt' and entry['pressure_coupling'] == 'xy'
+    first, *later = (
+        next(entry for entry in item if entry['system'] == 'sandwich') for item in chgnet.schedule.get_list()
+    )
+    assert first['ensemble'] == 'nvt' and first['n_steps'] == 300  # close to the start first
+    assert all(entry['ensemble'] == 'npt' and entry['pressure_coupling'] == 'xy' for entry in later)
 
     paper = ConcurrentLearningWorkChain.get_builder_from_protocol(
         code, code, code, training_set, structures, protocol='paper'
