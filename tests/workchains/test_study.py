@@ -4,6 +4,11 @@ ends the study with its code and no analysis."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import pytest
 from aiida import orm
 from aiida.engine import run_get_node
@@ -62,7 +67,9 @@ def test_bad_inputs_are_refused_before_anything_is_stored(aiida_code_installed, 
 
 
 @pytest.mark.slow
-def test_from_given_models_to_the_analysis(restraint_code, venv_code, small_sandwich, tiny_deep_potential):
+def test_from_given_models_to_the_analysis(
+    restraint_code, venv_code, small_sandwich, tiny_deep_potential, tmp_path
+):
     """Given the sandwich and an ensemble, the study equilibrates, pulls and analyses; its outputs trace
     back to the steps. The Li-only test model is not physical on the sandwich: its guards are reported,
     not enforced, and the analysis, told to take it, marks the summary as not a result."""
@@ -94,6 +101,67 @@ def test_from_given_models_to_the_analysis(restraint_code, venv_code, small_sand
     assert sorted(node.outputs.models) == ['model_1', 'model_2']
     report = '\n'.join(log.message for log in orm.Log.collection.get_logs_for(node))
     assert 'not run: atomic_models, initial_data, concurrent_learning, model_validation' in report
+
+    page = check_report_and_status(node, tmp_path)
+    for figure in (
+        *restraint_node.outputs.plots.values(),
+        *labels['nucleation_analysis'].outputs.figures.values(),
+    ):
+        assert f'UUID {figure.uuid}' in page  # every figure, named by its node
+    assert 'NOT A RESULT' in page  # the analysis of a run that failed its guards says so
+    check_in_browser(tmp_path / 'report.html', tmp_path)
+
+
+def check_report_and_status(node: orm.ProcessNode, folder: Path) -> str:
+    """``aiida-lisei report`` writes one self-contained page; ``status`` lists the steps; return the page."""
+    from click.testing import CliRunner
+
+    from aiida_lisei.cli import cmd_root
+
+    path = folder / 'report.html'
+    result = CliRunner().invoke(cmd_root, ['report', str(node.pk), '-o', str(path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    page = path.read_text()
+    assert page.count('<img ') >= 3 and 'src="http' not in page and f'UUID {node.uuid}' in page
+    status = CliRunner().invoke(cmd_root, ['status', str(node.pk)], catch_exceptions=False).output
+    assert 'StudyWorkChain' in status and 'restraint_md: RestraintMdWorkChain' in status, status
+    return page
+
+
+def check_in_browser(page: Path, folder: Path) -> None:
+    """Headless Chromium loads the page with no console error and renders it (screenshot not blank)."""
+    import numpy as np
+    from PIL import Image
+
+    chromium = shutil.which('chromium')
+    if chromium is None:
+        reason = "needs Debian's chromium (`make browser`)"
+        if os.environ.get('LISEI_REQUIRE_SERVICES') == '1':
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    screenshot = folder / 'screenshot.png'
+    result = subprocess.run(
+        [
+            chromium,
+            '--headless',
+            '--no-sandbox',
+            '--disable-gpu',
+            '--enable-logging=stderr',
+            '--v=0',
+            f'--screenshot={screenshot}',
+            '--window-size=1280,2400',
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert screenshot.is_file(), result.stderr[-2000:]
+    console = [line for line in result.stderr.splitlines() if 'CONSOLE' in line or 'Uncaught' in line]
+    assert not console, console
+    pixels = np.asarray(Image.open(screenshot).convert('L'), dtype=float)
+    assert pixels.std() > 5.0  # not a blank page: text and figures
 
 
 @pytest.mark.slow
