@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .archive import cmd_import
 from .check import cmd_check
 from .dpgen import cmd_dpgen
 from .export import cmd_export
@@ -25,4 +26,5 @@ cmd_root.add_command(cmd_check)
 cmd_root.add_command(cmd_dpgen)
 cmd_root.add_command(cmd_export)
 cmd_root.add_command(cmd_report)
+cmd_root.add_command(cmd_import)
 cmd_root.add_command(cmd_status)
