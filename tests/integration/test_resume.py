@@ -195,7 +195,7 @@ def test_study_survives_daemon_kill(
         started_daemon_client.start_daemon()
 
     wait_for(
-        lambda: node.is_terminated, 600, f'{node.process_label}<{node.pk}> did not finish after the restart'
+        lambda: node.is_terminated, 900, f'{node.process_label}<{node.pk}> did not finish after the restart'
     )
     assert node.is_finished_ok, diagnose(node, started_daemon_client)
     pairs = calcjobs_below(node)
