@@ -57,15 +57,25 @@ def kill_daemon_hard(daemon_client) -> int:
     return killed
 
 
-def wait_for(condition, timeout: float, message: str, interval: float = 1.0):
-    """Poll ``condition()`` until it returns a truthy value; fail with ``message`` after ``timeout`` (s)."""
+def wait_for(condition, timeout: float, message: str, interval: float = 1.0, explain=None):
+    """Poll ``condition()`` until it returns a truthy value; fail with ``message`` (and ``explain()``, the
+    state of what was waited for) after ``timeout`` (s)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(interval)
-    pytest.fail(f'timed out after {timeout:g} s: {message}')
+    pytest.fail(f'timed out after {timeout:g} s: {message}' + (f'\n{explain()}' if explain else ''))
+
+
+def process_tree(node: orm.ProcessNode, indent: str = '') -> str:
+    """Return the state of ``node`` and of every process below it, one line each."""
+    state = f'{node.process_state} {node.exit_status} {node.process_status}'
+    lines = [f'{indent}{node.process_label}<{node.pk}> {state}']
+    for child in sorted(node.called, key=lambda child: child.ctime):
+        lines.append(process_tree(child, indent + '  '))
+    return '\n'.join(lines)
 
 
 def test_concurrent_learning_survives_daemon_kill(started_daemon_client, one_thread_code, li16) -> None:
@@ -165,12 +175,12 @@ def test_study_survives_daemon_kill(
 
     restraint = {
         'md': {
-            'parameters': {'ensemble': 'nvt', 'n_steps': 600, 'dump_stride': 50, 'restart_stride': 100},
+            'parameters': {'ensemble': 'nvt', 'n_steps': 300, 'dump_stride': 50, 'restart_stride': 50},
             'guards': {'enabled': False},  # the tiny Li-only model is not physical on the sandwich
         },
-        'equilibration': {'parameters': {'n_steps': 20, 'stride': 10}, 'guards': {'enabled': False}},
+        'equilibration': {'parameters': {'n_steps': 10, 'stride': 10}, 'guards': {'enabled': False}},
         'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 10},
-        'segment_steps': 200,
+        'segment_steps': 100,
     }
     steps = {name: None for name in STEPS}
     steps['restraint_md'] = {'protocol': 'demo', 'system': 'sandwich', 'overrides': restraint}
@@ -195,7 +205,10 @@ def test_study_survives_daemon_kill(
         started_daemon_client.start_daemon()
 
     wait_for(
-        lambda: node.is_terminated, 900, f'{node.process_label}<{node.pk}> did not finish after the restart'
+        lambda: node.is_terminated,
+        780,
+        f'{node.process_label}<{node.pk}> did not finish after the restart',
+        explain=lambda: f'{process_tree(node)}\n{diagnose(node, started_daemon_client)}',
     )
     assert node.is_finished_ok, diagnose(node, started_daemon_client)
     pairs = calcjobs_below(node)
@@ -207,4 +220,4 @@ def test_study_survives_daemon_kill(
     assert len(segments) == 3 and all(job.is_finished_ok for job in segments)
     assert {job.pk for job in before} <= {job.pk for job in segments}
     time_ps = node.outputs.colvar.get_array('time')
-    assert np.allclose(time_ps, np.arange(0, 601, 10) * 1e-3)  # one continuous series
+    assert np.allclose(time_ps, np.arange(0, 301, 10) * 1e-3)  # one continuous series
