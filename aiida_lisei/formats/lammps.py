@@ -84,6 +84,7 @@ DEFAULT_EXPLORATION_PARAMETERS: dict[str, Any] = {
     'thermostat_damping': 100.0,  # fs
     'barostat_damping': 1000.0,  # fs
     'pressure_coupling': 'iso',  # 'iso', 'aniso' or 'xy' (x and y each at P, z fixed: slabs; npt only)
+    'short_range_repulsion': None,  # Å, {'inner', 'outer'}: ZBL under the model (DP-ZBL); None: the model
 }
 
 #: Moving-restraint MD parameters and defaults (``None``: required). Units: K, bar, fs, steps.
@@ -98,7 +99,13 @@ DEFAULT_RESTRAINT_MD_PARAMETERS: dict[str, Any] = {
     'thermo_stride': 100,  # steps between thermo lines
     'dump_stride': 1000,  # steps between dumped frames (id type x y z ix iy iz)
     'restart_stride': 10000,  # steps between periodic restart files (restart.<step>), 0: none
+    'short_range_repulsion': None,  # Å, {'inner', 'outer'}: ZBL under the model (DP-ZBL); None: the model
 }
+
+#: Largest ``outer`` radius (Å) of the short-range repulsion: the closest physical pairs of the study (P-S
+#: 2.04 Å, S-S in polysulfides 2.05 Å, Li-X >= 2.3 Å) lie beyond it, so it acts only where the model has no
+#: data and may fall into a spurious attractive hole.
+MAX_REPULSION_OUTER = 1.8
 
 #: Barostat keywords of ``fix npt`` per pressure coupling (``{P}`` bar, ``{damp}`` ps): ``xy`` couples x and y
 #: independently and keeps z fixed, as the paper's sandwich runs (SI §4) and any slab with vacuum need.
@@ -142,6 +149,24 @@ THERMO_COLUMNS: tuple[str, ...] = (
 _MD_NUMBERS = ('temperature', 'timestep', 'thermostat_damping', 'barostat_damping')
 
 
+def check_short_range_repulsion(value: Any) -> dict[str, float] | None:
+    """Return ``short_range_repulsion`` checked: ``None`` or ``{'inner': r1, 'outer': r2}`` (Å) with
+    0 < r1 < r2 <= :data:`MAX_REPULSION_OUTER`; raise ``ValueError`` saying what to fix."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or set(value) != {'inner', 'outer'}:
+        raise ValueError(f"`short_range_repulsion` must be null or {{'inner': Å, 'outer': Å}}, got {value!r}")
+    inner, outer = value['inner'], value['outer']
+    if not all(is_number(radius) and math.isfinite(radius) for radius in (inner, outer)) or not (
+        0 < inner < outer <= MAX_REPULSION_OUTER
+    ):
+        raise ValueError(
+            f'`short_range_repulsion` needs 0 < inner < outer <= {MAX_REPULSION_OUTER} Å (below the closest '
+            f'physical pair), got inner {inner!r}, outer {outer!r}'
+        )
+    return {'inner': float(inner), 'outer': float(outer)}
+
+
 def check_exploration_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
     """Return exploration ``parameters`` completed with :data:`DEFAULT_EXPLORATION_PARAMETERS`.
 
@@ -163,6 +188,7 @@ def check_exploration_parameters(parameters: Mapping[str, Any]) -> dict[str, Any
         positive_integer(full[name], f'`{name}`')
     for name in _MD_NUMBERS:
         positive_number(full[name], f'`{name}`')
+    full['short_range_repulsion'] = check_short_range_repulsion(full['short_range_repulsion'])
     return full
 
 
@@ -187,6 +213,7 @@ def check_restraint_md_parameters(parameters: Mapping[str, Any]) -> dict[str, An
         pressure = full['pressure']
         if not is_number(pressure) or not math.isfinite(pressure):
             raise ValueError(f'`pressure` (bar) must be a finite number for npt, got {pressure!r}')
+    full['short_range_repulsion'] = check_short_range_repulsion(full['short_range_repulsion'])
     return full
 
 
@@ -244,15 +271,33 @@ def _start_lines(comment: str, data_file: str, restart_file: str | None = None) 
     return lines
 
 
-def _potential_lines(pair_style: str, type_map: Sequence[str], timestep_fs: float) -> list[str]:
-    """``pair_style deepmd ...``, ``pair_coeff`` in ``type_map`` order and the timestep (ps)."""
+def _potential_lines(
+    pair_style: str,
+    type_map: Sequence[str],
+    timestep_fs: float,
+    repulsion: Mapping[str, float] | None = None,
+) -> list[str]:
+    """``pair_style deepmd ...``, ``pair_coeff`` in ``type_map`` order and the timestep (ps); with
+    ``repulsion`` (Å, ``inner``/``outer``), LAMMPS's ZBL screened nuclear repulsion overlaid on the model
+    (zero beyond ``outer``), one ``pair_coeff`` per pair of types with their atomic numbers."""
     if not type_map:
         raise ValueError('`type_map` must name at least one element')
-    return [
-        f'pair_style deepmd {pair_style}',
-        f'pair_coeff * * {" ".join(type_map)}',
-        f'timestep {timestep_fs / 1000.0}',
-    ]
+    if repulsion is None:
+        pair_lines = [f'pair_style deepmd {pair_style}', f'pair_coeff * * {" ".join(type_map)}']
+    else:
+        from ase.data import atomic_numbers
+
+        numbers = [atomic_numbers[element] for element in type_map]
+        pair_lines = [
+            f'pair_style hybrid/overlay deepmd {pair_style} zbl {repulsion["inner"]} {repulsion["outer"]}',
+            f'pair_coeff * * deepmd {" ".join(type_map)}',
+            *(
+                f'pair_coeff {i + 1} {j + 1} zbl {numbers[i]} {numbers[j]}'
+                for i in range(len(numbers))
+                for j in range(i, len(numbers))
+            ),
+        ]
+    return [*pair_lines, f'timestep {timestep_fs / 1000.0}']
 
 
 def _velocity_line(temperature: float, seed: int) -> str:
@@ -307,6 +352,7 @@ def generate_exploration_script(
                     f'{" ".join(model_files)} out_file {model_devi_file} out_freq {stride}',
                     type_map,
                     p['timestep'],
+                    p['short_range_repulsion'],
                 ),
                 _velocity_line(p['temperature'], seed),
                 'thermo_style custom step time temp pe ke etotal econserve press vol lx ly lz pxx pyy pzz',
@@ -369,7 +415,7 @@ def generate_restraint_md_script(
         pair_style = f'{models} out_file {model_devi_file} out_freq {p["dump_stride"]}'
     lines = [
         *_start_lines('aiida-lisei moving-restraint DeePMD MD', data_file, restart_file),
-        *_potential_lines(pair_style, type_map, p['timestep']),
+        *_potential_lines(pair_style, type_map, p['timestep'], p['short_range_repulsion']),
         *([_velocity_line(p['temperature'], seed)] if fresh else []),
         '# the restraint before the integrator: its virial reaches the barostat',
         f'fix {RESTRAINT_FIX_ID} all plumed plumedfile {plumed_file} outfile {plumed_log}',

@@ -218,7 +218,7 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
         spec.output('summary', valid_type=orm.Dict, required=False, help='Nucleation summary vs the paper.')
 
         spec.exit_code(
-            401,
+            501,
             'ERROR_STEP_FAILED',
             message='Step `{step}` <{process}> failed: exit status {status}: {message}',
         )

@@ -15,7 +15,7 @@ from aiida.manage import get_manager
 from aiida.plugins import CalculationFactory
 from ase.build import bulk
 
-from aiida_lisei.formats.lammps import check_exploration_parameters, generate_exploration_script
+from aiida_lisei.formats.lammps import check_exploration_parameters, generate_exploration_script, parse_log
 
 ExplorationCalculation = CalculationFactory('lisei.exploration')
 
@@ -229,3 +229,32 @@ def test_deep_potential_models(lmp_code, bcc_li, tmp_path):
     ]
     assert 'pair_coeff * * Li S' in (tmp_path / 'input.lammps').read_text().splitlines()
     assert '2 atom types' in (tmp_path / 'structure.data').read_text()
+
+
+def _start_energy(node) -> float:
+    """Potential energy (eV) of step 0 from the retrieved LAMMPS log."""
+    log = parse_log(node.outputs.retrieved.base.repository.get_object_content('log.lammps'))
+    return float(log.thermo['PotEng'][0])
+
+
+@pytest.mark.slow
+def test_short_range_repulsion_acts_only_below_outer(lmp_code, bcc_li, models):
+    """ZBL under the model (``short_range_repulsion``): two Li 1.0 Å apart are pushed apart by several eV
+    more than the model alone gives; the perfect bcc crystal (nearest pair 2.96 Å) does not feel it."""
+    repulsion = {'short_range_repulsion': {'inner': 1.0, 'outer': 1.5}}
+    close = bcc_li.get_ase()
+    direction = close.positions[1] - close.positions[0]
+    close.positions[0] = close.positions[1] - direction / np.linalg.norm(direction) * 1.0
+    close = orm.StructureData(ase=close)
+
+    def energy(structure, extra):
+        builder = builder_for(
+            lmp_code, structure, models, {'temperature': 10, 'n_steps': 1, 'stride': 1, **extra}
+        )
+        _, node = run_get_node(builder)
+        assert node.is_finished_ok, (node.exit_status, node.exit_message)
+        assert 'zbl' in node.base.repository.get_object_content('input.lammps') or not extra
+        return _start_energy(node)
+
+    assert energy(close, repulsion) - energy(close, {}) > 1.0  # eV: ZBL of Li-Li at 1.0 Å
+    assert energy(bcc_li, repulsion) == pytest.approx(energy(bcc_li, {}), abs=1e-8)
