@@ -34,22 +34,27 @@ frame and, through the built model's groups, to its origin (anode, electrolyte).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from aiida_lisei.science.regions import Regions, check_slab_cell
+from aiida_lisei.science.nucleation import NucleationParameters, analyse_frame
+from aiida_lisei.science.regions import Regions, check_slab_cell, initial_origin
 
 __all__ = (
     'DEFAULT_GAP',
     'DEFAULT_MIN_DISTANCE',
     'FORMAL_CHARGES',
+    'REGION_DEFAULTS',
     'SlabExtraction',
     'charge_report',
+    'check_region',
+    'extract_region',
     'extract_slab',
     'sei_window',
+    'select_frame',
 )
 
 #: Space (Å) added along z between the top face of the window and the periodic image of its bottom face.
@@ -232,4 +237,99 @@ def extract_slab(
         gap=float(gap),
         min_distance=float(min_distance),
         report=charge_report(slab_symbols),
+    )
+
+
+#: The region choice and its defaults: ``mode`` ``'sei'`` (the anode-side SEI of the frame, found by the
+#: nucleation analysis's rule with its parameters) or ``'z'`` (explicit cell z bounds ``z_low``, ``z_high``,
+#: Å); ``gap`` and ``min_distance`` (Å) as in :func:`extract_slab`.
+REGION_DEFAULTS: dict[str, Any] = {
+    'mode': 'sei',
+    'z_low': None,
+    'z_high': None,
+    'gap': DEFAULT_GAP,
+    'min_distance': DEFAULT_MIN_DISTANCE,
+}
+
+
+def check_region(region: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Return the complete region choice (:data:`REGION_DEFAULTS`); raise ``ValueError`` if invalid."""
+    region = dict(region or {})
+    unknown = sorted(set(region) - set(REGION_DEFAULTS))
+    if unknown:
+        raise ValueError(f'unknown region keys {unknown}; known: {sorted(REGION_DEFAULTS)}')
+    merged = {**REGION_DEFAULTS, **region}
+    if merged['mode'] not in ('sei', 'z'):
+        raise ValueError(f"region mode must be 'sei' or 'z', got {merged['mode']!r}")
+    bounds = [merged['z_low'], merged['z_high']]
+    if merged['mode'] == 'z':
+        if any(isinstance(value, bool) or not isinstance(value, int | float) for value in bounds):
+            raise ValueError(f"region mode 'z' needs numbers z_low and z_high (cell z, Å), got {bounds}")
+    elif any(value is not None for value in bounds):
+        raise ValueError("z_low and z_high are only used with region mode 'z'")
+    for name, low in (('gap', 0.0), ('min_distance', 0.0)):
+        value = merged[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < low:
+            raise ValueError(f'{name} must be a number >= {low} Å, got {value!r}')
+        merged[name] = float(value)
+    if merged['min_distance'] <= 0:
+        raise ValueError('min_distance must be positive')
+    return merged
+
+
+def select_frame(
+    n_frames: int, frame: int | None = None, analysis: Mapping[str, Any] | None = None
+) -> tuple[int, str]:
+    """Index of the frame to cut (0-based, into the trajectory) and how it was chosen.
+
+    ``frame`` given: that frame (negative counts from the end). Else the cluster-onset frame of the
+    nucleation ``analysis`` (its ``summary.cluster_onset_frame`` indexes its ``frame_indices``), else the
+    last frame, recorded as ``'last frame: no cluster formed'`` or ``'last frame: no analysis given'``.
+    Raises ``ValueError`` for a frame index out of range.
+    """
+    if n_frames < 1:
+        raise ValueError('the trajectory has no frame')
+    if frame is not None:
+        if not -n_frames <= frame < n_frames:
+            raise ValueError(f'frame index {frame} is out of range: the trajectory has {n_frames} frames')
+        return int(frame) % n_frames, 'frame given'
+    if analysis is None:
+        return n_frames - 1, 'last frame: no analysis given'
+    onset = analysis.get('summary', {}).get('cluster_onset_frame')
+    if onset is None:
+        return n_frames - 1, 'last frame: no cluster formed'
+    index = int(analysis['frame_indices'][onset])
+    if not 0 <= index < n_frames:
+        raise ValueError(f'the analysis onset frame {index} is not a frame of this trajectory ({n_frames})')
+    return index, 'cluster onset frame of the nucleation analysis'
+
+
+def extract_region(
+    positions: np.ndarray,
+    cell: np.ndarray,
+    symbols: Sequence[str],
+    labels: Sequence[str] | None,
+    region: Mapping[str, Any] | None = None,
+    nucleation: Mapping[str, Any] | None = None,
+) -> SlabExtraction:
+    """Cut the chosen region (:func:`check_region`) out of one frame in site order (ids = index + 1).
+
+    :param labels: the built model's region groups per site (``anode_Li``, ``electrolyte_S``, ...): the
+        SEI mode needs them to tell the anode from the source side.
+    :param nucleation: :class:`~aiida_lisei.science.nucleation.NucleationParameters` as a dict (the
+        analysis's ``parameters.nucleation``): the SEI is found with the same rule as the analysis.
+    """
+    choice = check_region(region)
+    ids = np.arange(1, len(positions) + 1)
+    if choice['mode'] == 'z':
+        z_low, z_high = choice['z_low'], choice['z_high']
+    else:
+        if labels is None:
+            raise ValueError("region mode 'sei' needs the structure's region groups (a GroupedStructureData)")
+        frame = analyse_frame(
+            positions, cell, symbols, initial_origin(labels), NucleationParameters.from_dict(nucleation)
+        )
+        z_low, z_high = sei_window(frame.regions)
+    return extract_slab(
+        positions, cell, symbols, ids, z_low, z_high, gap=choice['gap'], min_distance=choice['min_distance']
     )

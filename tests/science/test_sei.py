@@ -18,7 +18,9 @@ from aiida_lisei.science.sei import (
 
 def li2s_column(n_z: int = 4):
     """Antifluorite Li2S (a = 5.72 Å), 1x1xn_z cells, in a cell with 20 Å of vacuum above."""
-    atoms = crystal(['Li', 'S'], [(0.25, 0.25, 0.25), (0, 0, 0)], spacegroup=225, cellpar=[5.72] * 3 + [90] * 3)
+    atoms = crystal(
+        ['Li', 'S'], [(0.25, 0.25, 0.25), (0, 0, 0)], spacegroup=225, cellpar=[5.72] * 3 + [90] * 3
+    )
     atoms = atoms.repeat((1, 1, n_z))
     atoms.cell[2, 2] += 20.0
     atoms.positions[:, 2] += 2.0
@@ -30,7 +32,9 @@ def test_window_cell_ids_and_charge():
     atoms = li2s_column()
     ids = np.arange(1, len(atoms) + 1)
     z_low = 2.0 + 5.72 - 0.1  # just below the second cell's bottom plane
-    slab = extract_slab(atoms.positions, atoms.cell[:], atoms.get_chemical_symbols(), ids, z_low, z_low + 2 * 5.72)
+    slab = extract_slab(
+        atoms.positions, atoms.cell[:], atoms.get_chemical_symbols(), ids, z_low, z_low + 2 * 5.72
+    )
     assert slab.thickness == pytest.approx(2 * 5.72)
     assert slab.cell[2, 2] == pytest.approx(2 * 5.72 + DEFAULT_GAP)
     np.testing.assert_allclose(slab.cell[:2], atoms.cell[:2])
@@ -73,7 +77,7 @@ def test_overlaps_across_the_new_boundary_are_removed():
 
 @pytest.mark.parametrize(
     ('bounds', 'message'),
-    [((15.0, 20.0), "holds no atom"), ((10.0, 10.0), 'zero thickness')],
+    [((15.0, 20.0), 'holds no atom'), ((10.0, 10.0), 'zero thickness')],
 )
 def test_empty_window_rejected(bounds, message):
     """An empty or zero-thickness window is refused with a message saying what to change."""
