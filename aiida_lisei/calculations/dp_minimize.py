@@ -54,8 +54,9 @@ class DpMinimizeCalculation(LiseiCalcJob):
     ``output_parameters`` (``Dict``: initial and final energy eV, final force two-norm and largest
     component eV/Å, iterations, stopping criterion, final pressure bar and volume Å³).
 
-    Exit codes: 302 ``ERROR_OUTPUT_MISSING``, 310 ``ERROR_OUTPUT_UNREADABLE``, 312 ``ERROR_OUTPUT_INCOMPLETE``,
-    350 ``ERROR_LAMMPS``, 400 ``ERROR_OUT_OF_WALLTIME``, 410 ``ERROR_MAX_ITERATIONS``,
+    Exit codes: 302 ``ERROR_OUTPUT_MISSING``, 310 ``ERROR_OUTPUT_UNREADABLE``,
+    312 ``ERROR_OUTPUT_INCOMPLETE``, 350 ``ERROR_LAMMPS``, 400 ``ERROR_OUT_OF_WALLTIME``,
+    410 ``ERROR_MAX_ITERATIONS``,
     710 ``WARNING_MINIMIZATION_STALLED``.
     """
 
@@ -83,7 +84,8 @@ class DpMinimizeCalculation(LiseiCalcJob):
             serializer=orm.to_aiida_type,
             default=lambda: orm.Dict({}),
             validator=validate_parameters,
-            help='min_style, etol, ftol (eV/Å), maxiter, maxeval, relax_box, pressure (bar), box_coupling, vmax.',
+            help='min_style, etol, ftol (eV/Å), maxiter, maxeval, relax_box, pressure (bar), box_coupling, '
+            'vmax.',
         )
         spec.inputs.validator = validate_inputs
 
@@ -100,13 +102,15 @@ class DpMinimizeCalculation(LiseiCalcJob):
         spec.exit_code(
             410,
             'ERROR_MAX_ITERATIONS',
-            message='The minimisation stopped on `{criterion}` with the largest force component {fmax:.4g} eV/Å '
+            message='The minimisation stopped on `{criterion}` with the largest force component {fmax:.4g} '
+            'eV/Å '
             '(relaxed structure attached: restart from it).',
         )
         spec.exit_code(
             710,
             'WARNING_MINIMIZATION_STALLED',
-            message='The minimisation stopped on `{criterion}` with the largest force component {fmax:.4g} eV/Å '
+            message='The minimisation stopped on `{criterion}` with the largest force component {fmax:.4g} '
+            'eV/Å '
             '(outputs usable; a tolerance below the model precision cannot be met).',
         )
 

@@ -1,4 +1,4 @@
-"""``DpMinimizeParser``: the relaxed structure and the minimisation statistics of a ``DpMinimizeCalculation``."""
+"""``DpMinimizeParser``: relaxed structure and minimisation statistics of a ``DpMinimizeCalculation``."""
 
 from __future__ import annotations
 
