@@ -1,0 +1,133 @@
+"""Tests of ``lisei.electronic_structure``: real CP2K runs on small cells, known gaps, the SEI demo chain.
+
+Known gaps as a check of the gap extraction: rock-salt LiCl (8 atoms) against CP2K's own printed
+``MO| Band gap``, and bcc Li16 (a metal) giving 0; with GFN1-xTB (seconds) and PBE (LiCl, slow).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from aiida import orm
+from aiida.engine import run_get_node
+from aiida.plugins import WorkflowFactory
+from ase.build import bulk
+from ase.spacegroup import crystal
+
+from aiida_lisei.reporting.plots import png_size
+from aiida_lisei.workchains.electronic_structure import es_cp2k_parameters
+
+ElectronicStructureWorkChain = WorkflowFactory('lisei.electronic_structure')
+
+
+def licl() -> orm.StructureData:
+    """Rock-salt LiCl, conventional cell (8 atoms, a = 5.13 Å)."""
+    atoms = crystal(['Li', 'Cl'], [(0, 0, 0), (0.5, 0.5, 0.5)], spacegroup=225, cellpar=[5.13] * 3 + [90] * 3)
+    return orm.StructureData(ase=atoms)
+
+
+def li16() -> orm.StructureData:
+    """bcc Li16 (a = 3.42 Å)."""
+    return orm.StructureData(ase=bulk('Li', 'bcc', a=3.42, cubic=True).repeat(2))
+
+
+def check_dos(dos: orm.ArrayData, n_orbitals: int) -> None:
+    """The DOS integrates to 2 electrons per orbital and the element DOS add up to the total."""
+    energy, total = dos.get_array('energy'), dos.get_array('dos_total')
+    step = energy[1] - energy[0]
+    assert total.sum() * step == pytest.approx(2 * n_orbitals, rel=1e-3)
+    elements = sum(
+        dos.get_array(name)
+        for name in dos.get_arraynames()
+        if name.startswith('dos_') and name != 'dos_total'
+    )
+    np.testing.assert_allclose(elements, total, atol=0.05 * total.max())
+
+
+@pytest.mark.slow  # two CP2K runs of ~3 s each; 30 s measured with the 2 cores shared (load 12)
+def test_known_gaps_gfn1_xtb(cp2k_code):
+    """LiCl: our gap equals CP2K's printed one; bcc Li: 0 (partially occupied states); labelled not PBE."""
+    builder = ElectronicStructureWorkChain.get_builder_from_protocol(
+        cp2k_code, {'licl': licl(), 'li16': li16()}, protocol='demo', options={'max_wallclock_seconds': 600}
+    )
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_message
+    salt, metal = results['gaps']['licl'], results['gaps']['li16']
+    assert salt['gap'] == pytest.approx(salt['engine_band_gap'], abs=1e-3)
+    assert salt['gap'] > 3.0 and not salt['metallic']
+    assert salt['method'] == 'lowest unoccupied minus highest occupied orbital energy'
+    assert metal['gap'] == 0.0 and metal['metallic'] and 'partially occupied' in metal['method']
+    for gap in (salt, metal):
+        assert gap['level_of_theory_label'] == 'GFN1-xTB, not PBE' and gap['kpoints'] == 'gamma'
+        assert gap['smearing']['method'] == 'FERMI_DIRAC'
+    check_dos(results['dos']['licl'], salt['n_orbitals'])
+    assert set(results['dos']['licl'].get_arraynames()) == {'energy', 'dos_total', 'dos_Li', 'dos_Cl'}
+    rows = {row['system']: row for row in results['comparison']['rows']}
+    assert rows['licl']['paper_gap'] is None and 'GFN1-xTB' in results['comparison']['table']
+    assert png_size(results['dos_figure'].get_content(mode='rb'))[0] > 100
+
+
+@pytest.mark.slow  # ~1 min on 2 idle cores
+def test_known_gap_pbe(cp2k_code):
+    """CP2K PBE on LiCl: our gap is CP2K's printed one, a wide gap, labelled PBE and comparable."""
+    builder = ElectronicStructureWorkChain.get_builder_from_protocol(
+        cp2k_code,
+        {'licl': licl()},
+        protocol='pbe',
+        options={
+            'max_wallclock_seconds': 1200,
+            'resources': {'num_machines': 1, 'num_mpiprocs_per_machine': 2},
+        },
+    )
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_message
+    gap = results['gaps']['licl']
+    assert gap['gap'] == pytest.approx(gap['engine_band_gap'], abs=1e-3)
+    assert 4.0 < gap['gap'] < 8.0  # PBE underestimates LiCl's 9.4 eV gap: ~6 eV
+    assert gap['level_of_theory_label'] == 'PBE'
+    check_dos(results['dos']['licl'], gap['n_orbitals'])
+
+
+def test_electronic_structure_parameters():
+    """The CP2K input of a single point: ENERGY, no forces or stress, PDOS of every orbital, MO summary."""
+    parameters = es_cp2k_parameters(
+        {
+            'GLOBAL': {'RUN_TYPE': 'ENERGY_FORCE'},
+            'FORCE_EVAL': {'STRESS_TENSOR': 'ANALYTICAL', 'PRINT': {}, 'DFT': {}},
+        }
+    )
+    assert parameters['GLOBAL']['RUN_TYPE'] == 'ENERGY'
+    assert 'STRESS_TENSOR' not in parameters['FORCE_EVAL'] and 'PRINT' not in parameters['FORCE_EVAL']
+    assert parameters['FORCE_EVAL']['DFT']['PRINT']['PDOS']['NLUMO'] == -1
+
+
+@pytest.mark.parametrize(
+    ('change', 'message'),
+    [
+        ({'engine': 'vasp'}, 'engine `vasp` is not available'),
+        ({'structures': {'li_16': None}}, 'no underscore'),
+        ({'relax_structures': ['sei']}, 'relax_structures'),
+    ],
+)
+def test_bad_inputs_rejected(cp2k_code, change, message):
+    """Engine, structure keys and the relaxation choice are checked before anything runs."""
+    builder = ElectronicStructureWorkChain.get_builder_from_protocol(cp2k_code, {'li16': li16()})
+    if 'engine' in change:
+        builder.engine = orm.Str(change['engine'])
+    if 'structures' in change:
+        builder.structures = {'li_16': li16()}
+    if 'relax_structures' in change:
+        builder.relax_structures = orm.List(change['relax_structures'])
+    with pytest.raises(ValueError, match=message):
+        run_get_node(builder)
+
+
+def test_overlapping_atoms_rejected(cp2k_code):
+    """Atoms closer than 0.5 Å are refused with the pair and the distance."""
+    structure = li16().get_ase()
+    structure.positions[1] = structure.positions[0] + [0.2, 0.0, 0.0]
+    with pytest.raises(ValueError, match='overlapping atoms'):
+        builder = ElectronicStructureWorkChain.get_builder_from_protocol(
+            cp2k_code, {'li16': orm.StructureData(ase=structure)}
+        )
+        run_get_node(builder)
