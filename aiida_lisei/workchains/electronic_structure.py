@@ -53,6 +53,7 @@ __all__ = (
     'electronic_properties',
     'es_cp2k_parameters',
     'level_of_theory_label',
+    'sei_electronic_structure_builder',
     'summarise_electronic_structure',
 )
 
@@ -441,3 +442,59 @@ class ElectronicStructureWorkChain(ProtocolMixin, WorkChain):
         self.out('comparison', result['comparison'])
         self.out('dos_figure', result['dos_figure'])
         self.report('\n' + result['comparison']['table'])
+
+
+def sei_electronic_structure_builder(
+    cp2k_code: orm.AbstractCode,
+    trajectory: orm.TrajectoryData,
+    structure: orm.StructureData,
+    *,
+    analysis: orm.Dict | None = None,
+    frame: int | None = None,
+    region: Mapping[str, Any] | None = None,
+    bulk: orm.StructureData | None = None,
+    lammps_code: orm.AbstractCode | None = None,
+    model: orm.Data | None = None,
+    protocol: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
+) -> ProcessBuilder:
+    """Extract the SEI of a restraint-MD trajectory and return the builder of its (and the bulk's) gaps.
+
+    The study's last step in one call (the demo's): :func:`~aiida_lisei.workchains.sei_extraction.extract_sei`
+    runs here (a calcfunction, stored) on the cluster-onset frame of ``analysis`` (or ``frame``, or the last
+    frame, recorded in its ``extraction`` output), then the builder relaxes the SEI with the DP (when
+    ``model`` and ``lammps_code`` are given; the bulk keeps its optimised geometry, as in the paper) and
+    computes the gaps of ``sei`` and ``bulk`` (default: the 52-atom Li6PS5Cl of the atomic models).
+
+    :param structure: the trajectory's structure with its groups (``GroupedStructureData``).
+    :param analysis: the ``analysis`` output of ``lisei.nucleation_analysis`` (onset frame, region rule).
+    :param region: :data:`~aiida_lisei.science.sei.REGION_DEFAULTS` (default: the SEI of the frame).
+    :raises ValueError: a frame out of range, an empty region, overlapping atoms (before anything is stored).
+    """
+    from aiida_lisei.structures.functions import argyrodite_node
+    from aiida_lisei.workchains.sei_extraction import check_sei_extraction, extract_sei
+
+    region = dict(region or {})
+    message = check_sei_extraction(
+        trajectory, structure, frame, analysis.get_dict() if analysis is not None else None, region
+    )
+    if message:
+        raise ValueError(f'SEI extraction: {message}')
+    inputs: dict[str, Any] = {'trajectory': trajectory, 'structure': structure, 'region': orm.Dict(region)}
+    if frame is not None:
+        inputs['frame'] = orm.Int(frame)
+    if analysis is not None:
+        inputs['analysis'] = analysis
+    slab = extract_sei(**inputs)['structure']
+    bulk = bulk if bulk is not None else argyrodite_node(seed=20241125)
+    return ElectronicStructureWorkChain.get_builder_from_protocol(
+        cp2k_code,
+        {'bulk': bulk, 'sei': slab},
+        protocol=protocol,
+        overrides=overrides,
+        lammps_code=lammps_code,
+        model=model,
+        relax_structures=['sei'],
+        options=options,
+    )

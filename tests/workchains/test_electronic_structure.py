@@ -6,6 +6,9 @@ Known gaps as a check of the gap extraction: rock-salt LiCl (8 atoms) against CP
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from aiida import orm
@@ -131,3 +134,52 @@ def test_overlapping_atoms_rejected(cp2k_code):
             cp2k_code, {'li16': orm.StructureData(ase=structure)}
         )
         run_get_node(builder)
+
+
+@pytest.fixture
+def lmp_minimize(aiida_computer_local, aiida_code_installed) -> orm.InstalledCode:
+    """``lmp`` with the DeePMD plugin as a ``lisei.dp_minimize`` code, one thread, polled without delay."""
+    computer = aiida_computer_local()
+    computer.set_minimum_job_poll_interval(0.0)
+    computer.configure(safe_interval=0.0)
+    return aiida_code_installed(
+        computer=computer,
+        filepath_executable=str(Path(sys.executable).parent / 'lmp'),
+        default_calc_job_plugin='lisei.dp_minimize',
+        prepend_text='export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 '
+        'DP_INTER_OP_PARALLELISM_THREADS=1 TF_CPP_MIN_LOG_LEVEL=2',
+    )
+
+
+@pytest.mark.slow  # DP relaxation + CP2K GFN1-xTB on the 25-atom SEI and the 52-atom Li6PS5Cl
+def test_sei_demo_chain(cp2k_code, lmp_minimize, tiny_model, nucleation_run):
+    """Extract the SEI at the onset frame, relax it with the DP, gaps of SEI and bulk with GFN1-xTB."""
+    from aiida_lisei.workchains.electronic_structure import sei_electronic_structure_builder
+
+    structure, trajectory, _ = nucleation_run
+    analysis = orm.Dict(
+        {'summary': {'cluster_onset_frame': 2}, 'frame_indices': [0, 1, 2, 3], 'parameters': {}}
+    )
+    builder = sei_electronic_structure_builder(
+        cp2k_code,
+        trajectory,
+        structure,
+        analysis=analysis,
+        lammps_code=lmp_minimize,
+        model=tiny_model,
+        options={'max_wallclock_seconds': 900},
+    )
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_message
+    assert set(results['relaxed_structures']) == {'sei'}
+    relaxed = results['relaxed_structures']['sei']
+    assert relaxed.base.attributes.get('atom_ids') == builder.structures['sei'].base.attributes.get(
+        'atom_ids'
+    )
+    sei, bulk = results['gaps']['sei'], results['gaps']['bulk']
+    print(f'demo gaps (GFN1-xTB): bulk {bulk["gap"]:.3f} eV, SEI {sei["gap"]:.3f} eV ({sei["method"]})')
+    assert bulk['gap'] > 1.0 and not bulk['metallic']  # the electrolyte is an insulator at any level
+    assert sei['gap'] < bulk['gap']  # 15 metallic Li in the SEI close the gap
+    rows = {row['system']: row for row in results['comparison']['rows']}
+    assert rows['bulk']['paper_gap'] == 2.15 and rows['sei']['paper_gap'] == 0.0
+    assert not rows['bulk']['comparable'] and rows['bulk']['agrees'] is None  # GFN1-xTB vs the paper's PBE
