@@ -287,6 +287,12 @@ class ElectronicStructureWorkChain(ProtocolMixin, WorkChain):
         )
         spec.exit_code(501, 'ERROR_SUB_PROCESS_FAILED_RELAX', message='The relaxation of {systems} failed.')
         spec.exit_code(502, 'ERROR_ANALYSIS_FAILED', message='The gap or DOS of `{system}` failed: {message}')
+        spec.exit_code(
+            503,
+            'ERROR_RELAXATION_UNPHYSICAL',
+            message='The DP relaxation of `{system}` gave an unphysical structure ({message}): the model '
+            'does not describe it; use a model trained on such structures or leave the relaxation out.',
+        )
         define_cp2k_exit_codes(spec, PASSED_ON)
 
     @classmethod
@@ -381,13 +387,19 @@ class ElectronicStructureWorkChain(ProtocolMixin, WorkChain):
         return ToContext(**calcs)
 
     def inspect_relax(self):
-        """Take the relaxed structures; fail with 501 if a relaxation gave none."""
+        """Take the relaxed structures (7xx warnings accepted); 501: a relaxation failed, 503: overlaps."""
         failed = []
         for key in self.ctx.relax_keys:
             node = self.ctx[f'relax_{key}']
-            if not node.is_finished_ok or 'structure' not in node.outputs:
+            warning = node.is_finished and node.exit_status is not None and 700 <= node.exit_status < 800
+            if warning:
+                self.report(f'{key}: relaxation warning [{node.exit_status}] {node.exit_message}; going on')
+            if not (node.is_finished_ok or warning) or 'structure' not in node.outputs:
                 failed.append(f'{key} ({node.process_label}<{node.pk}> [{node.exit_status}])')
                 continue
+            message = check_structure(node.outputs.structure.get_ase())
+            if message:
+                return self.exit_codes.ERROR_RELAXATION_UNPHYSICAL.format(system=key, message=message)
             self.ctx.structures[key] = node.outputs.structure
             self.out(f'relaxed_structures.{key}', node.outputs.structure)
             energy = node.outputs.output_parameters.get('energy_final')

@@ -151,20 +151,29 @@ def lmp_minimize(aiida_computer_local, aiida_code_installed) -> orm.InstalledCod
     )
 
 
-@pytest.mark.slow  # DP relaxation + CP2K GFN1-xTB on the 25-atom SEI and the 52-atom Li6PS5Cl
+def cluster_window(trajectory: orm.TrajectoryData, ids: np.ndarray, frame: int = 2) -> dict[str, float]:
+    """An explicit z-window (cell z, Å) around the planted cluster: 1 Å beyond its atoms."""
+    rows = np.isin(trajectory.get_array('atom_ids'), ids)
+    z = trajectory.get_positions()[frame][rows, 2]
+    return {'mode': 'z', 'z_low': float(z.min()) - 1.0, 'z_high': float(z.max()) + 1.0}
+
+
+@pytest.mark.slow  # DP relaxation + CP2K GFN1-xTB on the 15-atom cluster slab and the 52-atom Li6PS5Cl
 def test_sei_demo_chain(cp2k_code, lmp_minimize, tiny_model, nucleation_run):
-    """Extract the SEI at the onset frame, relax it with the DP, gaps of SEI and bulk with GFN1-xTB."""
+    """Extract at the onset frame, relax with the DP, gaps with GFN1-xTB: the metallic slab 0, the bulk open.
+
+    The tiny test model knows bcc Li only, so the slab is the window around the planted Li cluster.
+    """
     from aiida_lisei.workchains.electronic_structure import sei_electronic_structure_builder
 
-    structure, trajectory, _ = nucleation_run
-    analysis = orm.Dict(
-        {'summary': {'cluster_onset_frame': 2}, 'frame_indices': [0, 1, 2, 3], 'parameters': {}}
-    )
+    structure, trajectory, cluster = nucleation_run
+    analysis = {'summary': {'cluster_onset_frame': 2}, 'frame_indices': [0, 1, 2, 3], 'parameters': {}}
     builder = sei_electronic_structure_builder(
         cp2k_code,
         trajectory,
         structure,
-        analysis=analysis,
+        analysis=orm.Dict(analysis),
+        region=cluster_window(trajectory, cluster),
         lammps_code=lmp_minimize,
         model=tiny_model,
         options={'max_wallclock_seconds': 900},
@@ -172,14 +181,27 @@ def test_sei_demo_chain(cp2k_code, lmp_minimize, tiny_model, nucleation_run):
     results, node = run_get_node(builder)
     assert node.is_finished_ok, node.exit_message
     assert set(results['relaxed_structures']) == {'sei'}
-    relaxed = results['relaxed_structures']['sei']
-    assert relaxed.base.attributes.get('atom_ids') == builder.structures['sei'].base.attributes.get(
-        'atom_ids'
-    )
+    relaxed, extracted = results['relaxed_structures']['sei'], builder.structures['sei']
+    assert relaxed.base.attributes.get('atom_ids') == extracted.base.attributes.get('atom_ids')
+    assert sorted(extracted.base.attributes.get('atom_ids')) == sorted(int(i) for i in cluster)
     sei, bulk = results['gaps']['sei'], results['gaps']['bulk']
     print(f'demo gaps (GFN1-xTB): bulk {bulk["gap"]:.3f} eV, SEI {sei["gap"]:.3f} eV ({sei["method"]})')
-    assert bulk['gap'] > 1.0 and not bulk['metallic']  # the electrolyte is an insulator at any level
-    assert sei['gap'] < bulk['gap']  # 15 metallic Li in the SEI close the gap
+    assert bulk['gap'] > 1.0 and not bulk['metallic']  # the electrolyte is an insulator
+    assert sei['gap'] == 0.0 and sei['metallic']  # a Li cluster is a metal
     rows = {row['system']: row for row in results['comparison']['rows']}
     assert rows['bulk']['paper_gap'] == 2.15 and rows['sei']['paper_gap'] == 0.0
     assert not rows['bulk']['comparable'] and rows['bulk']['agrees'] is None  # GFN1-xTB vs the paper's PBE
+
+
+def test_unphysical_relaxation_stops_the_chain(cp2k_code, lmp_minimize, tiny_model, nucleation_run):
+    """The bcc-Li-only model collapses the S of the real SEI window onto Li: 503 before CP2K runs."""
+    from aiida_lisei.workchains.electronic_structure import sei_electronic_structure_builder
+
+    structure, trajectory, _ = nucleation_run
+    builder = sei_electronic_structure_builder(
+        cp2k_code, trajectory, structure, frame=2, lammps_code=lmp_minimize, model=tiny_model
+    )
+    _, node = run_get_node(builder)
+    assert node.exit_status == ElectronicStructureWorkChain.exit_codes.ERROR_RELAXATION_UNPHYSICAL.status
+    assert 'overlapping atoms' in node.exit_message
+    assert not [child for child in node.called if child.process_label == 'Cp2kBaseWorkChain']
