@@ -194,3 +194,14 @@ def test_model_validation(code, li16, protocol, data_regression):
         code, code, code, model, li16, protocol=protocol, seed=3
     )
     data_regression.check(inputs_of(builder))
+
+
+@pytest.mark.parametrize('protocol', ['demo', 'pbe'])
+def test_electronic_structure(code, li16, tiny_model, protocol, data_regression):
+    """``lisei.electronic_structure``: bcc Li16 with a DP relaxation, CP2K GFN1-xTB or PBE with PDOS and MO."""
+    from aiida_lisei.workchains.electronic_structure import ElectronicStructureWorkChain
+
+    builder = ElectronicStructureWorkChain.get_builder_from_protocol(
+        code, {'li16': li16}, protocol=protocol, lammps_code=code, model=tiny_model
+    )
+    data_regression.check(inputs_of(builder))
