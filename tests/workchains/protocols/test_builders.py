@@ -198,7 +198,7 @@ def test_model_validation(code, li16, protocol, data_regression):
 
 @pytest.mark.parametrize('protocol', ['demo', 'pbe'])
 def test_electronic_structure(code, li16, tiny_model, protocol, data_regression):
-    """``lisei.electronic_structure``: bcc Li16 with a DP relaxation, CP2K GFN1-xTB or PBE with PDOS and MO."""
+    """``lisei.electronic_structure``: Li16 with a DP relaxation, CP2K GFN1-xTB or PBE with PDOS and MO."""
     from aiida_lisei.workchains.electronic_structure import ElectronicStructureWorkChain
 
     builder = ElectronicStructureWorkChain.get_builder_from_protocol(
