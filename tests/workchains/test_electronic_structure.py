@@ -85,6 +85,7 @@ def test_known_gap_pbe(cp2k_code):
     results, node = run_get_node(builder)
     assert node.is_finished_ok, node.exit_message
     gap = results['gaps']['licl']
+    print(f'PBE LiCl: gap {gap["gap"]:.4f} eV, CP2K printed {gap["engine_band_gap"]:.4f} eV')
     assert gap['gap'] == pytest.approx(gap['engine_band_gap'], abs=1e-3)
     assert 4.0 < gap['gap'] < 8.0  # PBE underestimates LiCl's 9.4 eV gap: ~6 eV
     assert gap['level_of_theory_label'] == 'PBE'
