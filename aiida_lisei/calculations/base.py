@@ -4,19 +4,21 @@ exit-code table's cache rule (:mod:`aiida_lisei.common.exit_codes`) applied to e
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from aiida.common.datastructures import CalcInfo, CodeInfo
-from aiida.engine import CalcJob, CalcJobProcessSpec, ProcessSpec
+from aiida.engine import CalcJob, CalcJobProcessSpec, ExitCode, Process, ProcessSpec
 
 from aiida_lisei.common.exit_codes import invalidates_cache as status_invalidates_cache
 from aiida_lisei.common.seeds import check_seed
 from aiida_lisei.common.validation import dict_port_validator, value_port_validator
-from aiida_lisei.science.guards import GUARDS, check_guard_thresholds
+from aiida_lisei.science.guards import GUARDS, check_guard_thresholds, enforced_failure
 
 __all__ = (
     'LiseiCalcJob',
     'LiseiCalcJobProcessSpec',
     'define_guard_exit_codes',
+    'guard_exit_code',
     'validate_guards',
     'validate_seed',
 )
@@ -121,6 +123,16 @@ class LiseiCalcJob(CalcJob):
 
 #: Port validator of the ``guards`` thresholds (``science.guards.DEFAULT_GUARD_THRESHOLDS``).
 validate_guards = dict_port_validator(check_guard_thresholds)
+
+
+def guard_exit_code(process: Process, guards: dict[str, Any], where: str) -> ExitCode | None:
+    """Return ``process``'s exit code of the first failed guard of ``guards`` (a guards summary) when they
+    are enforced, its message naming what was measured and ``where`` (the run); ``None`` otherwise."""
+    failure = enforced_failure(guards)
+    if failure is None:
+        return None
+    definition, detail = failure
+    return process.exit_codes[definition.label].format(detail=f'{detail} ({where})')
 
 
 def define_guard_exit_codes(spec: ProcessSpec) -> None:
