@@ -91,6 +91,7 @@ def test_relaxation_runs(lmp_minimize, tiny_model, li16, relax_box):
         assert volume_change == pytest.approx(0.0, abs=1e-9)
 
 
+@pytest.mark.slow  # one LAMMPS start: 35 s measured with the 2 cores shared
 def test_iteration_budget_exit_code(lmp_minimize, tiny_model, li16):
     """Two iterations are not enough: 410, with the partly relaxed structure attached."""
     builder = lmp_minimize.get_builder()

@@ -194,6 +194,7 @@ def test_sei_demo_chain(cp2k_code, lmp_minimize, tiny_model, nucleation_run):
     assert not rows['bulk']['comparable'] and rows['bulk']['agrees'] is None  # GFN1-xTB vs the paper's PBE
 
 
+@pytest.mark.slow  # one LAMMPS start (~10 s idle, minutes with the 2 cores shared)
 def test_unphysical_relaxation_stops_the_chain(cp2k_code, lmp_minimize, tiny_model, nucleation_run):
     """The bcc-Li-only model collapses the S of the real SEI window onto Li: 503 before CP2K runs."""
     from aiida_lisei.workchains.electronic_structure import sei_electronic_structure_builder
