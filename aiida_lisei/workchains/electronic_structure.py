@@ -25,9 +25,11 @@ from typing import Any
 from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ProcessBuilder, ToContext, WorkChain, calcfunction, if_
+from aiida.plugins import WorkflowFactory
 
 from aiida_lisei.calculations.dp_minimize import DpMinimizeCalculation
 from aiida_lisei.formats.lammps import check_minimize_parameters
+from aiida_lisei.formats.vasp import VaspOutputError, parse_vasprun_electronic, vasp_method
 from aiida_lisei.protocols import ProtocolMixin
 from aiida_lisei.protocols.utils import recursive_merge
 from aiida_lisei.reporting.comparisons import band_gap_comparison
@@ -55,10 +57,15 @@ __all__ = (
     'level_of_theory_label',
     'sei_electronic_structure_builder',
     'summarise_electronic_structure',
+    'vasp_electronic_properties',
 )
 
+VaspWorkChain = WorkflowFactory('vasp.vasp')
+
 #: Engines of the work chain.
-ENGINES = ('cp2k',)
+ENGINES = ('cp2k', 'vasp')
+#: What the VASP runs must keep: ``vasprun.xml`` in ``retrieved`` (the orbitals and DOS are read from it).
+VASP_RETRIEVE = 'vasprun.xml'
 #: Failures of ``lisei.cp2k.base`` passed on with their label and number.
 PASSED_ON = ('ERROR_SCF_NOT_CONVERGED', 'ERROR_WALLTIME_CAP_REACHED')
 #: CP2K prints of an electronic-structure single point: all orbitals with their element projections
@@ -145,6 +152,49 @@ def electronic_properties(
 
 
 @calcfunction
+def vasp_electronic_properties(
+    retrieved: orm.FolderData, incar: orm.Dict, dos_parameters: orm.Dict
+) -> dict[str, orm.Data]:
+    """Gap and DOS of one VASP run from its ``vasprun.xml`` (eV, states/eV per cell).
+
+    The gap rule of :func:`~aiida_lisei.science.electronic.band_gap` over the orbitals of every k-point and
+    spin (VASP's occupations are per spin channel: ``max_occupation`` 1); the DOS is VASP's own total DOS
+    (its smearing and NEDOS grid; no per-element DOS without LORBIT).
+
+    :return: ``gap`` (``Dict``, as :func:`electronic_properties`, ``kpoints`` the k-point count) and ``dos``
+        (``ArrayData``: ``energy`` eV, ``dos_total`` states/eV, attribute ``fermi_energy`` eV).
+    """
+    p = check_dos_parameters(dos_parameters.get_dict())
+    data = parse_vasprun_electronic(retrieved.base.repository.get_object_content(VASP_RETRIEVE))
+    gap = band_gap(
+        data['eigenvalues'].ravel(),
+        data['occupations'].ravel(),
+        max_occupation=1.0,
+        partial_tolerance=p['partial_tolerance'],
+    )
+    incar_tags = {key.lower(): value for key, value in incar.get_dict().items()}
+    method = vasp_method(incar_tags)
+    dos = orm.ArrayData()
+    dos.set_array('energy', data['dos']['energy'])
+    dos.set_array('dos_total', data['dos']['total'])
+    dos.base.attributes.set('fermi_energy', data['efermi'])
+    dos.base.attributes.set('units', {'energy': 'eV', 'dos': 'states/eV per cell (spin-summed)'})
+    result = {
+        **gap,
+        'fermi_energy': data['efermi'],
+        'level_of_theory': {'engine': 'vasp', 'method': method, 'incar': incar.get_dict()},
+        'level_of_theory_label': level_of_theory_label(method),
+        'kpoints': f'{len(data["kpoint_weights"])} k-points',
+        'smearing': {'ismear': data['ismear'], 'sigma': data['sigma']},
+        'engine_band_gap': None,
+        'dos_parameters': p,
+        'n_orbitals': int(data['eigenvalues'].shape[-1]),
+        'units': {'energy': 'eV'},
+    }
+    return {'gap': orm.Dict(result), 'dos': dos}
+
+
+@calcfunction
 def summarise_electronic_structure(**nodes: orm.Data) -> dict[str, orm.Data]:
     """Our gaps beside the paper's and the DOS figure; inputs ``<key>_gap`` (Dict) and ``<key>_dos``.
 
@@ -185,12 +235,38 @@ def summarise_electronic_structure(**nodes: orm.Data) -> dict[str, orm.Data]:
     return {'comparison': orm.Dict(comparison), 'dos_figure': figure}
 
 
+def _validate_engine_inputs(
+    engine: str, inputs: Mapping[str, Any], structures: Mapping[str, Any]
+) -> str | None:
+    """The chosen engine's namespace is there (``scf`` for CP2K; ``vasp`` and a k-point mesh per structure,
+    with ``vasprun.xml`` retrieved, for VASP)."""
+    if engine == 'cp2k':
+        if 'code' not in inputs.get('scf', {}).get('cp2k', {}):
+            return "engine 'cp2k' needs `scf.cp2k.code` (and its parameters): use get_builder_from_protocol"
+        return None
+    vasp = inputs.get('vasp', {})
+    if 'code' not in vasp:
+        return "engine 'vasp' needs the `vasp` inputs (code, parameters, potential family and mapping)"
+    missing = sorted(set(structures) - set(inputs.get('kpoints', {})))
+    if missing:
+        return f"engine 'vasp' needs a k-point mesh in `kpoints` for {missing} (the paper: 1x1x3 for the SEI)"
+    settings = vasp['settings'].get_dict() if 'settings' in vasp else {}
+    if VASP_RETRIEVE not in settings.get('ADDITIONAL_RETRIEVE_LIST', []):
+        return (
+            f"add '{VASP_RETRIEVE}' to vasp.settings['ADDITIONAL_RETRIEVE_LIST'] (the orbitals come from it)"
+        )
+    return None
+
+
 def validate_inputs(inputs: Mapping[str, Any], _ctx: Any = None) -> str | None:
     """Check the engine, the structures (periodic, no overlaps), the CP2K input and the relaxation choice."""
     engine = inputs['engine'].value if 'engine' in inputs else 'cp2k'
     if engine not in ENGINES:
-        return f'engine `{engine}` is not available: choose one of {list(ENGINES)} (VASP is not built yet)'
+        return f'engine `{engine}` is not available: choose one of {list(ENGINES)}'
     structures = inputs.get('structures', {})
+    message = _validate_engine_inputs(engine, inputs, structures)
+    if message:
+        return message
     if not structures:
         return 'give at least one structure under `structures` (e.g. `bulk` and `sei`)'
     for key, structure in structures.items():
@@ -199,7 +275,7 @@ def validate_inputs(inputs: Mapping[str, Any], _ctx: Any = None) -> str | None:
         message = check_structure(structure.get_ase())
         if message:
             return f'structure `{key}`: {message}'
-        if 'scf' in inputs and 'parameters' in inputs['scf'].get('cp2k', {}):
+        if engine == 'cp2k' and 'parameters' in inputs.get('scf', {}).get('cp2k', {}):
             message = validate_cp2k_inputs(
                 inputs['scf']['cp2k']['parameters'].get_dict(), structure_kinds(structure)
             )
@@ -265,7 +341,28 @@ class ElectronicStructureWorkChain(ProtocolMixin, WorkChain):
             Cp2kBaseWorkChain,
             namespace='scf',
             exclude=('structure',),
-            namespace_options={'help': 'Inputs of `lisei.cp2k.base` (parser `lisei.cp2k.es`).'},
+            namespace_options={
+                'required': False,
+                'populate_defaults': False,
+                'help': 'Inputs of `lisei.cp2k.base` (parser `lisei.cp2k.es`), engine cp2k.',
+            },
+        )
+        spec.expose_inputs(
+            VaspWorkChain,
+            namespace='vasp',
+            exclude=('structure', 'kpoints'),
+            namespace_options={
+                'required': False,
+                'populate_defaults': False,
+                'help': "Inputs of aiida-vasp's `vasp.vasp`, engine vasp (vasprun.xml retrieved).",
+            },
+        )
+        spec.input_namespace(
+            'kpoints',
+            valid_type=orm.KpointsData,
+            dynamic=True,
+            required=False,
+            help='VASP k-point mesh per structure key (engine vasp; paper: Gamma-centred 1x1x3 for the SEI).',
         )
         spec.inputs.validator = validate_inputs
         spec.outline(
@@ -287,6 +384,9 @@ class ElectronicStructureWorkChain(ProtocolMixin, WorkChain):
         )
         spec.exit_code(501, 'ERROR_SUB_PROCESS_FAILED_RELAX', message='The relaxation of {systems} failed.')
         spec.exit_code(502, 'ERROR_ANALYSIS_FAILED', message='The gap or DOS of `{system}` failed: {message}')
+        spec.exit_code(
+            504, 'ERROR_SUB_PROCESS_FAILED_VASP', message='The VASP run {process} failed: {message}'
+        )
         spec.exit_code(
             503,
             'ERROR_RELAXATION_UNPHYSICAL',
@@ -409,13 +509,21 @@ class ElectronicStructureWorkChain(ProtocolMixin, WorkChain):
         return None
 
     def run_scf(self):
-        """Run the CP2K single point of every structure through ``lisei.cp2k.base``."""
+        """Run the single point of every structure: ``lisei.cp2k.base`` or aiida-vasp's ``vasp.vasp``."""
         calcs = {}
+        vasp = self.inputs.engine.value == 'vasp'
         for key, structure in self.ctx.structures.items():
-            inputs = AttributeDict(self.exposed_inputs(Cp2kBaseWorkChain, 'scf'))
+            if vasp:
+                process, inputs = VaspWorkChain, AttributeDict(self.exposed_inputs(VaspWorkChain, 'vasp'))
+                inputs.kpoints = self.inputs.kpoints[key]
+            else:
+                process, inputs = (
+                    Cp2kBaseWorkChain,
+                    AttributeDict(self.exposed_inputs(Cp2kBaseWorkChain, 'scf')),
+                )
             inputs.structure = structure
             inputs.metadata = {**inputs.get('metadata', {}), 'call_link_label': f'scf_{key}'}
-            calcs[f'scf_{key}'] = self.submit(Cp2kBaseWorkChain, **inputs)
+            calcs[f'scf_{key}'] = self.submit(process, **inputs)
         return ToContext(**calcs)
 
     def inspect_scf(self):
@@ -423,23 +531,37 @@ class ElectronicStructureWorkChain(ProtocolMixin, WorkChain):
         self.ctx.results = {}
         for key in self.ctx.structures:
             node = self.ctx[f'scf_{key}']
-            exit_code = cp2k_exit_code(node, self.exit_codes, PASSED_ON)
-            if exit_code is not None:
-                return exit_code
-            calc = calculations(node)[-1]
+            if self.inputs.engine.value == 'vasp':
+                if not node.is_finished_ok:
+                    return self.exit_codes.ERROR_SUB_PROCESS_FAILED_VASP.format(
+                        process=f'{node.process_label}<{node.pk}>',
+                        message=f'[{node.exit_status}] {node.exit_message}',
+                    )
+                calc = calculations(node)[-1]
+            else:
+                exit_code = cp2k_exit_code(node, self.exit_codes, PASSED_ON)
+                if exit_code is not None:
+                    return exit_code
+                calc = calculations(node)[-1]
             try:
-                result = electronic_properties(
-                    calc.outputs.eigenvalues,
-                    calc.outputs.output_parameters,
-                    calc.inputs.parameters,
-                    self.inputs.dos_parameters,
-                )
-            except (ValueError, KeyError) as exception:
+                if self.inputs.engine.value == 'vasp':
+                    result = vasp_electronic_properties(
+                        calc.outputs.retrieved, calc.inputs.parameters, self.inputs.dos_parameters
+                    )
+                else:
+                    result = electronic_properties(
+                        calc.outputs.eigenvalues,
+                        calc.outputs.output_parameters,
+                        calc.inputs.parameters,
+                        self.inputs.dos_parameters,
+                    )
+            except (ValueError, KeyError, OSError, VaspOutputError) as exception:
                 return self.exit_codes.ERROR_ANALYSIS_FAILED.format(system=key, message=str(exception))
             self.ctx.results[key] = result
             self.out(f'gaps.{key}', result['gap'])
             self.out(f'dos.{key}', result['dos'])
-            self.out(f'eigenvalues.{key}', calc.outputs.eigenvalues)
+            if 'eigenvalues' in calc.outputs:
+                self.out(f'eigenvalues.{key}', calc.outputs.eigenvalues)
             gap = result['gap']
             self.report(f'{key}: gap {gap["gap"]:.3f} eV ({gap["level_of_theory_label"]}; {gap["method"]})')
         return None

@@ -14,6 +14,7 @@ from aiida import orm
 
 from aiida_lisei.data.structure import GroupedStructureData
 from aiida_lisei.structures.builders import argyrodite, sandwich
+from workchains.test_vasp_label import mock_vasp  # noqa: F401  (aiida-vasp's mock-vasp on our registry)
 
 #: Frame from which the planted cluster exists.
 SEI_ONSET = 2

@@ -110,7 +110,9 @@ def test_protocols(aiida_code_installed):
         next(entry for entry in item if entry['system'] == 'sandwich') for item in chgnet.schedule.get_list()
     ]
     assert [entry['n_steps'] for entry in sandwich_entries] == [1000, 2000]  # longer as the model learns
-    assert all(entry['ensemble'] == 'npt' and entry['pressure_coupling'] == 'xy' for entry in sandwich_entries)
+    assert all(
+        entry['ensemble'] == 'npt' and entry['pressure_coupling'] == 'xy' for entry in sandwich_entries
+    )
 
     paper = ConcurrentLearningWorkChain.get_builder_from_protocol(
         code, code, code, training_set, structures, protocol='paper'

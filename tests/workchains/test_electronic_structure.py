@@ -108,7 +108,7 @@ def test_electronic_structure_parameters():
 @pytest.mark.parametrize(
     ('change', 'message'),
     [
-        ({'engine': 'vasp'}, 'engine `vasp` is not available'),
+        ({'engine': 'qe'}, 'engine `qe` is not available'),
         ({'structures': {'li_16': None}}, 'no underscore'),
         ({'relax_structures': ['sei']}, 'relax_structures'),
     ],
@@ -207,3 +207,54 @@ def test_unphysical_relaxation_stops_the_chain(cp2k_code, lmp_minimize, tiny_mod
     assert node.exit_status == ElectronicStructureWorkChain.exit_codes.ERROR_RELAXATION_UNPHYSICAL.status
     assert 'overlapping atoms' in node.exit_message
     assert not [child for child in node.called if child.process_label == 'Cp2kBaseWorkChain']
+
+
+def test_vasp_engine_with_mock_vasp(mock_vasp, potential_family):
+    """VASP through aiida-vasp and mock-vasp (the real Zn3(PS4)2 run): the gap is pymatgen's, labelled."""
+    from pymatgen.io.vasp import Vasprun
+
+    from workchains.test_vasp_label import ZN_ENTRY, read_entry
+
+    structure, incar, kpoints = read_entry(ZN_ENTRY)
+    builder = ElectronicStructureWorkChain.get_builder()
+    builder.engine = orm.Str('vasp')
+    builder.structures = {'zn3ps42': structure}
+    builder.kpoints = {'zn3ps42': kpoints}
+    builder.vasp.code = mock_vasp
+    builder.vasp.parameters = orm.Dict({'incar': incar})
+    builder.vasp.potential_family = orm.Str(potential_family)
+    builder.vasp.potential_mapping = orm.Dict({'Zn': 'Zn', 'P': 'P', 'S': 'S'})
+    builder.vasp.options = orm.Dict(
+        {'withmpi': False, 'resources': {'num_machines': 1, 'num_mpiprocs_per_machine': 1}}
+    )
+    builder.vasp.settings = orm.Dict({'ADDITIONAL_RETRIEVE_LIST': ['vasprun.xml']})
+    results, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_message
+    gap = results['gaps']['zn3ps42']
+    reference = Vasprun(
+        str(ZN_ENTRY / 'out' / 'vasprun.xml'), parse_potcar_file=False
+    ).eigenvalue_band_properties
+    assert gap['gap'] == pytest.approx(reference[0], abs=1e-6)
+    # the real run is PBEsol (GGA = PS): read from its INCAR and said so
+    assert gap['level_of_theory_label'] == 'PBEsol, not PBE' and gap['kpoints'] == '2 k-points'
+    assert gap['homo'] < gap['fermi_energy'] < gap['lumo']
+    assert set(results['dos']['zn3ps42'].get_arraynames()) == {'energy', 'dos_total'}
+
+
+def test_vasp_engine_needs_its_inputs(mock_vasp, potential_family):
+    """Without k-points per structure, or without vasprun.xml retrieved, the VASP engine is refused."""
+    builder = ElectronicStructureWorkChain.get_builder()
+    builder.engine = orm.Str('vasp')
+    builder.structures = {'li16': li16()}
+    builder.vasp.code = mock_vasp
+    builder.vasp.parameters = orm.Dict({'incar': {'ENCUT': 600}})
+    builder.vasp.potential_family = orm.Str(potential_family)
+    builder.vasp.potential_mapping = orm.Dict({'Li': 'Li_sv'})
+    builder.vasp.options = orm.Dict({'withmpi': False, 'resources': {'num_machines': 1}})
+    with pytest.raises(ValueError, match='needs a k-point mesh'):
+        run_get_node(builder)
+    kpoints = orm.KpointsData()
+    kpoints.set_kpoints_mesh([1, 1, 3])
+    builder.kpoints = {'li16': kpoints}
+    with pytest.raises(ValueError, match=r"add 'vasprun\.xml'"):
+        run_get_node(builder)
