@@ -384,9 +384,7 @@ class ElectronicStructureWorkChain(ProtocolMixin, WorkChain):
         )
         spec.exit_code(501, 'ERROR_SUB_PROCESS_FAILED_RELAX', message='The relaxation of {systems} failed.')
         spec.exit_code(502, 'ERROR_ANALYSIS_FAILED', message='The gap or DOS of `{system}` failed: {message}')
-        spec.exit_code(
-            504, 'ERROR_SUB_PROCESS_FAILED_VASP', message='The VASP run {process} failed: {message}'
-        )
+        spec.exit_code(504, 'ERROR_VASP_FAILED', message='The VASP run {process} failed: {message}')
         spec.exit_code(
             503,
             'ERROR_RELAXATION_UNPHYSICAL',
@@ -533,7 +531,7 @@ class ElectronicStructureWorkChain(ProtocolMixin, WorkChain):
             node = self.ctx[f'scf_{key}']
             if self.inputs.engine.value == 'vasp':
                 if not node.is_finished_ok:
-                    return self.exit_codes.ERROR_SUB_PROCESS_FAILED_VASP.format(
+                    return self.exit_codes.ERROR_VASP_FAILED.format(
                         process=f'{node.process_label}<{node.pk}>',
                         message=f'[{node.exit_status}] {node.exit_message}',
                     )
