@@ -396,9 +396,10 @@ class ElectronicStructureWorkChain(ProtocolMixin, WorkChain):
     @classmethod
     def get_builder_from_protocol(
         cls,
-        cp2k_code: orm.AbstractCode,
+        code: orm.AbstractCode,
         structures: Mapping[str, orm.StructureData],
         *,
+        potential_family: str | None = None,
         protocol: str | None = None,
         overrides: dict[str, Any] | None = None,
         lammps_code: orm.AbstractCode | None = None,
@@ -406,9 +407,11 @@ class ElectronicStructureWorkChain(ProtocolMixin, WorkChain):
         relax_structures: list[str] | None = None,
         options: dict[str, Any] | None = None,
     ) -> ProcessBuilder:
-        """Return a builder from a protocol (``demo``: CP2K GFN1-xTB; ``pbe``: CP2K PBE); nothing is stored.
+        """Return a builder from a protocol (``demo``: CP2K GFN1-xTB; ``pbe``: CP2K PBE; ``paper``: VASP PBE
+        with the SI's settings); nothing is stored.
 
-        :param cp2k_code: a code of the ``cp2k`` plugin.
+        :param code: a code of the ``cp2k`` plugin, or of ``vasp.vasp`` for ``paper``.
+        :param potential_family: the POTCAR family (``paper`` only).
         :param structures: ``{key: structure}``; e.g. ``bulk`` (Li6PS5Cl) and ``sei`` (from ``extract_sei``).
         :param overrides: nested dict merged over the protocol (``cp2k_protocol``, ``scf``, ``relax``,
             ``dos``).
@@ -423,6 +426,10 @@ class ElectronicStructureWorkChain(ProtocolMixin, WorkChain):
         builder.structures = dict(structures)
         builder.engine = orm.Str(inputs['engine'])
         builder.dos_parameters = orm.Dict(check_dos_parameters(inputs['dos']))
+        cls._set_relaxation(builder, inputs, structures, lammps_code, model, relax_structures)
+        if inputs['engine'] == 'vasp':
+            cls._set_vasp(builder, inputs['vasp'], structures, code, potential_family, options)
+            return builder
         cp2k_inputs = Cp2kBaseWorkChain.get_protocol_inputs(
             Cp2kBaseWorkChain.resolve_protocol(
                 inputs['cp2k_protocol'],
@@ -440,21 +447,64 @@ class ElectronicStructureWorkChain(ProtocolMixin, WorkChain):
         parameters = es_cp2k_parameters(scale_with_size(parameters, natoms, cp2k_inputs['meta_parameters']))
         metadata = copy.deepcopy(cp2k_inputs['cp2k'].get('metadata', {}))
         metadata.setdefault('options', {}).update({'parser_name': 'lisei.cp2k.es', **(options or {})})
-        builder.scf.cp2k.code = cp2k_code
+        builder.scf.cp2k.code = code
         builder.scf.cp2k.parameters = orm.Dict(parameters)
         builder.scf.cp2k.settings = orm.Dict({'additional_retrieve_list': ['*.pdos']})
         builder.scf.cp2k.metadata = metadata
         builder.scf.max_iterations = orm.Int(cp2k_inputs['max_iterations'])
         builder.scf.clean_workdir = orm.Bool(cp2k_inputs['clean_workdir'])
-        if model is not None:
-            if lammps_code is None:
-                raise ValueError('a DP relaxation needs `lammps_code` (lmp with DeePMD) besides `model`')
-            builder.relax.code = lammps_code
-            builder.relax.model = model
-            builder.relax.parameters = orm.Dict(check_minimize_parameters(inputs['relax']['parameters']))
-            builder.relax.metadata = copy.deepcopy(inputs['relax'].get('metadata', {}))
-            builder.relax_structures = orm.List(list(relax_structures or structures))
         return builder
+
+    @staticmethod
+    def _set_relaxation(
+        builder: ProcessBuilder,
+        inputs: Mapping[str, Any],
+        structures: Mapping[str, orm.StructureData],
+        lammps_code: orm.AbstractCode | None,
+        model: orm.Data | None,
+        relax_structures: list[str] | None,
+    ) -> None:
+        """Fill the ``relax`` namespace (a DP relaxation) when a model is given."""
+        if model is None:
+            return
+        if lammps_code is None:
+            raise ValueError('a DP relaxation needs `lammps_code` (lmp with DeePMD) besides `model`')
+        builder.relax.code = lammps_code
+        builder.relax.model = model
+        builder.relax.parameters = orm.Dict(check_minimize_parameters(inputs['relax']['parameters']))
+        builder.relax.metadata = copy.deepcopy(inputs['relax'].get('metadata', {}))
+        builder.relax_structures = orm.List(list(relax_structures or structures))
+
+    @staticmethod
+    def _set_vasp(
+        builder: ProcessBuilder,
+        vasp: Mapping[str, Any],
+        structures: Mapping[str, orm.StructureData],
+        code: orm.AbstractCode,
+        potential_family: str | None,
+        options: dict[str, Any] | None,
+    ) -> None:
+        """Fill the ``vasp`` namespace and a k-point mesh per structure (``kpoints_mesh`` by key)."""
+        if not potential_family:
+            raise ValueError('the VASP engine needs `potential_family` (a POTCAR family uploaded to AiiDA)')
+        meshes = vasp['kpoints_mesh']
+        elements = {element for structure in structures.values() for element in structure.get_symbols_set()}
+        builder.vasp.code = code
+        builder.vasp.parameters = orm.Dict(copy.deepcopy(dict(vasp['parameters'])))
+        builder.vasp.potential_family = orm.Str(potential_family)
+        builder.vasp.potential_mapping = orm.Dict(
+            {element: vasp['potential_mapping'].get(element, element) for element in sorted(elements)}
+        )
+        builder.vasp.options = orm.Dict({**vasp['options'], **(options or {})})
+        builder.vasp.settings = orm.Dict(copy.deepcopy(dict(vasp['settings'])))
+        builder.vasp.max_iterations = orm.Int(vasp['max_iterations'])
+        builder.vasp.clean_workdir = orm.Bool(vasp['clean_workdir'])
+        kpoints = {}
+        for key in structures:
+            node = orm.KpointsData()
+            node.set_kpoints_mesh(list(meshes.get(key, meshes['default'])))
+            kpoints[key] = node
+        builder.kpoints = kpoints
 
     # -- outline steps ----------------------------------------------------------------------------------
 
