@@ -12,7 +12,8 @@ Fig. 4d: bulk above, SEI below).
 Engine: CP2K (``engine = 'cp2k'``) with GFN1-xTB (protocol ``demo``) or PBE (protocol ``pbe``), Gamma point
 only (recorded in every gap). GFN1-xTB gaps are *not* PBE gaps: every output says so
 (``level_of_theory_label``) and the comparison refuses to call them agreeing with the paper's PBE numbers.
-The paper's own engine, VASP (PBE, 600 eV, Gamma-centred k 1x1x3 for the SEI), is not built yet.
+The paper's own engine, VASP (protocol ``paper``: PBE, 600 eV, Gamma-centred k 1x1x3 for the SEI), runs
+through aiida-vasp's ``vasp.vasp``; the orbitals of every k-point are read from its ``vasprun.xml``.
 """
 
 from __future__ import annotations
