@@ -24,7 +24,9 @@ __all__ = (
     'HARTREE_TO_EV',
     'Cp2kOutputError',
     'cp2k_stress_to_ase',
+    'parse_cp2k_mo_summary',
     'parse_cp2k_output',
+    'parse_cp2k_pdos',
 )
 
 #: Hartree in eV and Bohr in Å as in CP2K 2023.1 (``common/physcon.F``, CODATA 2006).
@@ -124,4 +126,50 @@ def parse_cp2k_output(text: str) -> dict[str, Any]:
         'completed': _ENDED_MARKER in text,
         'abort': abort.group(1) if abort else None,
         'wall_time_seconds': _float(total_time[-1]) if total_time else None,
+    }
+
+
+_PDOS_HEADER = re.compile(
+    r'^#\s*Projected DOS for atomic kind\s+(?P<kind>\S+)\s+at iteration step i =\s*\d+,\s*'
+    r'E\(Fermi\)\s*=\s*(?P<fermi>\S+)\s*a\.u\.'
+)
+_MO_FERMI = re.compile(r'^\s*MO\|\s*E\(Fermi\):\s+\S+\s+a\.u\.\s+(\S+)\s+eV', re.MULTILINE)
+_MO_GAP = re.compile(r'^\s*MO\|\s*Band gap:\s+\S+\s+a\.u\.\s+(\S+)\s+eV', re.MULTILINE)
+
+
+def parse_cp2k_pdos(text: str) -> dict[str, Any]:
+    """Parse one ``<project>-k<n>-1.pdos`` file of CP2K's ``&PDOS`` print (one atomic kind, Gamma point).
+
+    Returns ``kind`` (the kind name), ``fermi`` (eV), ``energies`` (eV, one per MO), ``occupations`` (per MO,
+    0 to 2 without spin polarisation) and ``weights`` (the kind's projection of each MO, summed over the
+    angular-momentum columns). Raises :class:`Cp2kOutputError` on a malformed file.
+    """
+    lines = text.splitlines()
+    header = _PDOS_HEADER.match(lines[0]) if lines else None
+    if header is None:
+        raise Cp2kOutputError('not a CP2K PDOS file: no `Projected DOS for atomic kind` header')
+    rows = [line.split() for line in lines[2:] if line.strip() and not line.startswith('#')]
+    try:
+        table = np.array(rows, dtype=float)
+    except ValueError as exception:
+        raise Cp2kOutputError(f'malformed PDOS table: {exception}') from None
+    if table.ndim != 2 or table.shape[1] < 4:
+        raise Cp2kOutputError(
+            f'PDOS table of shape {table.shape}: expected MO, energy, occupation, projections'
+        )
+    return {
+        'kind': header['kind'],
+        'fermi': _float(header['fermi']) * HARTREE_TO_EV,
+        'energies': table[:, 1] * HARTREE_TO_EV,
+        'occupations': table[:, 2],
+        'weights': table[:, 3:].sum(axis=1),
+    }
+
+
+def parse_cp2k_mo_summary(text: str) -> dict[str, float | None]:
+    """The last ``MO| E(Fermi)`` and ``MO| Band gap`` (eV) CP2K printed (``&PRINT &MO``), else ``None``."""
+    fermi, gap = _MO_FERMI.findall(text), _MO_GAP.findall(text)
+    return {
+        'fermi': _float(fermi[-1]) if fermi else None,
+        'band_gap': _float(gap[-1]) if gap else None,
     }

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = (
     'DEFAULT_EXPLORATION_PARAMETERS',
+    'DEFAULT_MINIMIZE_PARAMETERS',
     'DEFAULT_RESTRAINT_MD_PARAMETERS',
     'MODEL_DEVI_COLUMNS',
     'RESTART_PATTERN',
@@ -54,15 +55,19 @@ __all__ = (
     'TIMEOUT_FRACTION',
     'DumpFrames',
     'LammpsLog',
+    'MinimizationStats',
     'box_to_cell',
     'check_exploration_parameters',
+    'check_minimize_parameters',
     'check_restraint_md_parameters',
     'generate_exploration_script',
+    'generate_minimize_script',
     'generate_restraint_md_script',
     'lammps_data_text',
     'lammps_failure',
     'parse_dump',
     'parse_log',
+    'parse_minimization',
     'parse_model_devi',
     'restart_filename',
     'summarize_log',
@@ -106,6 +111,24 @@ DEFAULT_RESTRAINT_MD_PARAMETERS: dict[str, Any] = {
 #: 2.04 Å, S-S in polysulfides 2.05 Å, Li-X >= 2.3 Å) lie beyond it, so it acts only where the model has no
 #: data and may fall into a spurious attractive hole.
 MAX_REPULSION_OUTER = 1.8
+
+#: Minimisation parameters and defaults (LAMMPS ``minimize etol ftol maxiter maxeval``; ``ftol`` eV/Å).
+#: ``relax_box``: also relax the cell (``fix box/relax``) to ``pressure`` (bar) with ``box_coupling``
+#: ``iso``, ``aniso`` or ``tri``; ``vmax`` the largest fractional volume change per iteration.
+DEFAULT_MINIMIZE_PARAMETERS: dict[str, Any] = {
+    'min_style': 'cg',  # 'cg', 'fire', 'sd' (box relaxation needs 'cg' or 'sd')
+    'etol': 0.0,  # relative energy tolerance (0: off)
+    'ftol': 1.0e-3,  # eV/Å, largest force component at convergence (LAMMPS: 2-norm of the global force)
+    'maxiter': 2000,
+    'maxeval': 20000,
+    'relax_box': False,
+    'pressure': 0.0,  # bar, target of the box relaxation
+    'box_coupling': 'iso',
+    'vmax': 0.001,
+}
+
+#: ``fix box/relax`` keywords per coupling (``{P}`` bar).
+BOX_COUPLINGS: dict[str, str] = {'iso': 'iso {P}', 'aniso': 'aniso {P}', 'tri': 'tri {P}'}
 
 #: Barostat keywords of ``fix npt`` per pressure coupling (``{P}`` bar, ``{damp}`` ps): ``xy`` couples x and y
 #: independently and keeps z fixed, as the paper's sandwich runs (SI §4) and any slab with vacuum need.
@@ -189,6 +212,33 @@ def check_exploration_parameters(parameters: Mapping[str, Any]) -> dict[str, Any
     for name in _MD_NUMBERS:
         positive_number(full[name], f'`{name}`')
     full['short_range_repulsion'] = check_short_range_repulsion(full['short_range_repulsion'])
+    return full
+
+
+def check_minimize_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Return minimisation ``parameters`` completed with :data:`DEFAULT_MINIMIZE_PARAMETERS`.
+
+    Raises ``ValueError`` naming the offending parameter.
+    """
+    full = complete_parameters(parameters, DEFAULT_MINIMIZE_PARAMETERS)
+    if full['min_style'] not in ('cg', 'fire', 'sd'):
+        raise ValueError(f"`min_style` must be 'cg', 'fire' or 'sd', got {full['min_style']!r}")
+    if full['box_coupling'] not in BOX_COUPLINGS:
+        raise ValueError(
+            f'`box_coupling` must be one of {sorted(BOX_COUPLINGS)}, got {full["box_coupling"]!r}'
+        )
+    if not isinstance(full['relax_box'], bool):
+        raise ValueError(f'`relax_box` must be true or false, got {full["relax_box"]!r}')
+    if full['relax_box'] and full['min_style'] == 'fire':
+        raise ValueError("`relax_box` needs `min_style` 'cg' or 'sd' (LAMMPS' fire cannot relax the box)")
+    for name in ('maxiter', 'maxeval'):
+        positive_integer(full[name], f'`{name}`')
+    positive_number(full['ftol'], '`ftol`')
+    positive_number(full['vmax'], '`vmax`')
+    if not is_number(full['etol']) or full['etol'] < 0:
+        raise ValueError(f'`etol` must be a number >= 0, got {full["etol"]!r}')
+    if not is_number(full['pressure']) or not math.isfinite(full['pressure']):
+        raise ValueError(f'`pressure` (bar) must be a finite number, got {full["pressure"]!r}')
     return full
 
 
@@ -430,6 +480,39 @@ def generate_restraint_md_script(
         *_timeout_line(timeout_seconds, p['thermo_stride']),
         f'run {p["n_steps"]} upto',
         f'write_restart {RESTART_PATTERN}',
+    ]
+    return '\n'.join(lines) + '\n'
+
+
+def generate_minimize_script(
+    parameters: Mapping[str, Any],
+    model_file: str,
+    type_map: Sequence[str],
+    data_file: str = 'structure.data',
+    dump_file: str = 'relaxed.dump',
+    timeout_seconds: int | None = None,
+) -> str:
+    """Return the LAMMPS input script of a DeePMD energy minimisation (``units metal``; ``ftol`` eV/Å).
+
+    With ``relax_box`` the cell relaxes too (``fix box/relax``, target ``pressure`` bar). The final
+    configuration is written with ``write_dump`` (``id type x y z``, sorted by id).
+    """
+    p = check_minimize_parameters(parameters)
+    lines = [
+        *_start_lines('aiida-lisei minimisation with a DeePMD model', data_file),
+        *_potential_lines(model_file, type_map, 1.0),
+        'thermo_style custom step pe press vol lx ly lz pxx pyy pzz fnorm fmax',
+        'thermo_modify lost error flush yes norm no',
+        'thermo 10',
+    ]
+    if p['relax_box']:
+        coupling = BOX_COUPLINGS[p['box_coupling']].format(P=p['pressure'])
+        lines.append(f'fix box all box/relax {coupling} vmax {p["vmax"]}')
+    lines += [
+        f'min_style {p["min_style"]}',
+        *_timeout_line(timeout_seconds, 10),
+        f'minimize {p["etol"]} {p["ftol"]} {p["maxiter"]} {p["maxeval"]}',
+        f'write_dump all custom {dump_file} id type x y z modify sort id format float %.12g',
     ]
     return '\n'.join(lines) + '\n'
 
@@ -677,3 +760,46 @@ def parse_dump(text: str) -> DumpFrames:
         )
     frame_images = np.array(images) if len(images) == len(steps) else None
     return DumpFrames(np.array(steps), np.array(cells), np.array(positions), ids, types, frame_images)
+
+
+@dataclass
+class MinimizationStats:
+    """The ``Minimization stats`` block of a LAMMPS log: energies (eV), forces (eV/Å), counts."""
+
+    stopping_criterion: str
+    energy_initial: float
+    energy_final: float
+    iterations: int
+    force_evaluations: int
+    force_two_norm_final: float
+    force_max_final: float
+
+
+_STOPPING = re.compile(r'^\s*Stopping criterion = (?P<criterion>.+?)\s*$', re.MULTILINE)
+_ENERGIES = re.compile(r'Energy initial, next-to-last, final =\s*\n\s*(\S+)\s+(\S+)\s+(\S+)')
+_ITERATIONS = re.compile(r'Iterations, force evaluations =\s*(\d+)\s+(\d+)')
+_TWO_NORM = re.compile(r'Force two-norm initial, final =\s*(\S+)\s+(\S+)')
+_MAX_COMPONENT = re.compile(r'Force max component initial, final =\s*(\S+)\s+(\S+)')
+
+
+def parse_minimization(text: str) -> MinimizationStats | None:
+    """Return the last ``Minimization stats`` block of a LAMMPS log, ``None`` if there is none.
+
+    LAMMPS' stopping criteria: ``energy tolerance``, ``force tolerance``, ``max iterations``,
+    ``max force evaluations``, ``linesearch alpha is zero``, ... (the text as printed).
+    """
+    criteria = _STOPPING.findall(text)
+    energies = _ENERGIES.findall(text)
+    iterations = _ITERATIONS.findall(text)
+    norms, maxima = _TWO_NORM.findall(text), _MAX_COMPONENT.findall(text)
+    if not (criteria and energies and iterations and norms and maxima):
+        return None
+    return MinimizationStats(
+        stopping_criterion=criteria[-1],
+        energy_initial=_float(energies[-1][0]),
+        energy_final=_float(energies[-1][2]),
+        iterations=int(iterations[-1][0]),
+        force_evaluations=int(iterations[-1][1]),
+        force_two_norm_final=_float(norms[-1][1]),
+        force_max_final=_float(maxima[-1][1]),
+    )

@@ -30,6 +30,7 @@ __all__ = (
     'HAMILTONIAN_TAGS',
     'KBAR_TO_EV_PER_A3',
     'VaspOutputError',
+    'parse_vasprun_electronic',
     'vasp_level_of_theory',
     'vasp_method',
     'vasp_training_frames',
@@ -177,3 +178,54 @@ def vasp_training_frames(
         dict(tags or {}),
     )
     return TrainingFrames(type_map, dict(level_of_theory), [system])
+
+
+def _rows(element: Any, tag: str = 'r') -> np.ndarray:
+    """The ``<r>`` (or ``<v>``) rows under ``element`` as a float array (rows, columns)."""
+    return np.array([row.text.split() for row in element.iter(tag)], dtype=float)
+
+
+def parse_vasprun_electronic(text: str) -> dict[str, Any]:
+    """Orbital energies, occupations and the total DOS of a ``vasprun.xml`` (the last ``<eigenvalues>`` and
+    ``<dos>`` blocks).
+
+    Returns ``efermi`` (eV), ``eigenvalues`` and ``occupations`` (spin, k-point, band; eV and 0-1 per spin),
+    ``kpoint_weights`` (k-point), ``kpoints`` (fractional), ``ispin``, ``ismear`` and ``sigma`` (eV) from the
+    INCAR parameters, and ``dos`` (``energy`` eV, ``total`` states/eV with the spin channels summed,
+    ``integrated``).
+    Raises :class:`VaspOutputError` when a block is missing or malformed.
+    """
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as exception:
+        raise VaspOutputError(f'vasprun.xml is not valid XML: {exception}') from None
+    blocks = root.findall('.//eigenvalues')
+    dos = root.find('.//dos')
+    kpoints = root.find('kpoints')
+    if not blocks or dos is None or kpoints is None:
+        raise VaspOutputError('vasprun.xml lacks <eigenvalues>, <dos> or <kpoints>')
+    spins = blocks[-1].find('array/set').findall('set')
+    table = np.array([[_rows(kpoint) for kpoint in spin.findall('set')] for spin in spins])
+    if table.ndim != 4 or table.shape[-1] != 2:
+        raise VaspOutputError(f'<eigenvalues> of shape {table.shape}: expected (spin, k-point, band, 2)')
+    total = dos.find('total/array/set')
+    channels = [_rows(spin) for spin in total.findall('set')]
+    parameters = {item.get('name'): item.text for item in root.iter('i') if item.get('name')}
+    efermi = dos.find("i[@name='efermi']")
+    return {
+        'efermi': float(efermi.text),
+        'eigenvalues': table[..., 0],
+        'occupations': table[..., 1],
+        'kpoints': _rows(kpoints.find("varray[@name='kpointlist']"), 'v'),
+        'kpoint_weights': _rows(kpoints.find("varray[@name='weights']"), 'v')[:, 0],
+        'ispin': len(spins),
+        'ismear': int(float(parameters.get('ISMEAR', 1))),
+        'sigma': float(parameters.get('SIGMA', 0.2)),
+        'dos': {
+            'energy': channels[0][:, 0],
+            'total': sum(channel[:, 1] for channel in channels),
+            'integrated': sum(channel[:, 2] for channel in channels),
+        },
+    }

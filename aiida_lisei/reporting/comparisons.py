@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiida_lisei.reporting.paper import (
+    PAPER_BAND_GAPS,
     PAPER_NUCLEATION,
     PAPER_SANDWICH,
     PAPER_SETUP,
@@ -28,6 +29,7 @@ from aiida_lisei.reporting.paper import (
 __all__ = (
     'COMPARISON_UNITS',
     'TOLERANCES',
+    'band_gap_comparison',
     'nucleation_comparison',
     'sandwich_comparison',
     'validation_comparison',
@@ -347,3 +349,36 @@ def nucleation_comparison(summary: Mapping[str, Any], setup: Mapping[str, Any]) 
         'paper_setup': dict(PAPER_SYSTEM),
         'analysis_summary': dict(summary),
     }
+
+
+def band_gap_comparison(gaps: Mapping[str, Mapping[str, Any]], tolerance: float = 0.3) -> dict[str, Any]:
+    """Our band gaps beside the paper's (:data:`~aiida_lisei.reporting.paper.PAPER_BAND_GAPS`).
+
+    :param gaps: ``{system: {'gap': eV, 'method': level of theory, ...}}`` for ``bulk``, ``sei``, ``li2s``
+        (others are listed without a paper value).
+    :param tolerance: eV; agreement is only claimed between the same level of theory (PBE vs PBE).
+    :return: ``{'rows': [{system, gap, method, paper_gap, paper_method, comparable, agrees}], 'units': ...}``;
+        ``comparable`` is False when the methods differ (e.g. GFN1-xTB against the paper's PBE), and then
+        ``agrees`` is None.
+    """
+    rows = []
+    for system, ours in gaps.items():
+        paper = PAPER_BAND_GAPS.get(system)
+        method = str(ours.get('method'))
+        comparable = paper is not None and method.upper() == str(paper['method']).upper()
+        agrees = None
+        if comparable and ours.get('gap') is not None:
+            agrees = abs(float(ours['gap']) - paper['gap']) <= tolerance
+        rows.append(
+            {
+                'system': system,
+                'gap': ours.get('gap'),
+                'method': method,
+                'paper_gap': None if paper is None else paper['gap'],
+                'paper_method': None if paper is None else paper['method'],
+                'paper_source': None if paper is None else paper['source'],
+                'comparable': comparable,
+                'agrees': agrees,
+            }
+        )
+    return {'rows': rows, 'tolerance': tolerance, 'units': {'gap': 'eV'}}

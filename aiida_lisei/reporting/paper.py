@@ -8,7 +8,8 @@ them from here:
 * :data:`PAPER_VALIDATION` and :data:`PAPER_SETUP` — the DP's errors on its validation frames and how they
   were obtained (Figure 1d, e; SI §1);
 * :data:`PAPER_NUCLEATION`, :data:`PAPER_TEXT`, :data:`PAPER_SYSTEM` — the findings of §3 (Figs. 3-4) and the
-  run they come from.
+  run they come from;
+* :data:`PAPER_BAND_GAPS` — the band gaps of §3 (Fig. 4d) and the settings of SI (end).
 
 The paper's *method* parameters are defaults of the science that uses them and are defined there once:
 the CV's R0, weights and κ and the run length (:mod:`aiida_lisei.science.restraint_cv`) and the trust
@@ -25,6 +26,7 @@ from aiida_lisei.science.restraint_cv import PAPER_KAPPA, PAPER_R0, PAPER_STEPS,
 from aiida_lisei.science.selection import PAPER_TRUST_TABLE
 
 __all__ = (
+    'PAPER_BAND_GAPS',
     'PAPER_KAPPA',
     'PAPER_NUCLEATION',
     'PAPER_R0',
@@ -96,4 +98,19 @@ PAPER_SYSTEM: dict[str, Any] = {
     'duration_ps': 150.0,
     'charge_times_ps': [100.0, 125.0, 150.0],
     'qeq_parameter_set': 'paper',
+}
+
+
+#: The band gaps of §3 (eV) and how they were computed (SI, end): bulk Li6PS5Cl with PBE, 2.15 eV, "in good
+#: agreement with previous work" (refs 39-41, whose values the paper does not quote); the ~1 nm amorphous
+#: SEI cut at the cluster onset (125 ps), DP-relaxed, periodic with no vacuum: zero gap; Li2S 3.53 eV from
+#: ref. 45 (Gu et al., the SEI taken as crystalline Li2S), not computed in the paper.
+PAPER_BAND_GAPS: dict[str, dict[str, Any]] = {
+    'bulk': {
+        'gap': 2.15,
+        'method': 'PBE',
+        'source': 'this paper (VASP, PBE, 600 eV, k 2x2x1); refs 39-41 agree',
+    },
+    'sei': {'gap': 0.0, 'method': 'PBE', 'source': 'this paper (VASP, PBE, 600 eV, Gamma-centred k 1x1x3)'},
+    'li2s': {'gap': 3.53, 'method': 'DFT (ref. 45)', 'source': 'ref. 45, Gu et al., quoted by the paper'},
 }

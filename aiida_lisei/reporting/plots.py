@@ -12,6 +12,9 @@ validation (the paper's Figure 1d, e):
 The moving restraint: :func:`restraint_figures` (CV and s0, coordination numbers, bias and work vs time,
 from :func:`time_series_png`).
 
+The electronic structure (the paper's Figure 4d): :func:`dos_png` — DOS panels stacked (bulk above, SEI
+below), energies relative to the Fermi level, total and per element, the gap written in each panel.
+
 The nucleation analysis (the paper's Figures 3 and 4; Å, ps, e):
 
 * :func:`charge_histograms_png` — Li charge distributions per region at chosen times (Fig. 3b-d as
@@ -41,9 +44,11 @@ __all__ = (
     'REGION_COLOURS',
     'SPECIES_COLOURS',
     'ChargePanel',
+    'DosPanel',
     'ParityPanel',
     'charge_histograms_png',
     'cluster_growth_png',
+    'dos_png',
     'energy_force_parity_png',
     'parity_png',
     'png_size',
@@ -565,4 +570,39 @@ def snapshot_png(
     axes.legend(fontsize=7, loc='upper left', bbox_to_anchor=(1.0, 1.0), markerscale=1.5, frameon=False)
     if title:
         figure.suptitle(title, fontsize=10)
+    return _figure_png(figure, dpi)
+
+
+@dataclass(frozen=True)
+class DosPanel:
+    """One DOS panel: ``title``, ``energy`` (eV), ``dos`` (name → states/eV; ``total`` drawn in black),
+    ``fermi`` (eV, the zero of the axis), ``gap`` (eV) and ``method`` (level of theory, in the label)."""
+
+    title: str
+    energy: Sequence[float]
+    dos: Mapping[str, Sequence[float]]
+    fermi: float
+    gap: float | None = None
+    method: str = ''
+
+
+def dos_png(panels: Sequence[DosPanel], window: tuple[float, float] = (-6.0, 6.0), dpi: int = 110) -> bytes:
+    """Stacked DOS panels (Fig. 4d: bulk above, SEI below), energy relative to each panel's Fermi level."""
+    figure = _figure(6.0, 2.4 * len(panels) + 0.4, dpi)
+    axes_list = figure.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    for axes, panel in zip(axes_list, panels, strict=True):
+        energy = np.asarray(panel.energy, dtype=float) - panel.fermi
+        inside = (energy >= window[0]) & (energy <= window[1])
+        for name, values in panel.dos.items():
+            values = np.asarray(values, dtype=float)
+            colour = 'black' if name == 'total' else SPECIES_COLOURS.get(name)
+            axes.plot(
+                energy[inside], values[inside], label=name, color=colour, lw=1.4 if name == 'total' else 1.0
+            )
+        axes.axvline(0.0, color='grey', ls='--', lw=0.8)
+        gap = 'n/a' if panel.gap is None else f'{panel.gap:.2f} eV'
+        axes.set_title(f'{panel.title}: gap {gap} ({panel.method})', fontsize=9)
+        axes.set_ylabel('DOS (states/eV)')
+        axes.legend(fontsize=7, loc='upper right')
+    axes_list[-1].set_xlabel('E - E_F (eV)')
     return _figure_png(figure, dpi)

@@ -12,6 +12,7 @@ from aiida_lisei.reporting.comparisons import sandwich_comparison
 from aiida_lisei.science.guards import GUARDS
 
 __all__ = (
+    'format_band_gap_table',
     'format_guard_table',
     'format_iterations_table',
     'format_models_summary',
@@ -214,3 +215,23 @@ def format_validation_comparison(comparison: dict[str, Any]) -> str:
     )
     differences = '\n'.join(f'- {line}' for line in comparison.get('differences', []))
     return f'{heading}\n{format_table(["quantity", "ours", "paper", "ours/paper"], rows)}\n{differences}'
+
+
+def format_band_gap_table(comparison: dict[str, Any]) -> str:
+    """Our band gaps (eV, with the level of theory) beside the paper's (``band_gap_comparison``)."""
+    rows = []
+    for row in comparison['rows']:
+        verdict = (
+            'not comparable (other method)' if not row['comparable'] else ('yes' if row['agrees'] else 'no')
+        )
+        rows.append(
+            [
+                row['system'],
+                format_value(row['gap'], 'eV'),
+                row['method'],
+                format_value(row['paper_gap'], 'eV'),
+                row['paper_method'] or '',
+                verdict if row['paper_gap'] is not None else '',
+            ]
+        )
+    return format_table(['system', 'gap', 'level of theory', 'paper', 'paper method', 'agrees'], rows)

@@ -194,3 +194,24 @@ def test_model_validation(code, li16, protocol, data_regression):
         code, code, code, model, li16, protocol=protocol, seed=3
     )
     data_regression.check(inputs_of(builder))
+
+
+@pytest.mark.parametrize('protocol', ['demo', 'pbe', 'paper'])
+def test_electronic_structure(code, li16, tiny_model, potential_family, protocol, data_regression):
+    """``lisei.electronic_structure``: a DP relaxation, then CP2K (xTB, PBE) or VASP (paper)."""
+    from aiida_lisei.workchains.electronic_structure import ElectronicStructureWorkChain
+
+    structures = {'sei': li16, 'bulk': li16} if protocol == 'paper' else {'li16': li16}
+    builder = ElectronicStructureWorkChain.get_builder_from_protocol(
+        code,
+        structures,
+        protocol=protocol,
+        lammps_code=code,
+        model=tiny_model,
+        potential_family=potential_family,
+    )
+    inputs = inputs_of(builder)
+    if protocol == 'paper':  # the SI's meshes: 1x1x3 for the SEI, 2x2x1 for bulk Li6PS5Cl
+        assert builder.kpoints['sei'].get_kpoints_mesh()[0] == [1, 1, 3]
+        assert builder.kpoints['bulk'].get_kpoints_mesh()[0] == [2, 2, 1]
+    data_regression.check(inputs)
