@@ -63,6 +63,27 @@ class LiseiCalcJob(CalcJob):
         options['withmpi'].default = False
         options['parser_name'].default = cls._DEFAULT_PARSER
         options['output_filename'].default = cls._STDOUT_FILE
+        cls.define_parser_contract_exit_codes(spec)
+
+    @staticmethod
+    def define_parser_contract_exit_codes(spec: CalcJobProcessSpec) -> None:
+        """Define the exit codes of the parser contract (``parsers/base.py``, ``docs/reliability.md``):
+        313 ``ERROR_OUTPUT_NONFINITE``, 314 ``ERROR_OUTPUT_PARSING_FAILED``, 315 ``ERROR_OUTPUT_TRUNCATED``."""
+        spec.exit_code(
+            313,
+            'ERROR_OUTPUT_NONFINITE',
+            message='The outputs hold NaN or infinite values, so they are not a result: {detail}',
+        )
+        spec.exit_code(
+            314,
+            'ERROR_OUTPUT_PARSING_FAILED',
+            message='The retrieved files could not be parsed: {exception}',
+        )
+        spec.exit_code(
+            315,
+            'ERROR_OUTPUT_TRUNCATED',
+            message='The file `{filename}` is truncated: {found} of the {expected} expected {what}.',
+        )
 
     @staticmethod
     def define_file_exit_codes(spec: CalcJobProcessSpec) -> None:
