@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .cp2k import BOHR_TO_ANGSTROM, HARTREE_TO_EV, Cp2kOutputError
+from .cp2k import BOHR_TO_ANGSTROM, HARTREE_TO_EV, Cp2kOutputError, fortran_float
 
 __all__ = (
     'ENERGY_FILE',
@@ -57,9 +57,9 @@ def parse_cp2k_xyz(text: str) -> tuple[np.ndarray, np.ndarray, list[str], np.nda
         if any(len(row) != 4 for row in rows):
             break
         symbols = [row[0] for row in rows]
-        frames.append([[float(value) for value in row[1:]] for row in rows])
+        frames.append([[fortran_float(value) for value in row[1:]] for row in rows])
         steps.append(int(step.group(1)))
-        energies.append(float(energy.group(1).rstrip(',')))
+        energies.append(fortran_float(energy.group(1).rstrip(',')))
         index += natoms + 2
     return (
         np.array(steps, dtype=int),
@@ -72,7 +72,7 @@ def parse_cp2k_xyz(text: str) -> tuple[np.ndarray, np.ndarray, list[str], np.nda
 def _table(text: str, columns: int) -> np.ndarray:
     """Return the complete numeric rows (``columns`` values) of a CP2K table, comment lines skipped."""
     rows = [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith('#')]
-    return np.array([[float(value) for value in row] for row in rows if len(row) == columns]).reshape(
+    return np.array([[fortran_float(value) for value in row] for row in rows if len(row) == columns]).reshape(
         -1, columns
     )
 
@@ -106,10 +106,10 @@ def parse_cp2k_restart_geometry(text: str) -> tuple[np.ndarray, np.ndarray]:
     if not blocks:
         raise Cp2kOutputError('no &COORD block in the SUBSYS of the restart file')
     rows = [line.split() for line in blocks[0].splitlines()]
-    positions = np.array([[float(value) for value in row[1:4]] for row in rows if len(row) >= 4])
+    positions = np.array([[fortran_float(value) for value in row[1:4]] for row in rows if len(row) >= 4])
     vectors: dict[str, list[float]] = {}
     for name, *values in _CELL_VECTOR.findall(subsys):  # the first A/B/C: CELL, not CELL_REF
-        vectors.setdefault(name, [float(value) for value in values])
+        vectors.setdefault(name, [fortran_float(value) for value in values])
     if sorted(vectors) != ['A', 'B', 'C']:
         raise Cp2kOutputError('no cell vectors A, B, C in the restart file')
     return np.array([vectors['A'], vectors['B'], vectors['C']]), positions

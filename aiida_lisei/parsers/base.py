@@ -212,8 +212,8 @@ class Cp2kBaseParser(LiseiParser):
     """
 
     _UNREADABLE = 'ERROR_OUTPUT_READ'
-    _PARSING_FAILED = 'ERROR_OUTPUT_PARSE'  # aiida-cp2k's codes: no room for codes of our own
-    _NONFINITE = 'ERROR_OUTPUT_PARSE'
+    _PARSING_FAILED = 'ERROR_UNEXPECTED_PARSER_EXCEPTION'  # aiida-cp2k's codes: 350
+    _NONFINITE = 'ERROR_OUTPUT_PARSE'  # 302
 
     def scheduler_exit_code(self) -> ExitCode | None:
         """Return 400 if the scheduler reported that the job ran out of walltime, else ``None``."""
