@@ -74,7 +74,7 @@ class LiseiParser(Parser):
     _NONFINITE_ALLOWED: ClassVar[Mapping[str, frozenset[str]]] = {}
 
     def parse(self, **kwargs: Any) -> ExitCode | None:
-        """Run :meth:`parse_outputs` under the contract: an exit code for any file content, never an exception.
+        """Run :meth:`parse_outputs` under the contract: an exit code for any content, never an exception.
 
         A missing or unreadable required file ends it with its exit code; any other exception gives the
         parsing-failed code; non-finite values in the outputs are removed and give the non-finite code; a
@@ -95,7 +95,7 @@ class LiseiParser(Parser):
         if exit_code is not None and exit_code.status in self._parse_failure_statuses():
             scheduler = self.scheduler_exit_code()
             if scheduler is not None and scheduler.status != exit_code.status:
-                self.logger.error(f'parse failed ({exit_code.message}); keeping the scheduler\'s diagnosis')
+                self.logger.error(f"parse failed ({exit_code.message}); keeping the scheduler's diagnosis")
                 return scheduler
         return exit_code
 

@@ -26,6 +26,7 @@ from aiida.common import AttributeDict
 from aiida.engine import ProcessBuilder, WorkChain, calcfunction, if_, while_
 from aiida.plugins.entry_point import load_entry_point_from_string
 
+from aiida_lisei.calculations.base import validate_label
 from aiida_lisei.data.frames import resolve_frame_tags, validate_frame_tags
 from aiida_lisei.data.training_set import TrainingSetData, merge
 from aiida_lisei.engines.calculators import CALCULATORS
@@ -175,6 +176,7 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
         spec.input(
             'system_label',
             valid_type=orm.Str,
+            validator=validate_label,
             serializer=orm.to_aiida_type,
             help='Label of the system in the training set.',
         )
