@@ -121,7 +121,7 @@ def check_cutoff_in_cell(cutoff: Any, cell: Any, name: str) -> None:
     volume = abs(np.linalg.det(cell))
     widths = [volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
     half = min(widths) / 2
-    if is_number(cutoff) and cutoff > half:
+    if is_number(cutoff) and cutoff > half * (1 + 1e-12):
         raise ValueError(
             f'{name} = {cutoff} Å is beyond half the cell ({half:.3f} Å, the smallest width '
             f'{min(widths):.3f} Å): lower it or use a larger cell'
