@@ -102,6 +102,8 @@ def parse_cp2k_restart_geometry(text: str) -> tuple[np.ndarray, np.ndarray]:
     are the first of the SUBSYS (the cell, not its ``CELL_REF``).
     """
     subsys = text[text.rfind('&SUBSYS') :]
+    if '&END SUBSYS' not in subsys or '&END FORCE_EVAL' not in subsys:
+        raise Cp2kOutputError('the SUBSYS or FORCE_EVAL section of the restart file is not closed: truncated')
     blocks = _COORD.findall(subsys)
     if not blocks:
         raise Cp2kOutputError('no &COORD block in the SUBSYS of the restart file')
@@ -118,7 +120,8 @@ def parse_cp2k_restart_geometry(text: str) -> tuple[np.ndarray, np.ndarray]:
 def parse_cp2k_trajectory(positions: str, forces: str | None, cells: str | None) -> dict[str, Any]:
     """Return the frames present in every given file: ``steps``, ``symbols``, ``positions`` (Å),
     ``cells`` (Å, ``None`` without a cell file), ``energies`` (eV), ``forces`` (eV/Å, ``None`` without a
-    forces file). Frames are matched by step; a frame missing from one file is dropped."""
+    forces file), and ``counts``: the frames read from each file (``None`` for a file not given). Frames are
+    matched by step; a frame missing from one file is dropped (the caller compares the counts)."""
     steps, energies, symbols, values = parse_cp2k_xyz(positions)
     keep = {int(step): index for index, step in enumerate(steps)}
     force_frames = cell_frames = None
@@ -132,6 +135,11 @@ def parse_cp2k_trajectory(positions: str, forces: str | None, cells: str | None)
         keep = {step: index for step, index in keep.items() if step in cell_frames}
     order = sorted(keep)
     return {
+        'counts': {
+            'positions': len(steps),
+            'forces': None if force_frames is None else len(force_frames),
+            'cells': None if cell_frames is None else len(cell_frames),
+        },
         'steps': np.array(order, dtype=int),
         'symbols': symbols,
         'positions': values[[keep[step] for step in order]].reshape(-1, len(symbols), 3),
