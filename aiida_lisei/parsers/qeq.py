@@ -53,6 +53,9 @@ class QEqParser(LiseiParser):
     stopped early, failed on some frames or did not converge still delivers what it computed.
     """
 
+    #: A trajectory without times gives NaN times (documented placeholders, not a failure).
+    _NONFINITE_ALLOWED = {'charges': frozenset({'times'})}
+
     def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
         """Attach ``charges`` and ``statistics``; return an exit code for missing, failed or slow frames."""
         trajectory = self.node.inputs.trajectory
