@@ -91,7 +91,7 @@ class DpTestParser(LiseiParser):
             energies = read_detail(texts['detail.e.out'])
             forces = read_detail(texts['detail.f.out'])
             virial_text = self.read('detail.v.out', required=False)
-            virials = read_detail(virial_text) if virial_text else None
+            virials = read_detail(virial_text) if virial_text is not None else None
         except ValueError as exception:
             return self.exit_codes.ERROR_DETAIL_UNREADABLE.format(exception=exception)
         labels = [path.rstrip('/').rsplit('/', 1)[-1] for path, _ in tested]
@@ -104,7 +104,13 @@ class DpTestParser(LiseiParser):
             return self.exit_codes.ERROR_DETAIL_UNREADABLE.format(
                 exception=f'{len(energies[0])} energy and {len(forces[0])} force rows for {nframes} frames'
             )
+        systems = zip(labels, counts, strict=True)
+        with_virials = sum(count for label, count in systems if test_set.get_system(label).has_virials)
         if virials is not None and len(virials[0]) != nframes:  # some systems without virials
+            if len(virials[0]) != with_virials:  # not the rows of the systems with virials: cut short
+                return self.exit_codes.ERROR_DETAIL_UNREADABLE.format(
+                    exception=f'{len(virials[0])} virial rows for {with_virials} frames with virials'
+                )
             virials = None
 
         arrays = {
