@@ -22,6 +22,8 @@ __all__ = ('DpTestParser', 'error_summary', 'parse_test_log', 'read_detail')
 
 _SYSTEM = re.compile(r'# testing system : (\S+)')
 _NFRAMES = re.compile(r'# number of test data : (\d+)')
+_NSYSTEMS = re.compile(r'# number of systems : (\d+)')
+_CLOSING = re.compile(r'# -{20,}\s*$')
 
 
 def read_detail(text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -39,11 +41,22 @@ def read_detail(text: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def parse_test_log(text: str) -> list[tuple[str, int]]:
-    """Return ``(system path, number of frames tested)`` in the order ``dp test`` tested them."""
+    """Return ``(system path, number of frames tested)`` in the order ``dp test`` tested them.
+
+    Raises ``ValueError`` on a log cut short: it must end with dp test's closing ``# ----`` line, after the
+    weighted average over all systems when there are several.
+    """
     systems = _SYSTEM.findall(text)
     counts = [int(count) for count in _NFRAMES.findall(text)]
     if len(systems) != len(counts):
         raise ValueError(f'{len(systems)} systems but {len(counts)} frame counts in the log')
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines or not _CLOSING.search(lines[-1]):
+        raise ValueError('the log does not end with the closing `# ----` line of dp test: truncated')
+    if len(systems) > 1:
+        average = _NSYSTEMS.findall(text)
+        if not average or int(average[-1]) != len(systems):
+            raise ValueError(f'no weighted average over the {len(systems)} systems at the end: truncated')
     return list(zip(systems, counts, strict=True))
 
 
