@@ -127,7 +127,7 @@ class LiseiCalcJob(CalcJob):
         spec.exit_code(
             315,
             'ERROR_OUTPUT_TRUNCATED',
-            message='The file `{filename}` is truncated: {found} of the {expected} expected {what}.',
+            message='The file `{filename}` is truncated: {detail}.',
         )
 
     @staticmethod

@@ -148,7 +148,8 @@ class DpTrainParser(LiseiParser):
         expected = numb_steps // disp_freq(parameters) * disp_freq(parameters)
         if last_step < expected:  # the log says finished: the learning curve was cut short
             return self.exit_codes.ERROR_OUTPUT_TRUNCATED.format(
-                filename=calc._LCURVE_FILE, found=f'last step {last_step}', expected=expected, what='steps'
+                filename=calc._LCURVE_FILE,
+                detail=f'the last row is step {last_step}, training finished at step {numb_steps}',
             )
         model = self._read(calc._MODEL_FILE, mode='rb')
         if model is None:

@@ -98,6 +98,10 @@ class QEqParser(LiseiParser):
         not_converged = int(np.count_nonzero(~arrays['converged']))
         if not_converged:
             return self.exit_codes.ERROR_NOT_CONVERGED.format(count=not_converged, nframes=nframes)
+        if not results.complete:  # every frame has a line, but the engine never wrote its footer
+            return self.exit_codes.ERROR_OUTPUT_TRUNCATED.format(
+                filename=QEqCalculation._RESULTS_FILE, detail='no footer after the last frame'
+            )
         return None
 
     def _charges_node(self, arrays: dict[str, np.ndarray], indices: np.ndarray) -> orm.ArrayData:

@@ -140,11 +140,9 @@ class RestraintMdParser(LiseiParser):
         found = int(frames.steps[-1]) if frames is not None and frames.steps.size else -1
         if found < expected:
             count = 0 if frames is None else int(frames.steps.size)
+            detail = f'{count} frames, the last at step {found}' if count else 'no frame'
             return self.exit_codes.ERROR_OUTPUT_TRUNCATED.format(
-                filename=calc._DUMP_FILE,
-                found=count,
-                expected=count + (expected - found) // stride,
-                what='frames',
+                filename=calc._DUMP_FILE, detail=f'{detail}; the log reached step {last} (stride {stride})'
             )
         stride = check_restraint_parameters(self.node.inputs.restraint.get_dict())['colvar_stride']
         timestep_ps = parameters['timestep'] / 1000
@@ -152,9 +150,9 @@ class RestraintMdParser(LiseiParser):
         found_time = float(colvar['time'][-1]) if colvar is not None and colvar['time'].size else -1.0
         if found_time < expected_time - 1e-6 * max(1.0, expected_time):
             count = 0 if colvar is None else int(colvar['time'].size)
-            missing = round((expected_time - max(found_time, -stride * timestep_ps)) / (stride * timestep_ps))
             return self.exit_codes.ERROR_OUTPUT_TRUNCATED.format(
-                filename=calc._COLVAR_FILE, found=count, expected=count + missing, what='rows'
+                filename=calc._COLVAR_FILE,
+                detail=f'{count} rows, the last at {found_time} ps; the log reached {expected_time} ps',
             )
         return None
 
