@@ -58,9 +58,11 @@ def check_trajectory(trajectory: Any, name: str = '`trajectory`') -> Any:
 
 def check_code(code: Any, name: str, plugins: tuple[str, ...]) -> None:
     """Raise ``ValueError`` if ``code`` is missing (``None``) or its default CalcJob plugin is not in
-    ``plugins`` (:func:`~aiida_lisei.common.validation.check_code_plugin`)."""
-    plugin = None if code is None else (code.default_calc_job_plugin or '(none)')
-    check_code_plugin(plugin, name, plugins)
+    ``plugins`` (:func:`~aiida_lisei.common.validation.check_code_plugin`); a code without a default plugin
+    cannot be checked and passes."""
+    if code is not None and code.default_calc_job_plugin is None:
+        return
+    check_code_plugin(None if code is None else code.default_calc_job_plugin, name, plugins)
 
 
 #: Port validators: a finite, non-degenerate structure or trajectory; a safe system label.
