@@ -167,7 +167,8 @@ def check_exploration_parameters(parameters: Mapping[str, Any]) -> dict[str, Any
         )
     for name in ('n_steps', 'stride'):
         positive_integer(full[name], f'`{name}`')
-    check_stride_within_run(full['stride'], full['n_steps'], '`stride`')
+    if 'stride' in parameters:  # a stride asked for that is longer than the run (not the default's)
+        check_stride_within_run(full['stride'], full['n_steps'], '`stride`')
     for name in _MD_NUMBERS:
         positive_number(full[name], f'`{name}`')
     return full
