@@ -16,7 +16,6 @@ from typing import Any
 
 __all__ = (
     'check_code_plugin',
-    'check_cutoff_in_cell',
     'check_finite_geometry',
     'check_stride_within_run',
     'complete_parameters',
@@ -109,22 +108,6 @@ def check_stride_within_run(
         raise ValueError(
             f'{stride_name} = {stride} is longer than the run ({steps_name} = {n_steps}): nothing would be '
             f'written after step 0; lower {stride_name} or raise {steps_name}'
-        )
-
-
-def check_cutoff_in_cell(cutoff: Any, cell: Any, name: str) -> None:
-    """Raise ``ValueError`` if ``cutoff`` (Å) exceeds half the smallest perpendicular width of ``cell`` (Å,
-    rows): beyond it an atom sees its own periodic images."""
-    import numpy as np
-
-    cell = np.asarray(cell, dtype=float)
-    volume = abs(np.linalg.det(cell))
-    widths = [volume / np.linalg.norm(np.cross(cell[(i + 1) % 3], cell[(i + 2) % 3])) for i in range(3)]
-    half = min(widths) / 2
-    if is_number(cutoff) and cutoff > half * (1 + 1e-12):
-        raise ValueError(
-            f'{name} = {cutoff} Å is beyond half the cell ({half:.3f} Å, the smallest width '
-            f'{min(widths):.3f} Å): lower it or use a larger cell'
         )
 
 

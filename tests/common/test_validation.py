@@ -15,7 +15,6 @@ from ase.build import bulk
 
 from aiida_lisei.common.validation import (
     check_code_plugin,
-    check_cutoff_in_cell,
     check_finite_geometry,
     check_stride_within_run,
     finite_number,
@@ -23,7 +22,7 @@ from aiida_lisei.common.validation import (
     safe_label,
 )
 from aiida_lisei.formats.lammps import check_exploration_parameters
-from aiida_lisei.science.restraint_cv import check_restraint_parameters
+from aiida_lisei.science.restraint_cv import check_minimum_image, check_restraint_parameters
 from aiida_lisei.science.selection import TrustLevels
 
 CUBIC = np.diag([5.0, 5.0, 5.0])
@@ -76,9 +75,9 @@ def test_stride_and_cutoff():
     check_stride_within_run(10, 10, '`stride`')
     with pytest.raises(ValueError, match=r'`stride` = 20 is longer than the run \(`n_steps` = 10\).*lower'):
         check_stride_within_run(20, 10, '`stride`')
-    check_cutoff_in_cell(2.5, CUBIC, '`d_max`')
-    with pytest.raises(ValueError, match=r'`d_max` = 2.6 Å is beyond half the cell \(2.500 Å'):
-        check_cutoff_in_cell(2.6, CUBIC, '`d_max`')
+    check_minimum_image(2.4, CUBIC)
+    with pytest.raises(ValueError, match=r'd_max = 2.6 Å exceeds half the narrowest cell width \(2.500 Å\)'):
+        check_minimum_image(2.6, CUBIC)
 
 
 def test_code_plugin():
@@ -235,4 +234,21 @@ def test_concurrent_learning_run_settings(codes, change, message):
             for key, value in change.items()
         }
     error = validate_inputs({**inputs, **change})
+    assert error is not None and message in error, error
+
+
+@pytest.mark.parametrize(
+    ('restraint', 'message'),
+    [
+        ({'d_max': 6.0}, 'restraint: d_max = 6 Å exceeds half the narrowest cell width (3.420 Å)'),
+        ({'kappa': -500.0}, 'restraint: `kappa` must be a non-negative number'),
+    ],
+)
+def test_restraint_work_chain_checks_the_restraint_on_the_structure(restraint, message):
+    """``lisei.restraint_md`` (work chain): κ and ``d_max`` against the cell, before anything runs."""
+    from aiida_lisei.workchains.restraint_md import validate_refinement
+
+    inputs = {'md': {'structure': _li16()}, 'restraint': orm.Dict({'d_max': 3.0})}
+    assert validate_refinement(inputs) is None
+    error = validate_refinement({**inputs, 'restraint': orm.Dict(restraint)})
     assert error is not None and message in error, error
