@@ -92,6 +92,8 @@ class LiseiParser(Parser):
         nonfinite = self.remove_nonfinite(allow_arrays=bool(exit_code and exit_code.status))
         if nonfinite and not (exit_code and exit_code.status):
             exit_code = self.exit_codes[self._NONFINITE].format(detail='; '.join(nonfinite[:5]))
+        elif nonfinite:
+            self.logger.warning(f'NaN/inf replaced by None in {"; ".join(nonfinite[:5])}')
         if exit_code is not None and exit_code.status in self._parse_failure_statuses():
             scheduler = self.scheduler_exit_code()
             if scheduler is not None and scheduler.status != exit_code.status:
@@ -209,6 +211,8 @@ class Cp2kBaseParser(LiseiParser):
     The main output missing gives 400 ``ERROR_OUT_OF_WALLTIME`` when the scheduler stopped the job on its
     walltime (so the restart handlers see one code), else aiida-cp2k's ``ERROR_OUTPUT_MISSING``; a file
     that cannot be read gives ``ERROR_OUTPUT_READ``, one that is not a CP2K output ``ERROR_OUTPUT_PARSE``.
+    The contract's codes are aiida-cp2k's too: any other exception 350 ``ERROR_UNEXPECTED_PARSER_EXCEPTION``,
+    NaN/inf in the outputs 302 ``ERROR_OUTPUT_PARSE``.
     """
 
     _UNREADABLE = 'ERROR_OUTPUT_READ'
