@@ -18,7 +18,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Keep TensorFlow quiet and single-threaded unless the user says otherwise.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help venv install engines plumed-kernel cp2k profile demo hpc lint docs test test-unit test-integration clean
+.PHONY: help venv install engines plumed-kernel cp2k browser profile demo hpc lint docs test test-unit test-integration clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -44,6 +44,12 @@ cp2k:  ## install Debian's CP2K when it is missing (needs root)
 	@if command -v cp2k.psmp >/dev/null; then echo ">>> cp2k: $$(command -v cp2k.psmp)"; else \
 	  echo '>>> installing cp2k with apt-get'; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cp2k cp2k-data >/dev/null; fi
+
+browser:  ## install Debian's Chromium when it is missing (the report's browser test; needs root)
+	@if command -v chromium >/dev/null; then echo ">>> chromium: $$(command -v chromium)"; else \
+	  echo '>>> installing chromium with apt-get'; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; fi
 
 engines: install plumed-kernel cp2k  ## everything the demo runs: DeePMD-kit, LAMMPS, PLUMED kernel, CP2K
 	@$(BIN)/aiida-lisei check
@@ -71,7 +77,9 @@ test-unit: engines  ## unit tests on a throw-away SQLite + ZeroMQ profile
 test-integration: engines hpc  ## daemon tests on PostgreSQL + RabbitMQ, and CalcJobs through SSH + Slurm
 	LISEI_REQUIRE_SERVICES=1 AIIDA_PATH=$(CURDIR)/.aiida-test $(BIN)/pytest tests/integration
 
-test: lint docs test-unit test-integration  ## install what is needed and run the whole test suite
+# `make test` (CI) fails instead of skipping when a service the tests need is down.
+test: export LISEI_REQUIRE_SERVICES := 1
+test: lint docs hpc browser test-unit test-integration  ## install what is needed and run the whole test suite (sshd + Slurm first: no test skips)
 
 clean:  ## remove build outputs (keeps the venv and profiles)
 	rm -rf docs/_build .pytest_cache .ruff_cache .aiida-test

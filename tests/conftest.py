@@ -71,6 +71,21 @@ def tiny_model() -> orm.SinglefileData:
 
 
 @pytest.fixture
+def tiny_deep_potential():
+    """Return a factory: tiny test model ``index`` (1 to 4; Li P S Cl) as a stored ``DeepPotentialData``."""
+    import json
+
+    from aiida_lisei.data.deep_potential import DeepPotentialData, model_metadata
+
+    def factory(index: int = 1) -> DeepPotentialData:
+        metadata = model_metadata(json.loads((FIXTURES / 'models' / f'input_{index}.json').read_text()))
+        model = FIXTURES / 'models' / f'model_{index}.pb'
+        return DeepPotentialData(model, deepmd_version='3.2.0', **metadata).store()
+
+    return factory
+
+
+@pytest.fixture
 def one_thread_code(venv_code):
     """Return a factory: console script ``name`` as a code for ``plugin`` running on one thread."""
     return lambda name, plugin: venv_code(name, plugin, prepend_text=ONE_THREAD)

@@ -41,21 +41,30 @@ def test_verdi_plugin_list_shows_lisei(group, tmp_path):
     assert expected <= set(result.stdout.split()), result.stdout
 
 
+def _is_process_class(entry_point, base_name: str = 'Process') -> bool:
+    """Whether ``entry_point`` loads a subclass of ``aiida.engine.<base_name>`` (not a process function)."""
+    import inspect
+
+    from aiida import engine
+
+    cls = entry_point.load()
+    return inspect.isclass(cls) and issubclass(cls, getattr(engine, base_name))
+
+
+#: Process classes only: process functions (the structure builders) have no exit codes of their own.
 PROCESS_ENTRY_POINTS = [
-    (group, ep) for group, ep in LISEI_ENTRY_POINTS if group in ('aiida.calculations', 'aiida.workflows')
+    (group, ep)
+    for group, ep in LISEI_ENTRY_POINTS
+    if group in ('aiida.calculations', 'aiida.workflows') and _is_process_class(ep)
 ]
 
 
 @pytest.mark.parametrize(('group', 'entry_point'), PROCESS_ENTRY_POINTS, ids=lambda x: getattr(x, 'name', x))
 def test_exit_codes_are_outside_the_reserved_ranges(group, entry_point):
     """Our own exit codes use 300-799: aiida-core reserves 0-299 (scheduler, input validation)."""
-    import inspect
-
     from aiida.engine import CalcJob, Process
 
     cls = entry_point.load()
-    if not (inspect.isclass(cls) and issubclass(cls, Process)):
-        pytest.skip('process function: no exit codes of its own')
     base = CalcJob if issubclass(cls, CalcJob) else Process
     inherited = {code.status for code in base.spec().exit_codes.values()}
     own = {
@@ -64,18 +73,16 @@ def test_exit_codes_are_outside_the_reserved_ranges(group, entry_point):
     assert all(300 <= status < 800 for status in own.values()), own
 
 
-CALCJOB_ENTRY_POINTS = [ep for group, ep in PROCESS_ENTRY_POINTS if group == 'aiida.calculations']
+CALCJOB_ENTRY_POINTS = [
+    ep
+    for group, ep in PROCESS_ENTRY_POINTS
+    if group == 'aiida.calculations' and _is_process_class(ep, 'CalcJob')
+]
 
 
 @pytest.mark.parametrize('entry_point', CALCJOB_ENTRY_POINTS, ids=lambda ep: ep.name)
 def test_missing_outputs_invalidate_the_cache(entry_point):
     """Every CalcJob exit code below 400 (outputs missing or unreadable) invalidates the cache."""
-    import inspect
-
-    from aiida.engine import CalcJob
-
     cls = entry_point.load()
-    if not (inspect.isclass(cls) and issubclass(cls, CalcJob)):
-        pytest.skip('not a CalcJob')
     stale = [label for label, code in cls.spec().exit_codes.items() if 300 <= code.status < 400]
     assert all(cls.spec().exit_codes[label].invalidates_cache for label in stale), stale

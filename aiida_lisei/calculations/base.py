@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aiida.common.datastructures import CalcInfo, CodeInfo
-from aiida.engine import CalcJob, CalcJobProcessSpec, ProcessSpec
+from aiida.engine import CalcJob, CalcJobProcessSpec, ExitCode, Process, ProcessSpec
 
 from aiida_lisei.common.exit_codes import invalidates_cache as status_invalidates_cache
 from aiida_lisei.common.seeds import check_seed
@@ -19,7 +19,7 @@ from aiida_lisei.common.validation import (
     safe_label,
     value_port_validator,
 )
-from aiida_lisei.science.guards import GUARDS, check_guard_thresholds
+from aiida_lisei.science.guards import GUARDS, check_guard_thresholds, enforced_failure
 
 __all__ = (
     'LiseiCalcJob',
@@ -27,6 +27,7 @@ __all__ = (
     'check_code',
     'check_structure',
     'define_guard_exit_codes',
+    'guard_exit_code',
     'validate_guards',
     'validate_label',
     'validate_seed',
@@ -189,6 +190,16 @@ class LiseiCalcJob(CalcJob):
 
 #: Port validator of the ``guards`` thresholds (``science.guards.DEFAULT_GUARD_THRESHOLDS``).
 validate_guards = dict_port_validator(check_guard_thresholds)
+
+
+def guard_exit_code(process: Process, guards: dict[str, Any], where: str) -> ExitCode | None:
+    """Return ``process``'s exit code of the first failed guard of ``guards`` (a guards summary) when they
+    are enforced, its message naming what was measured and ``where`` (the run); ``None`` otherwise."""
+    failure = enforced_failure(guards)
+    if failure is None:
+        return None
+    definition, detail = failure
+    return process.exit_codes[definition.label].format(detail=f'{detail} ({where})')
 
 
 def define_guard_exit_codes(spec: ProcessSpec) -> None:

@@ -142,11 +142,12 @@ def rabbitmq_broker_config(settings: RabbitMQSettings) -> dict[str, t.Any]:
             host=settings.host, port=settings.port, username=settings.username, password=settings.password
         )
     except ConnectionError as exception:
+        message = str(exception).replace(settings.password, '***') if settings.password else str(exception)
         raise click.ClickException(
-            f'cannot connect to RabbitMQ at {settings.host}:{settings.port}: {exception}\n'
+            f'cannot connect to RabbitMQ at {settings.host}:{settings.port}: {message}\n'
             'Start it (e.g. `rabbitmq-server -detached`), fix --broker-host/--broker-port/--broker-username/'
             '--broker-password, or use --broker zmq (no service needed).'
-        ) from exception
+        ) from None  # the exception itself carries the password
 
 
 def set_option(config: Config, profile_name: str, option: str, value: t.Any) -> bool:

@@ -84,11 +84,21 @@ def cmd_setup() -> None:
 )
 @click.option('--db-name', help='[postgres] database of the profile  [default: aiida_<name>]')
 @click.option('--db-user', help='[postgres] role owning the database  [default: aiida_<name>]')
-@click.option('--db-password', help='[postgres] password of --db-user  [default: random, for a new role]')
+@click.option(
+    '--db-password',
+    envvar='LISEI_DB_PASSWORD',
+    help='[postgres] password of --db-user (or $LISEI_DB_PASSWORD)  [default: random, for a new role]',
+)
 @click.option('--broker-host', default='127.0.0.1', show_default=True, help='[rabbitmq] server host.')
 @click.option('--broker-port', type=int, default=5672, show_default=True, help='[rabbitmq] server port.')
 @click.option('--broker-username', default='guest', show_default=True, help='[rabbitmq] user.')
-@click.option('--broker-password', default='guest', show_default=True, help='[rabbitmq] password.')
+@click.option(
+    '--broker-password',
+    envvar='LISEI_BROKER_PASSWORD',
+    default='guest',
+    show_default=True,
+    help='[rabbitmq] password (or $LISEI_BROKER_PASSWORD: keeps it off the command line).',
+)
 def cmd_profile(**kwargs: t.Any) -> None:
     """Create or reuse an AiiDA profile.
 

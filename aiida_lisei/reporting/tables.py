@@ -168,6 +168,12 @@ def format_nucleation_summary(summary: dict[str, Any]) -> str:
     return f'\n{heading}\n{verdict}\n{format_table(headers, rows)}\n{notes}\n'
 
 
+def format_guard_report(guards: dict[str, Any], heading: str) -> str:
+    """Return ``heading``, the verdict (all passed, or the failed guards) and :func:`format_guard_table`."""
+    verdict = 'all passed' if guards['passed'] else f'FAILED: {", ".join(guards["failed"])}'
+    return f'{heading} {verdict}\n{format_guard_table(guards)}'
+
+
 def format_guard_table(guards: dict[str, Any]) -> str:
     """Return the guards (a ``guards`` output's dict, ``science.guards.guards_summary``) as a text table:
     guard, value, limit, verdict, first failing step, and what was measured."""

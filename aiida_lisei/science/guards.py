@@ -36,6 +36,7 @@ __all__ = (
     'GuardResult',
     'check_guard_thresholds',
     'combine_guard_summaries',
+    'enforced_failure',
     'evaluate_guards',
     'first_failure',
     'guards_summary',
@@ -377,6 +378,15 @@ def first_failure(results: Sequence[GuardResult]) -> tuple[GuardDefinition, Guar
         if result.passed is False:
             return definitions[result.name], result
     return None
+
+
+def enforced_failure(summary: Mapping[str, Any]) -> tuple[GuardDefinition, str] | None:
+    """Return the first failed guard of a :func:`guards_summary` and what it measured, when the guards are
+    enforced (``thresholds.enabled``); ``None`` when all passed or they are only reported."""
+    if summary['passed'] or not summary['thresholds'].get('enabled', True):
+        return None
+    definition = next(guard for guard in GUARDS if guard.name == summary['failed'][0])
+    return definition, summary['guards'][definition.name]['detail']
 
 
 def guards_summary(results: Sequence[GuardResult], thresholds: Mapping[str, Any] | None) -> dict[str, Any]:

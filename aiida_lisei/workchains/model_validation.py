@@ -25,7 +25,7 @@ from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ProcessBuilder, ToContext, WorkChain, calcfunction
 
-from aiida_lisei.calculations.base import define_guard_exit_codes
+from aiida_lisei.calculations.base import define_guard_exit_codes, guard_exit_code
 from aiida_lisei.calculations.dp_test import DpTestCalculation
 from aiida_lisei.calculations.exploration import ExplorationCalculation
 from aiida_lisei.common.seeds import derive_seed
@@ -34,8 +34,7 @@ from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.formats.lammps import check_exploration_parameters as check_md_parameters
 from aiida_lisei.protocols import ProtocolMixin
 from aiida_lisei.reporting.comparisons import validation_comparison
-from aiida_lisei.reporting.tables import format_guard_table
-from aiida_lisei.science.guards import GUARDS
+from aiida_lisei.reporting.tables import format_guard_report
 from aiida_lisei.workchains.label import LabelWorkChain
 
 __all__ = (
@@ -512,13 +511,8 @@ class ModelValidationWorkChain(ProtocolMixin, WorkChain):
             return None
         guards = node.outputs.guards
         self.out('guards', guards)
-        verdict = 'all passed' if guards['passed'] else f'FAILED: {", ".join(guards["failed"])}'
-        self.report(f'NPT DPMD guards <PK={guards.pk}> {verdict}\n{format_guard_table(guards.get_dict())}')
-        if guards['passed'] or not guards['thresholds']['enabled']:
-            return None
-        definition = next(guard for guard in GUARDS if guard.name == guards['failed'][0])
-        detail = guards['guards'][definition.name]['detail']
-        return self.exit_codes[definition.label].format(detail=f'{detail} (NPT DPMD <{node.pk}>)')
+        self.report(format_guard_report(guards.get_dict(), f'NPT DPMD guards <PK={guards.pk}>'))
+        return guard_exit_code(self, guards.get_dict(), f'NPT DPMD <{node.pk}>')
 
     def sample_frames(self):
         """Draw the random frames (seeded calcfunction); fail if the run gave too few."""

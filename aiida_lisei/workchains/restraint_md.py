@@ -22,7 +22,7 @@ from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ProcessHandlerReport, ToContext, calcfunction, if_, process_handler, while_
 
-from aiida_lisei.calculations.base import define_guard_exit_codes
+from aiida_lisei.calculations.base import define_guard_exit_codes, guard_exit_code
 from aiida_lisei.calculations.exploration import ExplorationCalculation
 from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
 from aiida_lisei.common.seeds import derive_seed
@@ -31,7 +31,7 @@ from aiida_lisei.data.structure import GroupedStructureData, with_geometry
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.formats.lammps import check_restraint_md_parameters
 from aiida_lisei.reporting.plots import restraint_figures
-from aiida_lisei.reporting.tables import format_guard_table
+from aiida_lisei.reporting.tables import format_guard_report
 from aiida_lisei.science.fast_cv import FastCoordinationCV
 from aiida_lisei.science.guards import GUARDS, combine_guard_summaries
 from aiida_lisei.science.restraint_cv import (
@@ -525,16 +525,10 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         if 'guards' in node.outputs:
             guards = node.outputs.guards
             self.out('equilibration.guards', guards)
-            verdict = 'all passed' if guards['passed'] else f'FAILED: {", ".join(guards["failed"])}'
-            self.report(
-                f'equilibration guards <PK={guards.pk}> {verdict}\n{format_guard_table(guards.get_dict())}'
-            )
-            if not guards['passed'] and guards['thresholds']['enabled']:
-                definition = next(guard for guard in GUARDS if guard.name == guards['failed'][0])
-                detail = guards['guards'][definition.name]['detail']
-                return self.exit_codes[definition.label].format(
-                    detail=f'{detail} (equilibration <{node.pk}>)'
-                )
+            self.report(format_guard_report(guards.get_dict(), f'equilibration guards <PK={guards.pk}>'))
+            failed_guard = guard_exit_code(self, guards.get_dict(), f'equilibration <{node.pk}>')
+            if failed_guard is not None:
+                return failed_guard
         structure = equilibrated_structure(
             self.ctx.inputs.structure, node.outputs.trajectory, metadata={'call_link_label': 'equilibrated'}
         )
@@ -790,11 +784,8 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
             f'{cv[0]:.6g} -> {cv[-1]:.6g}; plots <PK={", ".join(str(n.pk) for n in self.ctx.plots.values())}>'
         )
         if 'guards' in self.ctx.stitched:
-            guards = self.ctx.stitched['guards'].get_dict()
-            verdict = 'all passed' if guards['passed'] else f'FAILED: {", ".join(guards["failed"])}'
-            self.report(
-                f'guards <PK={self.ctx.stitched["guards"].pk}> {verdict}\n{format_guard_table(guards)}'
-            )
+            guards = self.ctx.stitched['guards']
+            self.report(format_guard_report(guards.get_dict(), f'guards <PK={guards.pk}>'))
         return None
 
     def results(self):

@@ -34,7 +34,7 @@ DB_PORT=${DB_PORT:-3306}
 DB_ADMIN_USER=${DB_ADMIN_USER:-root}
 DB_ADMIN_PASS=${DB_ADMIN_PASS:-}
 DB_USER=${DB_USER:-slurm}
-DB_PASS=${DB_PASS:-aiida-ci-slurmdbd}
+DB_PASS=${DB_PASS:-}                           # slurmdbd's database password: default the one in use, else random
 DB_NAME=${DB_NAME:-slurm_acct_db}
 MARIADB_DIR=$BASE/mariadb                      # only used when we have to start a MariaDB ourselves
 
@@ -61,10 +61,20 @@ install_if_changed() {
   if cmp -s "$1" "$2"; then rm -f "$1"; return 1; fi
   mv "$1" "$2"; return 0
 }
-db_admin() { mariadb -h "$DB_HOST" -P "$DB_PORT" -u "$DB_ADMIN_USER" ${DB_ADMIN_PASS:+-p"$DB_ADMIN_PASS"} "$@"; }
+# the admin password goes through the environment (MYSQL_PWD), never on a command line that `ps` shows
+db_admin() { MYSQL_PWD="$DB_ADMIN_PASS" mariadb -h "$DB_HOST" -P "$DB_PORT" -u "$DB_ADMIN_USER" "$@"; }
 
 [[ $(id -u) == 0 ]] || die "run as root (needs apt, /etc/slurm, /run, munge/slurm users)"
-mkdir -p "$BASE"
+# $BASE holds sshd's config and host keys: it must be ours, a real directory, writable by nobody else
+# (in a shared /tmp another user could have created it first, or planted a link)
+[[ ! -L $BASE ]] || die "$BASE is a symbolic link: remove it or set BASE to a directory of your own"
+mkdir -p -m 755 "$BASE"
+[[ $(stat -c %u "$BASE") == "$(id -u)" ]] || die "$BASE belongs to uid $(stat -c %u "$BASE"), not to us: remove it or set BASE"
+chmod go-w "$BASE"
+if [[ -z $DB_PASS ]]; then  # keep the password slurmdbd uses, else a random one (never a built-in default)
+  DB_PASS=$(sed -n 's/^StoragePass=//p' /etc/slurm/slurmdbd.conf 2>/dev/null || true)
+  [[ -n $DB_PASS ]] || DB_PASS=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
+fi
 
 # ----------------------------------------------------------------------------------------------------------------
 phase_apt() {
@@ -213,6 +223,8 @@ start_slurmdbd() {
 CREATE DATABASE IF NOT EXISTS $DB_NAME;
 CREATE USER IF NOT EXISTS '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
 CREATE USER IF NOT EXISTS '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
+ALTER USER '$DB_USER'@'127.0.0.1' IDENTIFIED BY '$DB_PASS';
+ALTER USER '$DB_USER'@'localhost' IDENTIFIED BY '$DB_PASS';
 GRANT ALL ON $DB_NAME.* TO '$DB_USER'@'127.0.0.1';
 GRANT ALL ON $DB_NAME.* TO '$DB_USER'@'localhost';
 SQL

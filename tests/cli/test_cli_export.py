@@ -15,7 +15,6 @@ from aiida import orm
 from aiida.common.links import LinkType
 from aiida.plugins.entry_point import format_entry_point_string
 
-from aiida_lisei.data.deep_potential import DeepPotentialData, model_metadata
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.formats.lammps import parse_log
 
@@ -46,18 +45,12 @@ def plain(*command: str | Path, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def tiny_model(index: int = 1) -> DeepPotentialData:
-    """A tiny test model (Li P S Cl; ``index`` 1 to 4) as a stored ``DeepPotentialData``."""
-    metadata = model_metadata(json.loads((MODELS / f'input_{index}.json').read_text()))
-    return DeepPotentialData(MODELS / f'model_{index}.pb', deepmd_version='3.2.0', **metadata).store()
-
-
-def test_training_set_and_model_with_plain_dp_test(run_cli, tmp_path):
+def test_training_set_and_model_with_plain_dp_test(run_cli, tmp_path, tiny_deep_potential):
     """The exported set (deepmd/npy + provenance) and model are what plain ``dp test`` reads."""
     training_set = TrainingSetData.from_deepmd_npy(
         [FIXTURES / 'dp_training_set' / 'bcc_li', FIXTURES / 'dp_training_set' / 'li2s']
     ).store()
-    model = tiny_model()
+    model = tiny_deep_potential()
     result = run_cli('export', 'training-set', training_set.pk, tmp_path / 'data')
     assert result.exit_code == 0, result.output
     assert sorted(path.name for path in (tmp_path / 'data').iterdir()) == [
@@ -80,9 +73,9 @@ def test_training_set_and_model_with_plain_dp_test(run_cli, tmp_path):
     assert 'Energy RMSE' in tested.stdout + tested.stderr
 
 
-def test_model_with_plain_lammps(run_cli, tmp_path):
+def test_model_with_plain_lammps(run_cli, tmp_path, tiny_deep_potential):
     """Plain ``lmp`` with ``pair_style deepmd`` on the exported model gives the exploration's energy."""
-    model = tiny_model()
+    model = tiny_deep_potential()
     assert run_cli('export', 'model', model.pk, tmp_path / 'graph.pb').exit_code == 0
     refused = run_cli('export', 'model', model.pk, tmp_path / 'compressed.pb', '--compressed')
     assert refused.exit_code == 1 and 'has no compressed version' in refused.output
@@ -115,7 +108,9 @@ def _exploration(generate_calc_job_node, case: str, inputs: dict, caller: tuple)
     )
 
 
-def test_iteration_in_dpgen_layout_read_by_dpgen(run_cli, tmp_path, generate_calc_job_node, li16):
+def test_iteration_in_dpgen_layout_read_by_dpgen(
+    run_cli, tmp_path, generate_calc_job_node, li16, tiny_deep_potential
+):
     """One iteration's explorations in DP-GEN's folders; DP-GEN's own selection and dpdata read them, and
     plain ``lmp`` reruns a task in place (its models linked from ``00.train``) to the same deviations."""
     from dpgen.generator.run import _select_by_model_devi_standard
@@ -123,7 +118,7 @@ def test_iteration_in_dpgen_layout_read_by_dpgen(run_cli, tmp_path, generate_cal
     structure = li16()
     inputs = {
         'structure': structure,
-        'models': {f'model_{index}': tiny_model(index) for index in range(1, 5)},
+        'models': {f'model_{index}': tiny_deep_potential(index) for index in range(1, 5)},
     }
     workflow = orm.WorkflowNode(
         process_type=format_entry_point_string('aiida.workflows', 'lisei.concurrent_learning')

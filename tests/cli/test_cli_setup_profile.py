@@ -60,9 +60,22 @@ def test_profile_missing_name(run_cli):
 
 
 def test_profile_rabbitmq_unreachable(run_cli_subprocess):
-    result = run_cli_subprocess('setup', 'profile', '--name', 'p', '--broker', 'rabbitmq', '--broker-port', 1)
+    """The failure names the server and what to fix, never the password."""
+    result = run_cli_subprocess(
+        'setup',
+        'profile',
+        '--name',
+        'p',
+        '--broker',
+        'rabbitmq',
+        '--broker-port',
+        1,
+        '--broker-password',
+        'sekrit-4711',
+    )
     assert result.returncode == 1
     assert 'cannot connect to RabbitMQ at 127.0.0.1:1' in result.stderr
+    assert 'sekrit-4711' not in result.stdout + result.stderr and '***' in result.stderr
 
 
 @pytest.fixture
@@ -99,3 +112,7 @@ def test_profile_postgres_rabbitmq(run_cli_subprocess, unique_label, postgres_da
     again = run_cli_subprocess(*args)
     assert again.returncode == 0, again.stderr
     assert 'created' not in again.stdout
+    password = profile['storage']['config']['database_password']
+    assert len(password) >= 16 and not any(
+        password in out for out in (result.stdout, result.stderr, again.stdout)
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 from pathlib import Path
@@ -92,8 +93,17 @@ def _sshd_up() -> bool:
     return SSH_KEY.is_file()
 
 
+def _require_sshd() -> None:
+    """Skip without the localhost sshd + Slurm, or fail when ``LISEI_REQUIRE_SERVICES=1`` (``make test``)."""
+    if _sshd_up():
+        return
+    reason = 'needs the sshd + Slurm of scripts/hpc/setup-localhost-hpc.sh (`make hpc`)'
+    if os.environ.get('LISEI_REQUIRE_SERVICES') == '1':
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.mark.slurm
-@pytest.mark.skipif(not _sshd_up(), reason='needs the sshd + Slurm of scripts/hpc/setup-localhost-hpc.sh')
 @pytest.mark.parametrize(
     'transport_args',
     [
@@ -103,6 +113,7 @@ def _sshd_up() -> bool:
 )
 def test_setup_remote_slurm(run_cli, unique_label, transport_args):
     """Real SSH to the localhost sshd on port 2222, with the Slurm scheduler."""
+    _require_sshd()
     args = (
         *transport_args,
         '--work-dir',

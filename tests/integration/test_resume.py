@@ -1,4 +1,5 @@
-"""Resume after a daemon crash: ``lisei.concurrent_learning`` killed mid-iteration finishes, no CalcJob twice.
+"""Resume after a daemon crash: ``lisei.concurrent_learning`` killed mid-iteration and ``lisei.study`` killed
+in its restraint run finish, no CalcJob twice.
 
 The work chain is submitted to the daemon of the production profile; while the ensemble trains (some
 ``lisei.dp_train`` jobs finished, others running) every daemon process is killed with SIGKILL, then the
@@ -56,15 +57,25 @@ def kill_daemon_hard(daemon_client) -> int:
     return killed
 
 
-def wait_for(condition, timeout: float, message: str, interval: float = 1.0):
-    """Poll ``condition()`` until it returns a truthy value; fail with ``message`` after ``timeout`` (s)."""
+def wait_for(condition, timeout: float, message: str, interval: float = 1.0, explain=None):
+    """Poll ``condition()`` until it returns a truthy value; fail with ``message`` (and ``explain()``, the
+    state of what was waited for) after ``timeout`` (s)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(interval)
-    pytest.fail(f'timed out after {timeout:g} s: {message}')
+    pytest.fail(f'timed out after {timeout:g} s: {message}' + (f'\n{explain()}' if explain else ''))
+
+
+def process_tree(node: orm.ProcessNode, indent: str = '') -> str:
+    """Return the state of ``node`` and of every process below it, one line each."""
+    state = f'{node.process_state} {node.exit_status} {node.process_status}'
+    lines = [f'{indent}{node.process_label}<{node.pk}> {state}']
+    for child in sorted(node.called, key=lambda child: child.ctime):
+        lines.append(process_tree(child, indent + '  '))
+    return '\n'.join(lines)
 
 
 def test_concurrent_learning_survives_daemon_kill(started_daemon_client, one_thread_code, li16) -> None:
@@ -155,28 +166,36 @@ def _call_label(node: orm.ProcessNode) -> str:
     return node.base.links.get_incoming(link_type=(LinkType.CALL_CALC, LinkType.CALL_WORK)).one().link_label
 
 
-def test_restraint_md_survives_daemon_kill(
-    started_daemon_client, restraint_code, small_sandwich, tiny_model
+def test_study_survives_daemon_kill(
+    started_daemon_client, restraint_code, one_thread_code, small_sandwich, tiny_deep_potential
 ) -> None:
-    """Kill -9 the daemon while a segment of ``lisei.restraint_md`` runs; the run finishes, nothing redone."""
-    from aiida_lisei.workchains.restraint_md import RestraintMdWorkChain
+    """Kill -9 the daemon while a segment of the study's restraint run runs (three levels deep: study ->
+    lisei.restraint_md -> segment); the study finishes, nothing redone, one continuous COLVAR."""
+    from aiida_lisei.workchains.study import STEPS, StudyWorkChain
 
-    overrides = {
+    restraint = {
         'md': {
-            'parameters': {'ensemble': 'nvt', 'n_steps': 600, 'dump_stride': 50, 'restart_stride': 100},
+            'parameters': {'ensemble': 'nvt', 'n_steps': 300, 'dump_stride': 50, 'restart_stride': 50},
             'guards': {'enabled': False},  # the tiny Li-only model is not physical on the sandwich
         },
+        'equilibration': {'parameters': {'n_steps': 10, 'stride': 10}, 'guards': {'enabled': False}},
         'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 10},
-        'segment_steps': 200,
+        'segment_steps': 100,
     }
-    builder = RestraintMdWorkChain.get_builder_from_protocol(
-        restraint_code, small_sandwich, tiny_model, overrides=overrides
+    steps = {name: None for name in STEPS}
+    steps['restraint_md'] = {'protocol': 'demo', 'system': 'sandwich', 'overrides': restraint}
+    builder = StudyWorkChain.get_builder_from_protocol(
+        {'lmp_plumed': restraint_code, 'lmp': one_thread_code('lmp', 'lisei.exploration')},
+        overrides={'steps': steps, 'paper_size_models': False},
+        structures={'sandwich': small_sandwich},
+        models={f'model_{index}': tiny_deep_potential(index) for index in (1, 2)},
+        seed=3,
     )
     node = submit(builder)
 
     def segment_running():
-        jobs = [job for _, job in calcjobs_below(node)]
-        return jobs if jobs and not jobs[-1].is_terminated and jobs[-1].get_job_id() else None
+        segments = [job for _, job in calcjobs_below(node) if job.process_label == 'RestraintMdCalculation']
+        return segments if segments and not segments[-1].is_terminated and segments[-1].get_job_id() else None
 
     before = wait_for(segment_running, 300, 'no segment started', 0.2)
     try:
@@ -186,11 +205,19 @@ def test_restraint_md_survives_daemon_kill(
         started_daemon_client.start_daemon()
 
     wait_for(
-        lambda: node.is_terminated, 600, f'{node.process_label}<{node.pk}> did not finish after the restart'
+        lambda: node.is_terminated,
+        780,
+        f'{node.process_label}<{node.pk}> did not finish after the restart',
+        explain=lambda: f'{process_tree(node)}\n{diagnose(node, started_daemon_client)}',
     )
     assert node.is_finished_ok, diagnose(node, started_daemon_client)
-    segments = [job for _, job in calcjobs_below(node)]
-    assert len(segments) == 3 and all(job.is_finished_ok for job in segments)  # nothing ran twice
+    pairs = calcjobs_below(node)
+    labels = Counter(
+        (caller.pk, job.base.attributes.get('process_label'), _call_label(job)) for caller, job in pairs
+    )
+    assert all(count == 1 for count in labels.values()), labels  # no CalcJob ran twice
+    segments = [job for _, job in pairs if job.process_label == 'RestraintMdCalculation']
+    assert len(segments) == 3 and all(job.is_finished_ok for job in segments)
     assert {job.pk for job in before} <= {job.pk for job in segments}
     time_ps = node.outputs.colvar.get_array('time')
-    assert np.allclose(time_ps, np.arange(0, 601, 10) * 1e-3)  # one continuous series
+    assert np.allclose(time_ps, np.arange(0, 301, 10) * 1e-3)  # one continuous series

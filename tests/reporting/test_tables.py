@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiida_lisei.reporting.tables import format_iterations_table, format_table
+from aiida_lisei.reporting.tables import format_guard_report, format_iterations_table, format_table
 
 
 def test_format_table_aligns_columns():
@@ -37,3 +37,31 @@ def test_format_iterations_table_rows_per_temperature_and_pooled():
     assert lines[2].split() == ['1', 'bcc_lithium', '300', '50.0', '25.0', '25.0', '1']
     assert lines[3].split() == ['1', 'bcc_lithium', '1000', '50.0', '25.0', '25.0', '2']
     assert lines[4].split() == ['1', 'bcc_lithium', 'all', '60.0', '30.0', '10.0', '3', '3']
+
+
+def test_format_guard_report_says_the_verdict_first():
+    """A heading, then all passed or the failed guards by name, then one row per guard."""
+    guards = {
+        'passed': False,
+        'failed': ['temperature'],
+        'guards': {
+            'temperature': {
+                'value': 412.0,
+                'threshold': 30.0,
+                'passed': False,
+                'step': 40,
+                'detail': 'mean T',
+            },
+            'pressure': {
+                'value': 10.0,
+                'threshold': 2500.0,
+                'passed': True,
+                'step': None,
+                'detail': 'mean P',
+            },
+        },
+    }
+    report = format_guard_report(guards, 'guards <PK=1>')
+    assert report.splitlines()[0] == 'guards <PK=1> FAILED: temperature'
+    assert 'FAIL' in report and 'pass' in report and 'mean T' in report
+    assert format_guard_report({**guards, 'passed': True, 'failed': []}, 'x').startswith('x all passed')

@@ -12,6 +12,7 @@ from aiida_lisei.science.guards import (
     DEFAULT_GUARD_THRESHOLDS,
     GUARDS,
     check_guard_thresholds,
+    enforced_failure,
     evaluate_guards,
     first_failure,
     guards_summary,
@@ -141,6 +142,15 @@ def test_first_failure_follows_the_table_and_summary_is_serialisable():
     summary = guards_summary(results, None)
     assert summary['failed'] == ['lateral_cell', 'temperature'] and not summary['passed']
     json.dumps(summary)
+
+
+def test_enforced_failure_only_when_enabled():
+    """The first failed guard and what it measured, unless the guards are only reported (or all passed)."""
+    failing = list(_evaluate(thermo=_thermo(temp=np.full(50, 400.0))).values())
+    definition, detail = enforced_failure(guards_summary(failing, None))
+    assert definition.label == 'ERROR_GUARD_TEMPERATURE' and '400' in detail
+    assert enforced_failure(guards_summary(failing, {'enabled': False})) is None
+    assert enforced_failure(guards_summary(list(_evaluate().values()), None)) is None
 
 
 def test_thresholds_are_checked():

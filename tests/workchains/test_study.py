@@ -1,0 +1,194 @@
+"""Tests of ``lisei.study``: the steps' settings and inputs are checked before submission; real runs from
+given nodes (a model and the sandwich) through the restraint MD and the analysis, and a failed guard that
+ends the study with its code and no analysis."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from aiida import orm
+from aiida.engine import run_get_node
+
+from aiida_lisei.workchains.study import STEPS, StudyWorkChain, check_steps
+
+#: The restraint run of the tests: 40 steps in two segments after 20 steps of NPT equilibration.
+TINY_RESTRAINT = {
+    'md': {'parameters': {'n_steps': 40, 'thermo_stride': 10, 'dump_stride': 10, 'restart_stride': 0}},
+    'equilibration': {'parameters': {'n_steps': 20, 'stride': 10}},
+    'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 5},
+    'segment_steps': 20,
+}
+
+
+def only(**steps):
+    """Study overrides that run only ``steps`` (name -> settings); every other step is null."""
+    return {'steps': {name: steps.get(name) for name in STEPS}, 'paper_size_models': False}
+
+
+def test_protocols_check_their_steps():
+    """``demo`` runs every step; ``paper`` needs the initial training set (the paper's VASP AIMD)."""
+    assert set(StudyWorkChain.get_available_protocols()) == {'demo', 'paper'}
+    demo = StudyWorkChain.get_protocol_inputs('demo')
+    assert all(demo['steps'][name] is not None for name in STEPS)
+    assert StudyWorkChain.get_protocol_inputs('paper')['steps']['initial_data'] is None
+    with pytest.raises(ValueError, match='unknown step'):
+        check_steps({'relax': {'protocol': 'demo'}})
+    with pytest.raises(ValueError, match='unknown key'):
+        check_steps({'restraint_md': {'protocol': 'demo', 'system': 'sandwich', 'kappa': 1}})
+    with pytest.raises(ValueError, match='`system`'):
+        check_steps({'restraint_md': {'protocol': 'demo'}})
+    with pytest.raises(ValueError, match='workflow'):
+        check_steps({'initial_data': {'protocol': 'demo', 'systems': ['x'], 'workflow': 'lisei.nope'}})
+
+
+def test_bad_inputs_are_refused_before_anything_is_stored(aiida_code_installed, tiny_deep_potential):
+    """Missing codes, a step without its input, and the paper protocol without a training set."""
+    code = aiida_code_installed(label='stand-in', filepath_executable='/bin/true')
+    builder = StudyWorkChain.get_builder_from_protocol({'dp': code}, protocol='demo')
+    with pytest.raises(
+        ValueError, match=r"`codes` lacks \['label', 'lmp', 'lmp_plumed', 'md_engine', 'qeq'\]"
+    ):
+        run_get_node(builder)
+    paper = StudyWorkChain.get_builder_from_protocol({}, protocol='paper')
+    with pytest.raises(ValueError, match='step `concurrent_learning` needs `training_set`'):
+        run_get_node(paper)
+    analysis_only = StudyWorkChain.get_builder_from_protocol(
+        {'qeq': code}, overrides=only(nucleation_analysis={'protocol': 'demo'})
+    )
+    with pytest.raises(ValueError, match='needs `models`'):
+        run_get_node(analysis_only)
+    analysis_only.models = {'m1': tiny_deep_potential(1)}
+    with pytest.raises(ValueError, match='restraint'):
+        run_get_node(analysis_only)  # the analysis reads the restraint run of the study
+
+
+@pytest.mark.slow
+def test_from_given_models_to_the_analysis(
+    restraint_code, venv_code, small_sandwich, tiny_deep_potential, tmp_path
+):
+    """Given the sandwich and an ensemble, the study equilibrates, pulls and analyses; its outputs trace
+    back to the steps. The Li-only test model is not physical on the sandwich: its guards are reported,
+    not enforced, and the analysis, told to take it, marks the summary as not a result."""
+    codes = {
+        'lmp_plumed': restraint_code,
+        'lmp': venv_code('lmp', 'lisei.exploration'),
+        'qeq': venv_code('lisei-qeq', 'lisei.qeq'),
+    }
+    restraint = {**TINY_RESTRAINT, 'md': {**TINY_RESTRAINT['md'], 'guards': {'enabled': False}}}
+    restraint['equilibration'] = {**restraint['equilibration'], 'guards': {'enabled': False}}
+    builder = StudyWorkChain.get_builder_from_protocol(
+        codes,
+        overrides=only(
+            restraint_md={'protocol': 'demo', 'system': 'sandwich', 'overrides': restraint},
+            nucleation_analysis={'protocol': 'demo', 'allow_failed_guards': True},
+        ),
+        structures={'sandwich': small_sandwich},
+        models={f'model_{index}': tiny_deep_potential(index) for index in (1, 2)},
+        seed=5,
+    )
+    _, node = run_get_node(builder)
+    assert node.is_finished_ok, node.exit_message
+    labels = {link.link_label: link.node for link in node.base.links.get_outgoing().all()}
+    assert {'restraint_md', 'nucleation_analysis'} <= set(labels)
+    restraint_node = labels['restraint_md']
+    assert restraint_node.inputs.md.model.uuid == builder.models['model_1'].uuid
+    assert node.outputs.trajectory.uuid == restraint_node.outputs.trajectory.uuid
+    assert node.outputs.summary['guards']['passed'] is False
+    assert sorted(node.outputs.models) == ['model_1', 'model_2']
+    report = '\n'.join(log.message for log in orm.Log.collection.get_logs_for(node))
+    assert 'not run: atomic_models, initial_data, concurrent_learning, model_validation' in report
+
+    page = check_report_and_status(node, tmp_path)
+    for figure in (
+        *restraint_node.outputs.plots.values(),
+        *labels['nucleation_analysis'].outputs.figures.values(),
+    ):
+        assert f'UUID {figure.uuid}' in page  # every figure, named by its node
+    assert 'NOT A RESULT' in page  # the analysis of a run that failed its guards says so
+    check_in_browser(tmp_path / 'report.html', tmp_path)
+
+
+def check_report_and_status(node: orm.ProcessNode, folder: Path) -> str:
+    """``aiida-lisei report`` writes one self-contained page; ``status`` lists the steps; return the page."""
+    from click.testing import CliRunner
+
+    from aiida_lisei.cli import cmd_root
+
+    path = folder / 'report.html'
+    result = CliRunner().invoke(cmd_root, ['report', str(node.pk), '-o', str(path)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    page = path.read_text()
+    assert page.count('<img ') >= 3 and 'src="http' not in page and f'UUID {node.uuid}' in page
+    status = CliRunner().invoke(cmd_root, ['status', str(node.pk)], catch_exceptions=False).output
+    assert 'StudyWorkChain' in status and 'restraint_md: RestraintMdWorkChain' in status, status
+    return page
+
+
+def check_in_browser(page: Path, folder: Path) -> None:
+    """Headless Chromium loads the page with no console error and renders it (screenshot not blank)."""
+    import numpy as np
+    from PIL import Image
+
+    chromium = shutil.which('chromium')
+    if chromium is None:
+        reason = "needs Debian's chromium (`make browser`)"
+        if os.environ.get('LISEI_REQUIRE_SERVICES') == '1':
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    screenshot = folder / 'screenshot.png'
+    result = subprocess.run(
+        [
+            chromium,
+            '--headless',
+            '--no-sandbox',
+            '--disable-gpu',
+            '--enable-logging=stderr',
+            '--v=0',
+            f'--screenshot={screenshot}',
+            '--window-size=1280,2400',
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert screenshot.is_file(), result.stderr[-2000:]
+    console = [line for line in result.stderr.splitlines() if 'CONSOLE' in line or 'Uncaught' in line]
+    assert not console, console
+    pixels = np.asarray(Image.open(screenshot).convert('L'), dtype=float)
+    assert pixels.std() > 5.0  # not a blank page: text and figures
+
+
+@pytest.mark.slow
+def test_a_failed_guard_ends_the_study_without_analysis(
+    restraint_code, venv_code, small_sandwich, tiny_deep_potential
+):
+    """Guards enforced: the Li-only model fails them on the sandwich; the study ends with the guard's code
+    (450-456), keeps the run's outputs, and the analysis is not run."""
+    codes = {
+        'lmp_plumed': restraint_code,
+        'lmp': venv_code('lmp', 'lisei.exploration'),
+        'qeq': venv_code('lisei-qeq', 'lisei.qeq'),
+    }
+    builder = StudyWorkChain.get_builder_from_protocol(
+        codes,
+        overrides=only(
+            restraint_md={'protocol': 'demo', 'system': 'sandwich', 'overrides': TINY_RESTRAINT},
+            nucleation_analysis={'protocol': 'demo'},
+        ),
+        structures={'sandwich': small_sandwich},
+        models={f'model_{index}': tiny_deep_potential(index) for index in (1, 2)},
+        seed=5,
+    )
+    _, node = run_get_node(builder)
+    assert 450 <= node.exit_status <= 456, (node.exit_status, node.exit_message)
+    assert 'no analysis presents it as a result' in node.exit_message
+    assert {'trajectory', 'colvar', 'guards'} <= set(node.outputs)
+    assert not node.outputs.guards['passed']
+    labels = {link.link_label for link in node.base.links.get_outgoing().all()}
+    assert 'restraint_md' in labels and 'nucleation_analysis' not in labels
