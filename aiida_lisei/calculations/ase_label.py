@@ -15,7 +15,7 @@ from aiida.common.datastructures import CalcInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
-from aiida_lisei.calculations.base import LiseiCalcJob
+from aiida_lisei.calculations.base import LiseiCalcJob, validate_label
 from aiida_lisei.common.validation import dict_port_validator
 from aiida_lisei.data.frames import validate_frame_tags
 from aiida_lisei.data.training_set import TrainingSetData
@@ -110,6 +110,7 @@ class AseLabelCalculation(LiseiCalcJob):
         spec.input(
             'system_label',
             valid_type=orm.Str,
+            validator=validate_label,
             serializer=orm.to_aiida_type,
             help='Label of the system in the training set (e.g. `bcc_li`, `interface`).',
         )

@@ -11,20 +11,65 @@ from aiida.engine import CalcJob, CalcJobProcessSpec, ExitCode, Process, Process
 
 from aiida_lisei.common.exit_codes import invalidates_cache as status_invalidates_cache
 from aiida_lisei.common.seeds import check_seed
-from aiida_lisei.common.validation import dict_port_validator, value_port_validator
+from aiida_lisei.common.validation import (
+    check_code_plugin,
+    check_finite_geometry,
+    dict_port_validator,
+    port_validator,
+    safe_label,
+    value_port_validator,
+)
 from aiida_lisei.science.guards import GUARDS, check_guard_thresholds, enforced_failure
 
 __all__ = (
     'LiseiCalcJob',
     'LiseiCalcJobProcessSpec',
+    'check_code',
+    'check_structure',
     'define_guard_exit_codes',
     'guard_exit_code',
     'validate_guards',
+    'validate_label',
     'validate_seed',
+    'validate_structure',
+    'validate_trajectory',
 )
 
 #: Port validator of an engine's ``seed`` input: an integer in ``[1, MAX_SEED]``.
 validate_seed = value_port_validator(check_seed)
+
+
+def check_structure(structure: Any, name: str = '`structure`') -> Any:
+    """Raise ``ValueError`` if a ``StructureData`` has NaN/inf positions or cell, or a periodic cell of zero
+    volume (:func:`~aiida_lisei.common.validation.check_finite_geometry`); return it."""
+    positions = [site.position for site in structure.sites]
+    check_finite_geometry(structure.cell, positions, name, periodic=any(structure.pbc))
+    return structure
+
+
+def check_trajectory(trajectory: Any, name: str = '`trajectory`') -> Any:
+    """Raise ``ValueError`` if a ``TrajectoryData`` has NaN/inf positions or cells, or a zero-volume cell."""
+    cells = trajectory.get_cells()
+    positions = trajectory.get_positions()
+    for index in range(trajectory.numsteps):
+        cell = cells[index] if cells is not None else [[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]]
+        check_finite_geometry(cell, positions[index], f'{name} frame {index}', periodic=cells is not None)
+    return trajectory
+
+
+def check_code(code: Any, name: str, plugins: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` if ``code`` is missing (``None``) or its default CalcJob plugin is not in
+    ``plugins`` (:func:`~aiida_lisei.common.validation.check_code_plugin`); a code without a default plugin
+    cannot be checked and passes."""
+    if code is not None and code.default_calc_job_plugin is None:
+        return
+    check_code_plugin(None if code is None else code.default_calc_job_plugin, name, plugins)
+
+
+#: Port validators: a finite, non-degenerate structure or trajectory; a safe system label.
+validate_structure = port_validator(check_structure, lambda node: node)
+validate_trajectory = port_validator(check_trajectory, lambda node: node)
+validate_label = value_port_validator(lambda value: safe_label(value, '`system_label`'))
 
 
 class LiseiCalcJobProcessSpec(CalcJobProcessSpec):
@@ -65,6 +110,28 @@ class LiseiCalcJob(CalcJob):
         options['withmpi'].default = False
         options['parser_name'].default = cls._DEFAULT_PARSER
         options['output_filename'].default = cls._STDOUT_FILE
+        cls.define_parser_contract_exit_codes(spec)
+
+    @staticmethod
+    def define_parser_contract_exit_codes(spec: CalcJobProcessSpec) -> None:
+        """Define the exit codes of the parser contract (``parsers/base.py``, ``docs/reliability.md``):
+        313 ``ERROR_OUTPUT_NONFINITE``, 314 ``ERROR_OUTPUT_PARSING_FAILED``, 315 ``ERROR_OUTPUT_TRUNCATED``.
+        """
+        spec.exit_code(
+            313,
+            'ERROR_OUTPUT_NONFINITE',
+            message='The outputs hold NaN or infinite values, so they are not a result: {detail}',
+        )
+        spec.exit_code(
+            314,
+            'ERROR_OUTPUT_PARSING_FAILED',
+            message='The retrieved files could not be parsed: {exception}',
+        )
+        spec.exit_code(
+            315,
+            'ERROR_OUTPUT_TRUNCATED',
+            message='The file `{filename}` is truncated: {detail}.',
+        )
 
     @staticmethod
     def define_file_exit_codes(spec: CalcJobProcessSpec) -> None:

@@ -259,6 +259,11 @@ class DpTrainCalculation(LiseiCalcJob):
             message='No compressed model: `dp compress` failed (see compress.log).',
         )
         spec.exit_code(
+            316,
+            'ERROR_MODEL_UNREADABLE',
+            message='The frozen model `{filename}` is not a whole model: {reason}.',
+        )
+        spec.exit_code(
             310,
             'ERROR_LCURVE_UNREADABLE',
             message='`lcurve.out` could not be read: {exception}',

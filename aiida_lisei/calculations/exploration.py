@@ -9,7 +9,7 @@ from aiida.common.datastructures import CalcInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
-from aiida_lisei.calculations.base import LiseiCalcJob, validate_guards, validate_seed
+from aiida_lisei.calculations.base import LiseiCalcJob, validate_guards, validate_seed, validate_structure
 from aiida_lisei.common.validation import dict_port_validator
 from aiida_lisei.data.deep_potential import DeepPotentialData, model_filename, models_type_map
 from aiida_lisei.formats.lammps import (
@@ -85,7 +85,12 @@ class ExplorationCalculation(LiseiCalcJob):
         """Define the process specification: inputs, outputs and exit codes."""
         super().define(spec)
 
-        spec.input('structure', valid_type=orm.StructureData, help='Initial configuration (Å), 3D periodic.')
+        spec.input(
+            'structure',
+            valid_type=orm.StructureData,
+            validator=validate_structure,
+            help='Initial configuration (Å), 3D periodic.',
+        )
         spec.input_namespace(
             'models',
             valid_type=(orm.SinglefileData, DeepPotentialData),

@@ -11,7 +11,7 @@ from aiida.common.datastructures import CalcInfo
 from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
-from aiida_lisei.calculations.base import LiseiCalcJob
+from aiida_lisei.calculations.base import LiseiCalcJob, validate_structure, validate_trajectory
 from aiida_lisei.common.validation import dict_port_validator
 from aiida_lisei.data.structure import GroupedStructureData
 from aiida_lisei.engines.qeq_charges import check_settings, species_parameters
@@ -179,11 +179,13 @@ class QEqCalculation(LiseiCalcJob):
         spec.input(
             'trajectory',
             valid_type=orm.TrajectoryData,
+            validator=validate_trajectory,
             help='Frames (positions and cells Å, symbols; optional times ps, atom_ids = site index + 1).',
         )
         spec.input(
             'structure',
             valid_type=GroupedStructureData,
+            validator=validate_structure,
             required=False,
             help='The same system with region groups: statistics per group, and the element of every row.',
         )

@@ -29,6 +29,7 @@ from aiida_lisei.calculations.base import (
     define_guard_exit_codes,
     validate_guards,
     validate_seed,
+    validate_structure,
 )
 from aiida_lisei.common.validation import complete_parameters, dict_port_validator
 from aiida_lisei.data.deep_potential import DeepPotentialData, model_filename, models_type_map
@@ -124,6 +125,7 @@ class RestraintMdCalculation(LiseiCalcJob):
         spec.input(
             'structure',
             valid_type=GroupedStructureData,
+            validator=validate_structure,
             help='Start configuration (Å) with atom groups and layers (e.g. the sandwich of step 1).',
         )
         spec.input(

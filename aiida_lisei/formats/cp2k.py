@@ -24,6 +24,7 @@ __all__ = (
     'HARTREE_TO_EV',
     'Cp2kOutputError',
     'cp2k_stress_to_ase',
+    'fortran_float',
     'parse_cp2k_mo_summary',
     'parse_cp2k_output',
     'parse_cp2k_pdos',
@@ -54,9 +55,16 @@ class Cp2kOutputError(ValueError):
     """The text is not a CP2K output, or one of its blocks is malformed."""
 
 
-def _float(text: str) -> float:
-    """Parse a Fortran real (``1.0D-03`` or ``1.0E-03``)."""
-    return float(text.replace('D', 'E').replace('d', 'e'))
+def fortran_float(text: str) -> float:
+    """Parse a Fortran real (``1.0D-03`` or ``1.0E-03``); a Fortran overflow field (``****``) or any other
+    non-number raises :class:`Cp2kOutputError`."""
+    try:
+        return float(text.replace('D', 'E').replace('d', 'e'))
+    except ValueError:
+        raise Cp2kOutputError(f'not a number: {text!r} (a Fortran overflow field?)') from None
+
+
+_float = fortran_float
 
 
 def _last_forces(lines: list[str]) -> np.ndarray | None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .cp2k import BOHR_TO_ANGSTROM, HARTREE_TO_EV, Cp2kOutputError
+from .cp2k import BOHR_TO_ANGSTROM, HARTREE_TO_EV, Cp2kOutputError, fortran_float
 
 __all__ = (
     'ENERGY_FILE',
@@ -57,9 +57,9 @@ def parse_cp2k_xyz(text: str) -> tuple[np.ndarray, np.ndarray, list[str], np.nda
         if any(len(row) != 4 for row in rows):
             break
         symbols = [row[0] for row in rows]
-        frames.append([[float(value) for value in row[1:]] for row in rows])
+        frames.append([[fortran_float(value) for value in row[1:]] for row in rows])
         steps.append(int(step.group(1)))
-        energies.append(float(energy.group(1).rstrip(',')))
+        energies.append(fortran_float(energy.group(1).rstrip(',')))
         index += natoms + 2
     return (
         np.array(steps, dtype=int),
@@ -72,7 +72,7 @@ def parse_cp2k_xyz(text: str) -> tuple[np.ndarray, np.ndarray, list[str], np.nda
 def _table(text: str, columns: int) -> np.ndarray:
     """Return the complete numeric rows (``columns`` values) of a CP2K table, comment lines skipped."""
     rows = [line.split() for line in text.splitlines() if line.strip() and not line.lstrip().startswith('#')]
-    return np.array([[float(value) for value in row] for row in rows if len(row) == columns]).reshape(
+    return np.array([[fortran_float(value) for value in row] for row in rows if len(row) == columns]).reshape(
         -1, columns
     )
 
@@ -102,14 +102,16 @@ def parse_cp2k_restart_geometry(text: str) -> tuple[np.ndarray, np.ndarray]:
     are the first of the SUBSYS (the cell, not its ``CELL_REF``).
     """
     subsys = text[text.rfind('&SUBSYS') :]
+    if '&END SUBSYS' not in subsys or '&END FORCE_EVAL' not in subsys:
+        raise Cp2kOutputError('the SUBSYS or FORCE_EVAL section of the restart file is not closed: truncated')
     blocks = _COORD.findall(subsys)
     if not blocks:
         raise Cp2kOutputError('no &COORD block in the SUBSYS of the restart file')
     rows = [line.split() for line in blocks[0].splitlines()]
-    positions = np.array([[float(value) for value in row[1:4]] for row in rows if len(row) >= 4])
+    positions = np.array([[fortran_float(value) for value in row[1:4]] for row in rows if len(row) >= 4])
     vectors: dict[str, list[float]] = {}
     for name, *values in _CELL_VECTOR.findall(subsys):  # the first A/B/C: CELL, not CELL_REF
-        vectors.setdefault(name, [float(value) for value in values])
+        vectors.setdefault(name, [fortran_float(value) for value in values])
     if sorted(vectors) != ['A', 'B', 'C']:
         raise Cp2kOutputError('no cell vectors A, B, C in the restart file')
     return np.array([vectors['A'], vectors['B'], vectors['C']]), positions
@@ -118,7 +120,8 @@ def parse_cp2k_restart_geometry(text: str) -> tuple[np.ndarray, np.ndarray]:
 def parse_cp2k_trajectory(positions: str, forces: str | None, cells: str | None) -> dict[str, Any]:
     """Return the frames present in every given file: ``steps``, ``symbols``, ``positions`` (Å),
     ``cells`` (Å, ``None`` without a cell file), ``energies`` (eV), ``forces`` (eV/Å, ``None`` without a
-    forces file). Frames are matched by step; a frame missing from one file is dropped."""
+    forces file), and ``counts``: the frames read from each file (``None`` for a file not given). Frames are
+    matched by step; a frame missing from one file is dropped (the caller compares the counts)."""
     steps, energies, symbols, values = parse_cp2k_xyz(positions)
     keep = {int(step): index for index, step in enumerate(steps)}
     force_frames = cell_frames = None
@@ -132,6 +135,11 @@ def parse_cp2k_trajectory(positions: str, forces: str | None, cells: str | None)
         keep = {step: index for step, index in keep.items() if step in cell_frames}
     order = sorted(keep)
     return {
+        'counts': {
+            'positions': len(steps),
+            'forces': None if force_frames is None else len(force_frames),
+            'cells': None if cell_frames is None else len(cell_frames),
+        },
         'steps': np.array(order, dtype=int),
         'symbols': symbols,
         'positions': values[[keep[step] for step in order]].reshape(-1, len(symbols), 3),

@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from aiida_lisei.common.seeds import check_seed
-from aiida_lisei.common.validation import complete_parameters, is_number, positive_integer, positive_number
+from aiida_lisei.common.validation import (
+    check_stride_within_run,
+    complete_parameters,
+    is_number,
+    positive_integer,
+    positive_number,
+)
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -209,6 +215,8 @@ def check_exploration_parameters(parameters: Mapping[str, Any]) -> dict[str, Any
         )
     for name in ('n_steps', 'stride'):
         positive_integer(full[name], f'`{name}`')
+    if 'stride' in parameters:  # a stride asked for that is longer than the run (not the default's)
+        check_stride_within_run(full['stride'], full['n_steps'], '`stride`')
     for name in _MD_NUMBERS:
         positive_number(full[name], f'`{name}`')
     full['short_range_repulsion'] = check_short_range_repulsion(full['short_range_repulsion'])

@@ -479,13 +479,12 @@ def write_colvar(
 def read_colvar(path_or_text: str | os.PathLike) -> dict[str, np.ndarray]:
     """Columns of a PLUMED COLVAR file (``#! FIELDS`` header) as ``{field: array}``.
 
-    A :class:`~pathlib.Path`, or a string without ``#! FIELDS``, is read as a file name. Repeated
-    headers (restarts) must name the same fields; ``#! SET`` and other comment lines are skipped.
+    A :class:`~pathlib.Path` (any ``os.PathLike``) is read as a file; a string is always the text itself
+    (never opened as a file name: a parser hands it the content of a retrieved file, whatever it holds).
+    Repeated headers (restarts) must name the same fields; ``#! SET`` and other comment lines are skipped.
+    Raises ``ValueError`` without a ``#! FIELDS`` header or on a malformed row.
     """
-    if isinstance(path_or_text, os.PathLike) or '#! FIELDS' not in str(path_or_text):
-        text = Path(path_or_text).read_text()
-    else:
-        text = str(path_or_text)
+    text = Path(path_or_text).read_text() if isinstance(path_or_text, os.PathLike) else str(path_or_text)
     fields: list[str] | None = None
     rows: list[list[float]] = []
     for number, line in enumerate(text.splitlines(), start=1):

@@ -62,6 +62,10 @@ class AseLabelParser(LiseiParser):
             return exit_code.format(missing=missing, nframes=len(keys))
         if not labelled:
             return self.exit_codes.ERROR_ALL_FRAMES_FAILED.format(nframes=len(keys))
+        if not results.complete:  # every frame has a line, but the engine never wrote its footer
+            return self.exit_codes.ERROR_OUTPUT_TRUNCATED.format(
+                filename=AseLabelCalculation._RESULTS_FILE, detail='no footer after the last frame'
+            )
         return None
 
     def _build_labels(self, results: FrameRecords, keys: list[str]) -> TrainingSetData:

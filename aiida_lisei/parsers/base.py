@@ -15,12 +15,22 @@ its engine's failures to its exit codes):
 * **the decision order**: :meth:`LiseiParser.parse` runs the parser's :meth:`LiseiParser.parse_outputs`,
   which attaches what it can before it decides the exit code; a missing or unreadable required file
   stops it at once (:class:`OutputFileError`) with its exit code.
+* **the contract** (``docs/reliability.md``): whatever the content of the retrieved files, :meth:`parse`
+  returns outputs or a documented exit code, never raises. Any other exception of the parser gives 314
+  ``ERROR_OUTPUT_PARSING_FAILED`` (logged with its traceback); a NaN or infinity in an attached output
+  is replaced by ``None`` in a ``Dict`` or attribute (AiiDA cannot store it) and gives 313
+  ``ERROR_OUTPUT_NONFINITE`` unless the parser already failed (arrays may keep documented NaN
+  placeholders, :attr:`LiseiParser._NONFINITE_ALLOWED`, and any NaN once the parser failed); a parse that
+  fails while the scheduler had already diagnosed the job (e.g. 120, out of walltime) keeps the
+  scheduler's exit code.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import math
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 from aiida import orm
@@ -31,7 +41,14 @@ from aiida_lisei.formats.cp2k import Cp2kOutputError, parse_cp2k_output
 from aiida_lisei.formats.lammps import DumpFrames, LammpsLog
 from aiida_lisei.science.guards import GuardResult, evaluate_guards
 
-__all__ = ('Cp2kBaseParser', 'LiseiParser', 'OutputFileError', 'array_data', 'measure_guards')
+__all__ = (
+    'Cp2kBaseParser',
+    'LiseiParser',
+    'OutputFileError',
+    'array_data',
+    'finite_or_none',
+    'measure_guards',
+)
 
 
 class OutputFileError(Exception):
@@ -51,17 +68,72 @@ class LiseiParser(Parser):
 
     _MISSING = 'ERROR_OUTPUT_MISSING'
     _UNREADABLE = 'ERROR_OUTPUT_UNREADABLE'
+    _PARSING_FAILED = 'ERROR_OUTPUT_PARSING_FAILED'
+    _NONFINITE = 'ERROR_OUTPUT_NONFINITE'
+    #: Arrays of an output (link label -> array names) whose NaN are documented placeholders (e.g. no time).
+    _NONFINITE_ALLOWED: ClassVar[Mapping[str, frozenset[str]]] = {}
 
     def parse(self, **kwargs: Any) -> ExitCode | None:
-        """Run :meth:`parse_outputs`; a missing or unreadable required file ends it with its exit code."""
+        """Run :meth:`parse_outputs` under the contract: an exit code for any content, never an exception.
+
+        A missing or unreadable required file ends it with its exit code; any other exception gives the
+        parsing-failed code; non-finite values in the outputs are removed and give the non-finite code; a
+        failed parse keeps the scheduler's diagnosis when there is one.
+        """
         try:
-            return self.parse_outputs(**kwargs)
+            exit_code = self.parse_outputs(**kwargs)
         except OutputFileError as error:
-            return error.exit_code
+            exit_code = error.exit_code
+        except Exception as exception:  # the contract: any content of the files gives an exit code
+            self.logger.error(f'the parser failed on the retrieved files:\n{traceback.format_exc()}')
+            exit_code = self.exit_codes[self._PARSING_FAILED].format(
+                exception=f'{type(exception).__name__}: {exception}'
+            )
+        nonfinite = self.remove_nonfinite(allow_arrays=bool(exit_code and exit_code.status))
+        if nonfinite and not (exit_code and exit_code.status):
+            exit_code = self.exit_codes[self._NONFINITE].format(detail='; '.join(nonfinite[:5]))
+        elif nonfinite:
+            self.logger.warning(f'NaN/inf replaced by None in {"; ".join(nonfinite[:5])}')
+        if exit_code is not None and exit_code.status in self._parse_failure_statuses():
+            scheduler = self.scheduler_exit_code()
+            if scheduler is not None and scheduler.status != exit_code.status:
+                self.logger.error(f"parse failed ({exit_code.message}); keeping the scheduler's diagnosis")
+                return scheduler
+        return exit_code
+
+    def _parse_failure_statuses(self) -> set[int]:
+        """Statuses of the file exit codes (missing, unreadable, parsing failed, non-finite)."""
+        labels = (self._MISSING, self._UNREADABLE, self._PARSING_FAILED, self._NONFINITE)
+        return {self.exit_codes[label].status for label in labels if label in self.exit_codes}
 
     def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
         """Attach the outputs, then return the exit code (``None``: success)."""
         raise NotImplementedError
+
+    def remove_nonfinite(self, allow_arrays: bool = False) -> list[str]:
+        """Replace NaN/inf in the attributes of the attached outputs by ``None``; return where any was found.
+
+        Arrays (``ArrayData``) are reported unless ``allow_arrays`` or listed in :attr:`_NONFINITE_ALLOWED`;
+        they are kept as they are (``ArrayData`` stores NaN; the exit code says the result is not valid).
+        """
+        found = []
+        for label, node in self._outputs.items():
+            if not isinstance(node, orm.Data) or node.is_stored:
+                continue
+            for key, value in node.base.attributes.all.items():
+                if key.startswith('array|'):
+                    continue
+                cleaned, bad = finite_or_none(value)
+                if bad:
+                    node.base.attributes.set(key, cleaned)
+                    found.append(f'`{label}` {key}')
+            if isinstance(node, orm.ArrayData) and not allow_arrays:
+                allowed = self._NONFINITE_ALLOWED.get(label, frozenset())
+                for name in node.get_arraynames():
+                    array = node.get_array(name)
+                    if name not in allowed and array.dtype.kind in 'fc' and not np.isfinite(array).all():
+                        found.append(f'`{label}` array {name}')
+        return found
 
     # -- retrieved files ------------------------------------------------------------------------------------
 
@@ -139,9 +211,13 @@ class Cp2kBaseParser(LiseiParser):
     The main output missing gives 400 ``ERROR_OUT_OF_WALLTIME`` when the scheduler stopped the job on its
     walltime (so the restart handlers see one code), else aiida-cp2k's ``ERROR_OUTPUT_MISSING``; a file
     that cannot be read gives ``ERROR_OUTPUT_READ``, one that is not a CP2K output ``ERROR_OUTPUT_PARSE``.
+    The contract's codes are aiida-cp2k's too: any other exception 350 ``ERROR_UNEXPECTED_PARSER_EXCEPTION``,
+    NaN/inf in the outputs 302 ``ERROR_OUTPUT_PARSE``.
     """
 
     _UNREADABLE = 'ERROR_OUTPUT_READ'
+    _PARSING_FAILED = 'ERROR_UNEXPECTED_PARSER_EXCEPTION'  # aiida-cp2k's codes: 350
+    _NONFINITE = 'ERROR_OUTPUT_PARSE'  # 302
 
     def scheduler_exit_code(self) -> ExitCode | None:
         """Return 400 if the scheduler reported that the job ran out of walltime, else ``None``."""
@@ -165,6 +241,20 @@ class Cp2kBaseParser(LiseiParser):
         except Cp2kOutputError as exception:
             exit_code = self.unreadable_exit_code(filename, exception, 'ERROR_OUTPUT_PARSE')
             raise OutputFileError(exit_code) from None
+
+
+def finite_or_none(value: Any) -> tuple[Any, bool]:
+    """Return ``value`` with NaN/inf floats (in nested lists and dicts) replaced by ``None``, and whether any
+    was."""
+    if isinstance(value, float):
+        return (value, False) if math.isfinite(value) else (None, True)
+    if isinstance(value, Mapping):
+        items = {key: finite_or_none(item) for key, item in value.items()}
+        return {key: item for key, (item, _) in items.items()}, any(bad for _, bad in items.values())
+    if isinstance(value, list | tuple):
+        items = [finite_or_none(item) for item in value]
+        return [item for item, _ in items], any(bad for _, bad in items)
+    return value, False
 
 
 def array_data(columns: dict[str, Any]) -> orm.ArrayData:

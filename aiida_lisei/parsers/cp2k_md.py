@@ -44,7 +44,8 @@ class Cp2kMdParser(Cp2kBaseParser):
       ``wall_time_seconds``; with an ``.ener`` file ``mean_temperature`` (K) and ``conserved_energy_drift``
       (eV/atom, last minus first).
 
-    Exit codes (aiida-cp2k's): 210 output missing, 301/302 unreadable, 400 walltime, 304 ``[ABORT]``,
+    Exit codes (aiida-cp2k's): 210 output missing, 301/302 unreadable, 321/323/325 a positions, forces or
+    cell file with fewer frames than another (cut short), 400 walltime, 304 ``[ABORT]``,
     450 an SCF did not converge (not for MD: a warning and ``scf_converged`` false), 501 optimisation
     not converged in ``MAX_ITER``, 303 incomplete.
     """
@@ -58,6 +59,10 @@ class Cp2kMdParser(Cp2kBaseParser):
         except Cp2kOutputError as exception:
             self.logger.error(f'cannot parse the CP2K output: {exception}')
             return self.exit_codes.ERROR_OUTPUT_PARSE
+
+        truncated = self._truncated_file(frames) if results['completed'] else None  # else 400 or 303
+        if truncated is not None:
+            return truncated
 
         parameters = {
             'cp2k_version': results['version'],
@@ -109,6 +114,27 @@ class Cp2kMdParser(Cp2kBaseParser):
             self._read(calculation._DEFAULT_TRAJECT_FORCES_FILE_NAME),
             self._read(calculation._DEFAULT_TRAJECT_CELL_FILE_NAME),
         )
+
+    def _truncated_file(self, frames: dict[str, Any] | None) -> ExitCode | None:
+        """Return the read error (321, 323, 325) of a trajectory file with fewer frames than another one.
+
+        The three files are written at the same steps; a file cut short (a truncated copy, a full disk) would
+        otherwise drop frames silently from the matched trajectory.
+        """
+        if frames is None:
+            return None
+        counts = {name: count for name, count in frames['counts'].items() if count is not None}
+        most = max(counts.values())
+        labels = {
+            'positions': 'ERROR_COORDINATES_TRAJECTORY_READ',
+            'forces': 'ERROR_FORCES_TRAJECTORY_READ',
+            'cells': 'ERROR_CELLS_TRAJECTORY_READ',
+        }
+        for name, count in counts.items():
+            if count < most:
+                self.logger.error(f'the {name} file has {count} frames, another trajectory file {most}')
+                return self.exit_codes[labels[name]]
+        return None
 
     def _trajectory(self, frames: dict[str, Any]) -> orm.TrajectoryData:
         """Return the TrajectoryData of the parsed frames (the input cell for every frame if none printed)."""

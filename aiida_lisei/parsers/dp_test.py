@@ -22,6 +22,8 @@ __all__ = ('DpTestParser', 'error_summary', 'parse_test_log', 'read_detail')
 
 _SYSTEM = re.compile(r'# testing system : (\S+)')
 _NFRAMES = re.compile(r'# number of test data : (\d+)')
+_NSYSTEMS = re.compile(r'# number of systems : (\d+)')
+_CLOSING = re.compile(r'# -{20,}\s*$')
 
 
 def read_detail(text: str) -> tuple[np.ndarray, np.ndarray]:
@@ -39,11 +41,22 @@ def read_detail(text: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def parse_test_log(text: str) -> list[tuple[str, int]]:
-    """Return ``(system path, number of frames tested)`` in the order ``dp test`` tested them."""
+    """Return ``(system path, number of frames tested)`` in the order ``dp test`` tested them.
+
+    Raises ``ValueError`` on a log cut short: it must end with dp test's closing ``# ----`` line, after the
+    weighted average over all systems when there are several.
+    """
     systems = _SYSTEM.findall(text)
     counts = [int(count) for count in _NFRAMES.findall(text)]
     if len(systems) != len(counts):
         raise ValueError(f'{len(systems)} systems but {len(counts)} frame counts in the log')
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines or not _CLOSING.search(lines[-1]):
+        raise ValueError('the log does not end with the closing `# ----` line of dp test: truncated')
+    if len(systems) > 1:
+        average = _NSYSTEMS.findall(text)
+        if not average or int(average[-1]) != len(systems):
+            raise ValueError(f'no weighted average over the {len(systems)} systems at the end: truncated')
     return list(zip(systems, counts, strict=True))
 
 
@@ -91,7 +104,7 @@ class DpTestParser(LiseiParser):
             energies = read_detail(texts['detail.e.out'])
             forces = read_detail(texts['detail.f.out'])
             virial_text = self.read('detail.v.out', required=False)
-            virials = read_detail(virial_text) if virial_text else None
+            virials = read_detail(virial_text) if virial_text is not None else None
         except ValueError as exception:
             return self.exit_codes.ERROR_DETAIL_UNREADABLE.format(exception=exception)
         labels = [path.rstrip('/').rsplit('/', 1)[-1] for path, _ in tested]
@@ -104,7 +117,13 @@ class DpTestParser(LiseiParser):
             return self.exit_codes.ERROR_DETAIL_UNREADABLE.format(
                 exception=f'{len(energies[0])} energy and {len(forces[0])} force rows for {nframes} frames'
             )
+        systems = zip(labels, counts, strict=True)
+        with_virials = sum(count for label, count in systems if test_set.get_system(label).has_virials)
         if virials is not None and len(virials[0]) != nframes:  # some systems without virials
+            if len(virials[0]) != with_virials:  # not the rows of the systems with virials: cut short
+                return self.exit_codes.ERROR_DETAIL_UNREADABLE.format(
+                    exception=f'{len(virials[0])} virial rows for {with_virials} frames with virials'
+                )
             virials = None
 
         arrays = {

@@ -17,6 +17,7 @@ from aiida.engine import ExitCode
 
 from aiida_lisei.calculations.dp_train import DpTrainCalculation, resolve_settings
 from aiida_lisei.data.deep_potential import DeepPotentialData, model_metadata
+from aiida_lisei.formats.protobuf import frozen_graph_problem
 from aiida_lisei.parsers.base import LiseiParser
 
 __all__ = ('DpTrainParser', 'first_nonfinite_step', 'parse_lcurve', 'parse_train_log')
@@ -69,6 +70,12 @@ def first_nonfinite_step(lcurve: dict[str, np.ndarray]) -> int | None:
     finite = np.all([np.isfinite(lcurve[name]) for name in LOSS_COLUMNS if name in lcurve], axis=0)
     bad = np.nonzero(~finite)[0]
     return int(lcurve['step'][bad[0]]) if bad.size else None
+
+
+def disp_freq(parameters: dict[str, Any]) -> int:
+    """Steps between rows of ``lcurve.out`` (DeePMD's ``training.disp_freq``, default 1000)."""
+    value = parameters.get('training', {}).get('disp_freq', 1000)
+    return value if isinstance(value, int) and value > 0 else 1000
 
 
 def parse_train_log(text: str) -> dict[str, Any]:
@@ -138,9 +145,17 @@ class DpTrainParser(LiseiParser):
         numb_steps = parameters['training']['numb_steps']
         if not log['finished']:
             return self.exit_codes.ERROR_TRAINING_INCOMPLETE.format(step=last_step, numb_steps=numb_steps)
+        expected = numb_steps // disp_freq(parameters) * disp_freq(parameters)
+        if last_step < expected:  # the log says finished: the learning curve was cut short
+            return self.exit_codes.ERROR_OUTPUT_TRUNCATED.format(
+                filename=calc._LCURVE_FILE,
+                detail=f'the last row is step {last_step}, training finished at step {numb_steps}',
+            )
         model = self._read(calc._MODEL_FILE, mode='rb')
         if model is None:
             return self.exit_codes.ERROR_MODEL_MISSING
+        if calc._MODEL_FILE.endswith('.pb') and (problem := frozen_graph_problem(model)) is not None:
+            return self.exit_codes.ERROR_MODEL_UNREADABLE.format(filename=calc._MODEL_FILE, reason=problem)
         settings = resolve_settings(self.node.inputs.settings if 'settings' in self.node.inputs else None)
         compressed = self._read(calc._COMPRESSED_FILE, mode='rb') if settings['compress'] else None
         if settings['compress'] and compressed is None:

@@ -53,6 +53,9 @@ class QEqParser(LiseiParser):
     stopped early, failed on some frames or did not converge still delivers what it computed.
     """
 
+    #: A trajectory without times gives NaN times (documented placeholders, not a failure).
+    _NONFINITE_ALLOWED = {'charges': frozenset({'times'})}
+
     def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
         """Attach ``charges`` and ``statistics``; return an exit code for missing, failed or slow frames."""
         trajectory = self.node.inputs.trajectory
@@ -95,6 +98,10 @@ class QEqParser(LiseiParser):
         not_converged = int(np.count_nonzero(~arrays['converged']))
         if not_converged:
             return self.exit_codes.ERROR_NOT_CONVERGED.format(count=not_converged, nframes=nframes)
+        if not results.complete:  # every frame has a line, but the engine never wrote its footer
+            return self.exit_codes.ERROR_OUTPUT_TRUNCATED.format(
+                filename=QEqCalculation._RESULTS_FILE, detail='no footer after the last frame'
+            )
         return None
 
     def _charges_node(self, arrays: dict[str, np.ndarray], indices: np.ndarray) -> orm.ArrayData:

@@ -24,6 +24,7 @@ from aiida_lisei.formats.lammps import (
 from aiida_lisei.formats.plumed import CV_LABEL, RESTRAINT_LABEL, read_colvar
 from aiida_lisei.parsers.base import LiseiParser, OutputFileError, array_data, measure_guards
 from aiida_lisei.science.guards import GuardResult, first_failure, guards_summary
+from aiida_lisei.science.restraint_cv import check_restraint_parameters
 
 __all__ = ('COLVAR_ARRAY_NAMES', 'RestraintMdParser', 'colvar_arrays')
 
@@ -58,7 +59,7 @@ class RestraintMdParser(LiseiParser):
     the exit code: lost atoms 410, NaN energy 411, a restraint error 412, another LAMMPS error 350, a failed
     guard 450-456 (the first in ``science.guards.GUARDS`` order), a stop on ``timer timeout`` or the
     scheduler's walltime 400 (the restart file lets the work chain continue), an unfinished run 312, a
-    missing file 302.
+    missing file 302, a dump or COLVAR that ends before the last step of the log 315.
     """
 
     def parse_outputs(self, **kwargs: Any) -> ExitCode | None:
@@ -114,7 +115,46 @@ class RestraintMdParser(LiseiParser):
             self.out('guards', orm.Dict(guards_summary(guards, self._guard_thresholds())))
             summary['guards_failed'] = [result.name for result in guards if result.passed is False]
         self.out('output_parameters', orm.Dict(summary))
-        return exit_code or self._exit_code(log, files, restart is not None, parameters['n_steps'], guards)
+        return (
+            exit_code
+            or self._exit_code(log, files, restart is not None, parameters['n_steps'], guards)
+            or self._truncated(log, frames, colvar, parameters)
+        )
+
+    def _truncated(
+        self,
+        log: LammpsLog,
+        frames: DumpFrames | None,
+        colvar: dict[str, np.ndarray] | None,
+        parameters: dict[str, Any],
+    ) -> ExitCode | None:
+        """315 if the dump or the COLVAR ends before the last step the log reached (a file cut short).
+
+        LAMMPS dumps, and the restraint prints a COLVAR row, at every multiple of its stride up to the
+        last step of the run (the last thermo row).
+        """
+        calc = RestraintMdCalculation
+        last = int(log.thermo['Step'][-1])
+        stride = parameters['dump_stride']
+        expected = last // stride * stride
+        found = int(frames.steps[-1]) if frames is not None and frames.steps.size else -1
+        if found < expected:
+            count = 0 if frames is None else int(frames.steps.size)
+            detail = f'{count} frames, the last at step {found}' if count else 'no frame'
+            return self.exit_codes.ERROR_OUTPUT_TRUNCATED.format(
+                filename=calc._DUMP_FILE, detail=f'{detail}; the log reached step {last} (stride {stride})'
+            )
+        stride = check_restraint_parameters(self.node.inputs.restraint.get_dict())['colvar_stride']
+        timestep_ps = parameters['timestep'] / 1000
+        expected_time = last // stride * stride * timestep_ps
+        found_time = float(colvar['time'][-1]) if colvar is not None and colvar['time'].size else -1.0
+        if found_time < expected_time - 1e-6 * max(1.0, expected_time):
+            count = 0 if colvar is None else int(colvar['time'].size)
+            return self.exit_codes.ERROR_OUTPUT_TRUNCATED.format(
+                filename=calc._COLVAR_FILE,
+                detail=f'{count} rows, the last at {found_time} ps; the log reached {expected_time} ps',
+            )
+        return None
 
     def _guard_thresholds(self) -> dict[str, Any]:
         return self.node.inputs.guards.get_dict() if 'guards' in self.node.inputs else {}

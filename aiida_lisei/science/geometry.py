@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from aiida_lisei.common.validation import check_finite_geometry
+
 if TYPE_CHECKING:  # ASE is imported lazily (heavy)
     from ase import Atoms
 
@@ -46,6 +48,10 @@ def validate_frame(
     """
     if len(atoms) == 0:
         return 'no atoms'
+    try:
+        check_finite_geometry(atoms.cell[:], atoms.positions, 'the frame', periodic=bool(atoms.pbc.any()))
+    except ValueError as exception:
+        return str(exception)
     if not atoms.pbc.all() or atoms.cell.rank < 3:
         return 'not periodic in 3D (a cell and pbc=True in all directions are required)'
     if max_atomic_number is not None and atoms.numbers.max() > max_atomic_number:

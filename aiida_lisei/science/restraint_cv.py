@@ -405,6 +405,8 @@ def check_restraint_parameters(parameters: Mapping[str, Any], *, resolved: bool 
             f"`normalisation` must be 'group_a', 'none' or a positive number, got {normalisation!r}"
         )
     positive_integer(full['colvar_stride'], '`colvar_stride`')
+    if not is_number(full['kappa']) or not (math.isfinite(full['kappa']) and full['kappa'] >= 0):
+        raise ValueError(f'`kappa` must be a non-negative number (eV per CV unit²), got {full["kappa"]!r}')
     if not is_number(full['d_max']) or not full['d_max'] > 0:
         raise ValueError(f'`d_max` must be a positive number (Å), got {full["d_max"]!r}')
     if not isinstance(full['r_0'], Mapping):

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from aiida_lisei.common.validation import is_number
+
 __all__ = (
     'DEFAULT_V_TRUST',
     'PAPER_TRUST_TABLE',
@@ -70,7 +72,7 @@ class TrustLevels:
     def __post_init__(self) -> None:
         """Check that the levels are finite, positive and in order."""
         values = (self.f_lo, self.f_hi, self.v_lo, self.v_hi)
-        if not all(np.isfinite(value) and value > 0 for value in values):
+        if not all(is_number(value) and np.isfinite(value) and value > 0 for value in values):
             raise ValueError(f'trust levels must be positive and finite, got {values}')
         if not self.f_lo < self.f_hi:
             raise ValueError(

@@ -29,8 +29,10 @@ from aiida import orm
 from aiida.common import AttributeDict
 from aiida.engine import ToContext, WorkChain, calcfunction, if_, while_
 
+from aiida_lisei.calculations.base import check_code, check_structure
 from aiida_lisei.calculations.exploration import ExplorationCalculation
-from aiida_lisei.common.seeds import derive_seed
+from aiida_lisei.common.seeds import check_seed, derive_seed
+from aiida_lisei.common.validation import fraction, positive_integer, safe_label
 from aiida_lisei.data.deep_potential import DeepPotentialData
 from aiida_lisei.data.training_set import TrainingSetData, merge
 from aiida_lisei.formats.lammps import check_exploration_parameters
@@ -174,8 +176,32 @@ def validate_selection(selection: orm.Dict, _ctx: Any = None) -> str | None:
     return f'unknown selection settings {sorted(unknown)}; known: {list(SELECTION_KEYS)}' if unknown else None
 
 
+def check_run_settings(inputs: dict[str, Any]) -> None:
+    """Raise ``ValueError`` naming the input: codes missing or of the wrong plugin, ``max_iterations`` < 1,
+    ``fp_task_max`` < 0, a seed out of range, ``converged_accuracy`` outside (0, 1], ``num_models`` < 2."""
+    train = inputs.get('train', {}).get('dp_train', {})
+    check_code(train.get('code'), '`train.dp_train.code`', ('lisei.dp_train',))
+    check_code(inputs.get('explore', {}).get('code'), '`explore.code`', ('lisei.exploration',))
+    for name, minimum in (('max_iterations', 1), ('fp_task_max', 0), ('num_models', 2)):
+        if name in inputs:
+            positive_integer(inputs[name].value, f'`{name}`', minimum)
+    if 'seed' in inputs:
+        check_seed(inputs['seed'].value)
+    if 'converged_accuracy' in inputs:
+        fraction(inputs['converged_accuracy'].value, '`converged_accuracy`', zero=False)
+    for structure_name, structure in inputs.get('structures', {}).items():
+        check_structure(structure, f'`structures.{structure_name}`')
+    for system in inputs.get('structures', {}):
+        safe_label(system, f'system label `structures.{system}`')
+
+
 def validate_inputs(inputs: dict[str, Any], _ctx: Any = None) -> str | None:
-    """Check that every scheduled system has a structure and trust levels at each of its temperatures."""
+    """Check the run settings (:func:`check_run_settings`), then that every scheduled system has a structure
+    and trust levels at each of its temperatures."""
+    try:
+        check_run_settings(inputs)
+    except ValueError as exception:
+        return str(exception)
     if 'schedule' not in inputs or 'structures' not in inputs:
         return None
     try:
@@ -193,8 +219,6 @@ def validate_inputs(inputs: dict[str, Any], _ctx: Any = None) -> str | None:
                     table.lookup(entry['system'], temperature)
                 except KeyError as exception:
                     return exception.args[0]
-    if inputs['num_models'].value < 2:
-        return '`num_models` must be at least 2 (a model deviation needs an ensemble)'
     return None
 
 

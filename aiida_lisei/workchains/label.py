@@ -26,6 +26,7 @@ from aiida.common import AttributeDict
 from aiida.engine import ProcessBuilder, WorkChain, calcfunction, if_, while_
 from aiida.plugins.entry_point import load_entry_point_from_string
 
+from aiida_lisei.calculations.base import check_code, validate_label
 from aiida_lisei.data.frames import resolve_frame_tags, validate_frame_tags
 from aiida_lisei.data.training_set import TrainingSetData, merge
 from aiida_lisei.engines.calculators import CALCULATORS
@@ -147,6 +148,11 @@ def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
         return None  # reported by the `engine` port
     if not inputs.get(name):
         return f'engine `{name}` needs its inputs in the `{name}` namespace (at least a code)'
+    if ENGINES[name].batched:  # a CalcJob: its code is in the namespace, of the engine's own plugin
+        try:
+            check_code(inputs[name].get('code'), f'`{name}.code`', (ENGINES[name].entry_point.split(':')[1],))
+        except ValueError as exception:
+            return str(exception)
     if ctx is not None and 'structures' not in ctx:
         return None  # exposed by a parent that sets the frames itself
     structures = inputs.get('structures', {})
@@ -175,6 +181,7 @@ class LabelWorkChain(ProtocolMixin, WorkChain):
         spec.input(
             'system_label',
             valid_type=orm.Str,
+            validator=validate_label,
             serializer=orm.to_aiida_type,
             help='Label of the system in the training set.',
         )

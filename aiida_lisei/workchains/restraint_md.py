@@ -35,6 +35,7 @@ from aiida_lisei.reporting.tables import format_guard_report
 from aiida_lisei.science.fast_cv import FastCoordinationCV
 from aiida_lisei.science.guards import GUARDS, combine_guard_summaries
 from aiida_lisei.science.restraint_cv import (
+    check_minimum_image,
     check_restraint_parameters,
     cv_from_parameters,
     resolve_restraint_parameters,
@@ -214,7 +215,16 @@ def plot_restraint(colvar: orm.ArrayData) -> dict[str, orm.SinglefileData]:
 
 
 def validate_refinement(inputs: dict[str, Any], _ctx: Any = None) -> str | None:
-    """Refinement on the fly needs the training set, the labelling and training inputs, and an ensemble."""
+    """The restraint on the structure (κ, ``d_max`` within half the cell), then: refinement on the fly needs
+    the training set, the labelling and training inputs, and an ensemble."""
+    structure = inputs.get('md', {}).get('structure')
+    if 'restraint' in inputs:
+        try:
+            request = check_restraint_parameters(inputs['restraint'].get_dict(), resolved=False)
+            if structure is not None:
+                check_minimum_image(request['d_max'], structure.cell)
+        except ValueError as exception:
+            return f'restraint: {exception}'
     refinement = inputs.get('refinement', {})
     rounds = refinement.get('max_rounds')
     if rounds is None or rounds.value <= 0:

@@ -202,7 +202,7 @@ def test_colvar_round_trip(tmp_path, cv):
     columns = {name: rng.normal(size=5) * 10.0 ** rng.integers(-3, 5) for name in fields}
     text = write_colvar(columns, tmp_path / 'COLVAR')
     assert text.startswith('#! FIELDS time cv cn_Li_Li cn_Li_S cn_Li_Cl restraint.cv_cntr ')
-    for source in (tmp_path / 'COLVAR', str(tmp_path / 'COLVAR'), text):
+    for source in (tmp_path / 'COLVAR', text):
         back = read_colvar(source)
         assert list(back) == fields
         for name in fields:
@@ -224,6 +224,9 @@ def test_colvar_restart_headers_and_errors():
     with pytest.raises(ValueError, match='different lengths'):
         write_colvar({'time': [0, 1], 'cv': [1]})
     assert read_colvar('#! FIELDS time cv\n')['cv'].shape == (0,)
+    for text in ('', '/dev/zero', 'COLVAR'):  # a string is text, never a file name
+        with pytest.raises(ValueError, match='FIELDS header'):
+            read_colvar(text)
 
 
 def test_plumed_accepts_the_written_input(tmp_path, cv, restraint):
