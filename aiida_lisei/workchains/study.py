@@ -40,6 +40,7 @@ STEPS: dict[str, tuple[str, ...]] = {
     'model_validation': ('lmp', 'dp', 'label'),
     'restraint_md': ('lmp_plumed',),
     'nucleation_analysis': ('qeq',),
+    'electronic_structure': ('electronic_structure', 'lmp'),
 }
 
 #: Keys a step's settings may have (besides ``protocol`` and ``overrides``).
@@ -50,6 +51,7 @@ STEP_KEYS: dict[str, set[str]] = {
     'model_validation': {'system', 'builder_kwargs'},
     'restraint_md': {'system'},
     'nucleation_analysis': {'allow_failed_guards'},
+    'electronic_structure': {'frame', 'region', 'relax'},
 }
 
 #: Initial-data work chains a study can run (entry points): all take (md code, label code, structures).
@@ -128,6 +130,8 @@ def validate_inputs(inputs: dict[str, Any], _ctx: Any = None) -> str | None:
                 f'step `{step}` needs `{need}`: give it as an input or run step `{made_by[need]}` '
                 f'(its settings in `steps` are null)'
             )
+    if 'electronic_structure' in running and 'restraint_md' not in running:
+        return "step `electronic_structure` extracts the SEI of the study's restraint run: run `restraint_md`"
     if 'nucleation_analysis' in running and 'restraint_md' not in running:
         return "step `nucleation_analysis` analyses the study's restraint run: run step `restraint_md` too"
     if 'concurrent_learning' in running and 'structures' not in given and 'atomic_models' not in running:
@@ -164,7 +168,8 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
             valid_type=orm.AbstractCode,
             dynamic=True,
             help='md_engine (relax/MD of the initial data), label (labelling engine), dp (DeePMD-kit), lmp '
-            '(LAMMPS with the DeePMD pair style), lmp_plumed (LAMMPS + PLUMED), qeq (lisei-qeq).',
+            '(LAMMPS with the DeePMD pair style), lmp_plumed (LAMMPS + PLUMED), qeq (lisei-qeq), '
+            "electronic_structure (CP2K or VASP, as the step's protocol says).",
         )
         spec.input(
             'seed',
@@ -216,11 +221,18 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
             'guards', valid_type=orm.Dict, required=False, help='Physics guards of the restraint run.'
         )
         spec.output('summary', valid_type=orm.Dict, required=False, help='Nucleation summary vs the paper.')
+        spec.output('gaps', valid_type=orm.Dict, required=False, help='Bulk and SEI gaps beside the paper.')
+        spec.output('dos_figure', valid_type=orm.SinglefileData, required=False, help='DOS, bulk above SEI.')
 
         spec.exit_code(
             501,
             'ERROR_STEP_FAILED',
             message='Step `{step}` <{process}> failed: exit status {status}: {message}',
+        )
+        spec.exit_code(
+            502,
+            'ERROR_SEI_EXTRACTION',
+            message='The SEI could not be extracted from the restraint run: {message}',
         )
         define_guard_exit_codes(spec)
         spec.outline(
@@ -231,6 +243,9 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
             if_(cls.should_run('model_validation'))(cls.run_validation, cls.inspect_validation),
             if_(cls.should_run('restraint_md'))(cls.run_restraint, cls.inspect_restraint),
             if_(cls.should_run('nucleation_analysis'))(cls.run_analysis, cls.inspect_analysis),
+            if_(cls.should_run('electronic_structure'))(
+                cls.run_electronic_structure, cls.inspect_electronic_structure
+            ),
             cls.results,
         )
 
@@ -283,7 +298,8 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
         """Return the outline predicate: whether ``step`` runs (and the study is still sound)."""
 
         def predicate(self) -> bool:
-            return step in self.ctx.running and (step != 'nucleation_analysis' or self.ctx.sound)
+            after_restraint = step in ('nucleation_analysis', 'electronic_structure')
+            return step in self.ctx.running and (not after_restraint or self.ctx.sound)
 
         predicate.__name__ = f'should_run_{step}'
         return predicate
@@ -503,6 +519,46 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
         if failed:
             return failed
         self.out('summary', self.ctx.nucleation_analysis.outputs.summary)
+        return None
+
+    def run_electronic_structure(self):
+        """Extract the SEI (the analysis's cluster-onset frame, or the step's ``frame``, or the last frame),
+        relax it with the driving model, and compute the gaps of the SEI and the bulk electrolyte."""
+        from aiida_lisei.workchains.electronic_structure import sei_electronic_structure_builder
+
+        settings = self._settings('electronic_structure')
+        restraint = self.ctx.restraint_md
+        analysis = self.ctx.get('nucleation_analysis')
+        model, _ = self._ensemble()
+        relax = settings.get('relax', True)
+        try:
+            builder = sei_electronic_structure_builder(
+                self.inputs.codes.electronic_structure,
+                restraint.outputs.trajectory,
+                self._system(self._settings('restraint_md')['system']),
+                analysis=analysis.outputs.analysis if analysis is not None else None,
+                frame=settings.get('frame'),
+                region=settings.get('region'),
+                bulk=self.ctx.structures.get('argyrodite'),
+                lammps_code=self.inputs.codes.lmp if relax else None,
+                model=model if relax else None,
+                protocol=settings['protocol'],
+                overrides=settings.get('overrides'),
+            )
+        except ValueError as exception:
+            return self.exit_codes.ERROR_SEI_EXTRACTION.format(message=str(exception))
+        return self._submit('electronic_structure', builder)
+
+    def inspect_electronic_structure(self):
+        """Attach the gaps beside the paper and the DOS figure."""
+        failed = self._check('electronic_structure')
+        if failed:
+            return failed
+        node = self.ctx.electronic_structure
+        if 'comparison' in node.outputs:
+            self.out('gaps', node.outputs.comparison)
+        if 'dos_figure' in node.outputs:
+            self.out('dos_figure', node.outputs.dos_figure)
         return None
 
     def results(self):

@@ -24,6 +24,13 @@ TINY_RESTRAINT = {
 }
 
 
+def small_sandwich_electrolyte() -> orm.StructureData:
+    """The ordered Li6PS5Cl cell the small sandwich is made of (its bulk reference)."""
+    from aiida_lisei.structures.functions import argyrodite_node
+
+    return argyrodite_node(seed=20241125)
+
+
 def only(**steps):
     """Study overrides that run only ``steps`` (name -> settings); every other step is null."""
     return {'steps': {name: steps.get(name) for name in STEPS}, 'paper_size_models': False}
@@ -68,15 +75,17 @@ def test_bad_inputs_are_refused_before_anything_is_stored(aiida_code_installed, 
 
 @pytest.mark.slow
 def test_from_given_models_to_the_analysis(
-    restraint_code, venv_code, small_sandwich, tiny_deep_potential, tmp_path
+    restraint_code, venv_code, cp2k_code, small_sandwich, tiny_deep_potential, tmp_path
 ):
-    """Given the sandwich and an ensemble, the study equilibrates, pulls and analyses; its outputs trace
-    back to the steps. The Li-only test model is not physical on the sandwich: its guards are reported,
-    not enforced, and the analysis, told to take it, marks the summary as not a result."""
+    """Given the sandwich and an ensemble, the study equilibrates, pulls, analyses and computes the gaps of
+    the SEI and the bulk; its outputs trace back to the steps. The Li-only test model is not physical on the
+    sandwich: its guards are reported, not enforced, the analysis, told to take it, marks the summary as not
+    a result, and the SEI is not relaxed with it."""
     codes = {
         'lmp_plumed': restraint_code,
         'lmp': venv_code('lmp', 'lisei.exploration'),
         'qeq': venv_code('lisei-qeq', 'lisei.qeq'),
+        'electronic_structure': cp2k_code,
     }
     restraint = {**TINY_RESTRAINT, 'md': {**TINY_RESTRAINT['md'], 'guards': {'enabled': False}}}
     restraint['equilibration'] = {**restraint['equilibration'], 'guards': {'enabled': False}}
@@ -85,15 +94,18 @@ def test_from_given_models_to_the_analysis(
         overrides=only(
             restraint_md={'protocol': 'demo', 'system': 'sandwich', 'overrides': restraint},
             nucleation_analysis={'protocol': 'demo', 'allow_failed_guards': True},
+            electronic_structure={'protocol': 'demo', 'relax': False},
         ),
-        structures={'sandwich': small_sandwich},
+        structures={'sandwich': small_sandwich, 'argyrodite': small_sandwich_electrolyte()},
         models={f'model_{index}': tiny_deep_potential(index) for index in (1, 2)},
         seed=5,
     )
     _, node = run_get_node(builder)
     assert node.is_finished_ok, node.exit_message
     labels = {link.link_label: link.node for link in node.base.links.get_outgoing().all()}
-    assert {'restraint_md', 'nucleation_analysis'} <= set(labels)
+    assert {'restraint_md', 'nucleation_analysis', 'electronic_structure'} <= set(labels)
+    gaps = node.outputs.gaps.get_dict()
+    assert 'not PBE' in gaps['table'] and node.outputs.dos_figure.filename.endswith('.png')
     restraint_node = labels['restraint_md']
     assert restraint_node.inputs.md.model.uuid == builder.models['model_1'].uuid
     assert node.outputs.trajectory.uuid == restraint_node.outputs.trajectory.uuid
