@@ -173,7 +173,7 @@ def print_restraint(node: orm.WorkflowNode) -> None:
     print('\n'.join(export_plots(node.outputs.plots, OUTPUT_FOLDER / 'restraint_md')))
     print(
         'Demo size, honestly: 230 atoms, 1 ps of NPT equilibration then 3 ps of pulling, a small model\n'
-        'learned from CHGNet labels, d_max 5 Å (half the 10.25 Å lateral cell); the paper pulls the\n'
+        'learned from CHGNet labels, d_max 4.5 Å (under half the equilibrated cell); the paper pulls the\n'
         '4833-atom sandwich for 150 ps on a PBE-trained model (here: the `paper` protocol, d_max 10 Å).\n'
     )
 

@@ -393,6 +393,11 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
             'ERROR_EQUILIBRATION_FAILED',
             message='The NPT equilibration {process} failed: {message}',
         )
+        spec.exit_code(
+            514,
+            'ERROR_EQUILIBRATED_CELL_TOO_SMALL',
+            message='After the NPT equilibration the restraint does not fit the cell: {message}',
+        )
         spec.output(
             'equilibration.structure',
             valid_type=GroupedStructureData,
@@ -540,6 +545,11 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         )
         self.ctx.inputs.structure = structure
         self.out('equilibration.structure', structure)
+        request = check_restraint_parameters(self.inputs.restraint.get_dict(), resolved=False)
+        try:  # a shrunk cell may no longer hold the CV's cut-off within half its width
+            check_minimum_image(request['d_max'], structure.cell)
+        except ValueError as exception:
+            return self.exit_codes.ERROR_EQUILIBRATED_CELL_TOO_SMALL.format(message=str(exception))
         return None
 
     def resolve_restraint(self):

@@ -61,13 +61,13 @@ def test_stitch_columns_later_segment_wins():
 
 
 def test_protocols(aiida_code_installed, small_sandwich, tiny_model):
-    """``demo``: 3 ps in three segments with d_max 5 Å; ``paper``: 150 ps, the SI's MD and kappa."""
+    """``demo``: 3 ps in three segments with d_max 4.5 Å; ``paper``: 150 ps, the SI's MD and kappa."""
     code = aiida_code_installed(label='stand-in', filepath_executable='/bin/true')
     model = tiny_model
     assert set(RestraintMdWorkChain.get_available_protocols()) == {'demo', 'paper'}
     demo = RestraintMdWorkChain.get_builder_from_protocol(code, small_sandwich, model)
     assert demo.md.parameters['n_steps'] == 3000 and demo.segment_steps.value == 1000
-    assert demo.restraint['d_max'] == 5.0 and demo.restraint['kappa'] == 500.0
+    assert demo.restraint['d_max'] == 4.5 and demo.restraint['kappa'] == 500.0
     paper = RestraintMdWorkChain.get_builder_from_protocol(code, small_sandwich, model, protocol='paper')
     parameters = paper.md.parameters.get_dict()
     assert (
