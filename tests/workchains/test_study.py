@@ -57,7 +57,8 @@ def test_bad_inputs_are_refused_before_anything_is_stored(aiida_code_installed, 
     code = aiida_code_installed(label='stand-in', filepath_executable='/bin/true')
     builder = StudyWorkChain.get_builder_from_protocol({'dp': code}, protocol='demo')
     with pytest.raises(
-        ValueError, match=r"`codes` lacks \['label', 'lmp', 'lmp_plumed', 'md_engine', 'qeq'\]"
+        ValueError,
+        match=r"`codes` lacks \['electronic_structure', 'label', 'lmp', 'lmp_plumed', 'md_engine', 'qeq'\]",
     ):
         run_get_node(builder)
     paper = StudyWorkChain.get_builder_from_protocol({}, protocol='paper')
