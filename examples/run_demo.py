@@ -172,7 +172,7 @@ def print_restraint(node: orm.WorkflowNode) -> None:
     print('Plots (copies; the originals are nodes in the graph):')
     print('\n'.join(export_plots(node.outputs.plots, OUTPUT_FOLDER / 'restraint_md')))
     print(
-        'Demo size, honestly: 230 atoms, 1 ps of NPT equilibration then 3 ps of pulling, a small model\n'
+        'Demo size, honestly: 230 atoms, 2 ps of NPT equilibration then 3 ps of pulling, a small model\n'
         'learned from CHGNet labels, d_max 4.5 Å (under half the equilibrated cell); the paper pulls the\n'
         '4833-atom sandwich for 150 ps on a PBE-trained model (here: the `paper` protocol, d_max 10 Å).\n'
     )

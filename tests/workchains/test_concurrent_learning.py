@@ -101,7 +101,7 @@ def test_protocols(aiida_code_installed):
     chgnet = ConcurrentLearningWorkChain.get_builder_from_protocol(
         code, code, code, training_set, sandwich, protocol='demo_chgnet'
     )
-    assert chgnet.label.engine.value == 'chgnet' and chgnet.max_iterations.value == 2
+    assert chgnet.label.engine.value == 'chgnet' and chgnet.max_iterations.value == 3
     descriptor = chgnet.train.dp_train.parameters['model']['descriptor']
     assert descriptor['precision'] == 'float32' and descriptor['neuron'] == [8, 16, 32]
     assert chgnet.train.dp_train.parameters['loss']['limit_pref_v'] == 1  # virials trained
