@@ -78,7 +78,26 @@ def check_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f'`training.{key}.systems` is written by the CalcJob from its inputs: remove it')
     if not isinstance(training.get('numb_steps'), int) or training['numb_steps'] < 1:
         raise ValueError('`training.numb_steps` must be a positive integer')
+    check_with_deepmd(parameters)
     return dict(parameters)
+
+
+def check_with_deepmd(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the complete input as DeePMD-kit's own argument checker normalises it; raise ``ValueError``.
+
+    ``deepmd.utils.argcheck.normalize`` (strict: unknown keys are refused with DeePMD-kit's "Did you mean"
+    suggestion, wrong types and choices too) on what :func:`build_input` writes, with placeholder seed and
+    data systems. It imports neither TensorFlow nor PyTorch (the ``deepmd-kit`` of the core install).
+    """
+    from dargs.dargs import ArgumentError
+    from deepmd.utils.argcheck import normalize
+
+    model = parameters['model']
+    data = build_input(parameters, 0, list(model.get('type_map') or []), ['systems/train/placeholder'])
+    try:
+        return normalize(data)
+    except ArgumentError as exception:
+        raise ValueError(f'DeePMD-kit refuses the input: {exception}') from exception
 
 
 def resolve_settings(settings: orm.Dict | Mapping[str, Any] | None) -> dict[str, Any]:

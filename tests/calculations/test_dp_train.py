@@ -210,3 +210,31 @@ def test_restart_continues_the_learning_curve(trained, dp_code, training_set, so
     assert steps == list(range(0, 2 * STEPS + 1, 10))
     assert 'restart from model ' in node.outputs.retrieved.base.repository.get_object_content('train.log')
     assert node.outputs.model.training_steps == 2 * STEPS
+
+
+@pytest.mark.parametrize(
+    ('section', 'key', 'value', 'message'),
+    [
+        ('model.descriptor', 'rcutt', 5.0, 'undefined key `rcutt`.*Did you mean: rcut'),
+        ('training', 'numb_step', 10, 'undefined key `numb_step`.*Did you mean: numb_steps'),
+        ('learning_rate', 'type', 'expp', 'invalid choice `expp`.*Did you mean: exp'),
+        ('model.descriptor', 'rcut', 'five', 'key `rcut` gets wrong value type'),
+    ],
+)
+def test_parameters_checked_by_deepmd(dp_code, training_set, section, key, value, message):
+    """DeePMD-kit's argument checker refuses typos, wrong choices and types before anything is submitted:
+    in ``check_parameters``, at the CalcJob's ``parameters`` port and at the work chain's."""
+    bad = demo_parameters()
+    target = bad
+    for name in section.split('.'):
+        target = target[name]
+    target[key] = value
+    with pytest.raises(ValueError, match=f'DeePMD-kit refuses the input: .*{message}'):
+        check_parameters(bad)
+    builder = DpTrainCalculation.get_builder()
+    with pytest.raises(ValueError, match=message):
+        builder.parameters = orm.Dict(bad)
+    workchain = DpTrainWorkChain.get_builder()
+    with pytest.raises(ValueError, match=message):
+        workchain.dp_train.parameters = orm.Dict(bad)
+    assert check_parameters(demo_parameters()) == demo_parameters()  # the protocol's input passes
