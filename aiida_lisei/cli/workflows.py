@@ -51,8 +51,8 @@ def resolve_codes(
                 ', '.join(f'{code.full_label} ({code.default_calc_job_plugin})' for code in codes) or 'none'
             )
             raise click.BadParameter(
-                f'no code for the role `{role}`: give -X with a code of plugin {" or ".join(CODE_ROLES[role])} '
-                f'(given: {given})',
+                f'no code for the role `{role}`: give -X with a code of plugin '
+                f'{" or ".join(CODE_ROLES[role])} (given: {given})',
                 param_hint='-X/--code',
             )
         resolved[role] = match[0] if match else None
@@ -145,9 +145,7 @@ def common_options(function: Callable) -> Callable:
                 metavar='JSON|FILE',
                 help='Nested dict merged over the protocol: inline JSON or a JSON/YAML file.',
             ),
-            click.option(
-                '-d', '--daemon', is_flag=True, help='Submit to the daemon instead of running here.'
-            ),
+            click.option('-d', '--daemon', is_flag=True, help='Submit to the daemon, do not run here.'),
             click.option('--dry-run', is_flag=True, help='Build and validate the inputs; launch nothing.'),
         )
     ):
@@ -161,7 +159,7 @@ CODES_OPTION = click.option(
     'codes',
     multiple=True,
     type=types.CodeParamType(),
-    help='Code (label@computer, PK or UUID), repeatable: each takes the role its default CalcJob plugin names.',
+    help='Code (label@computer, PK or UUID), repeatable: its default CalcJob plugin gives its role.',
 )
 SEED_OPTION = click.option('--seed', type=int, help="Root seed [default: the protocol's].")
 
@@ -227,7 +225,7 @@ def _launch_initial_data(entry_point: str, roles: tuple[str, str], codes, struct
 @common_options
 @decorators.with_dbenv()
 def launch_initial_data(codes, structures, protocol, overrides, daemon, dry_run) -> None:
-    """lisei.initial_data: relax, perturb, sample by tblite MD, label (codes lisei-tblite-md, lisei-tblite)."""
+    """lisei.initial_data: relax, perturb, sample (tblite MD), label (lisei-tblite-md, lisei-tblite)."""
     builder = _launch_initial_data(
         'lisei.initial_data', ('tblite-md', 'label'), codes, structures, protocol, overrides
     )
