@@ -41,6 +41,7 @@ def test_store_load_and_write(tmp_path):
     assert loaded.pk in {model.pk for model in queried}
 
 
+@pytest.mark.engines
 def test_compressed_and_deep_pot():
     """A compressed model is stored next to the frozen one; DeepPot loads the model (TF backend)."""
     node = DeepPotentialData(MODEL_FILE, compressed_model=MODEL_FILE.read_bytes(), **METADATA).store()
