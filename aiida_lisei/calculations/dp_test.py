@@ -1,6 +1,6 @@
 """``DpTestCalculation`` (``lisei.dp_test``): errors of a DeePMD model on labelled frames (``dp test``).
 
-Runs ``dp test -m model.pb -s systems -n 0 -d detail > test.log 2>&1`` on every frame of ``test_set``
+Runs ``dp --tf test -m model.pb -s systems -n 0 -d detail > test.log 2>&1`` on every frame of ``test_set``
 (one deepmd/npy directory per system under ``systems/``); the parser reads the per-frame ``detail.*.out``
 files (reference and prediction side by side) and computes the errors itself.
 """
@@ -17,6 +17,7 @@ from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
 from aiida_lisei.calculations.base import LiseiCalcJob
+from aiida_lisei.calculations.dp_train import BACKENDS
 from aiida_lisei.data.deep_potential import DeepPotentialData, model_suffix
 from aiida_lisei.data.training_set import TrainingSetData
 
@@ -101,9 +102,9 @@ class DpTestCalculation(LiseiCalcJob):
         self.inputs.test_set.to_deepmd_npy(folder.get_subfolder(self._SYSTEMS_DIR, create=True).abspath)
         model = self.inputs.model
         source = model.filename(compressed=self.inputs.compressed.value)
-        # the backend's extension; PyTorch explicitly (`dp --pt`), TensorFlow as before (DeePMD-kit's default)
+        # the backend explicit (`dp --tf` / `dp --pt`) and the file with its extension
         model_file = f'{Path(self._MODEL_FILE).stem}{model_suffix(model)}'
-        backend = ['--pt'] if model.deepmd_backend == 'pytorch' else []
+        backend = [BACKENDS[model.deepmd_backend]['flag']]
 
         codeinfo = CodeInfo()
         codeinfo.code_uuid = self.inputs.code.uuid

@@ -15,7 +15,7 @@ import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode
 
-from aiida_lisei.calculations.dp_train import DpTrainCalculation, resolve_settings
+from aiida_lisei.calculations.dp_train import DpTrainCalculation, output_files, resolve_settings
 from aiida_lisei.data.deep_potential import DeepPotentialData, model_metadata
 from aiida_lisei.parsers.base import LiseiParser
 
@@ -138,11 +138,12 @@ class DpTrainParser(LiseiParser):
         numb_steps = parameters['training']['numb_steps']
         if not log['finished']:
             return self.exit_codes.ERROR_TRAINING_INCOMPLETE.format(step=last_step, numb_steps=numb_steps)
-        model = self._read(calc._MODEL_FILE, mode='rb')
+        settings = resolve_settings(self.node.inputs.settings if 'settings' in self.node.inputs else None)
+        files = output_files(settings['backend'])
+        model = self._read(files['model'], mode='rb')
         if model is None:
             return self.exit_codes.ERROR_MODEL_MISSING
-        settings = resolve_settings(self.node.inputs.settings if 'settings' in self.node.inputs else None)
-        compressed = self._read(calc._COMPRESSED_FILE, mode='rb') if settings['compress'] else None
+        compressed = self._read(files['compressed'], mode='rb') if settings['compress'] else None
         if settings['compress'] and compressed is None:
             return self.exit_codes.ERROR_COMPRESSED_MODEL_MISSING
 
@@ -152,6 +153,7 @@ class DpTrainParser(LiseiParser):
             seed=self.node.inputs.seed.value,
             deepmd_version=log['deepmd_version'] or 'unknown',
             level_of_theory_key=self.node.inputs.training_set.level_of_theory_key,
+            deepmd_backend=settings['backend'],
         )
         self.out('model', DeepPotentialData(model, compressed_model=compressed, **metadata))
         final = {f'final_{name}': float(values[-1]) for name, values in lcurve.items() if name != 'step'}

@@ -61,7 +61,9 @@ def test_prepare_for_submission(dp_code, model, test_set, tmp_path):
     )
     calc_info = process.prepare_for_submission(Folder(str(tmp_path)))
     (code_info,) = calc_info.codes_info
-    assert code_info.cmdline_params == ['test', '-m', 'model.pb', '-s', 'systems', '-n', '0', '-d', 'detail']
+    assert code_info.cmdline_params == [
+        '--tf', 'test', '-m', 'model.pb', '-s', 'systems', '-n', '0', '-d', 'detail'
+    ]  # fmt: skip
     assert calc_info.local_copy_list == [(model.uuid, 'model.pb', 'model.pb')]
     assert sorted(path.name for path in (tmp_path / 'systems').iterdir()) == ['bcc_li', 'li2s']
     assert 'detail.*.out' in calc_info.retrieve_list
