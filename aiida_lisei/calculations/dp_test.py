@@ -17,8 +17,7 @@ from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
 from aiida_lisei.calculations.base import LiseiCalcJob
-from aiida_lisei.calculations.dp_train import BACKENDS
-from aiida_lisei.data.deep_potential import DeepPotentialData, model_suffix
+from aiida_lisei.data.deep_potential import BACKEND_FLAGS, DeepPotentialData, model_suffix
 from aiida_lisei.data.training_set import TrainingSetData
 
 __all__ = ('DpTestCalculation', 'validate_inputs')
@@ -104,7 +103,7 @@ class DpTestCalculation(LiseiCalcJob):
         source = model.filename(compressed=self.inputs.compressed.value)
         # the backend explicit (`dp --tf` / `dp --pt`) and the file with its extension
         model_file = f'{Path(self._MODEL_FILE).stem}{model_suffix(model)}'
-        backend = [BACKENDS[model.deepmd_backend]['flag']]
+        backend = [BACKEND_FLAGS[model.deepmd_backend]]
 
         codeinfo = CodeInfo()
         codeinfo.code_uuid = self.inputs.code.uuid

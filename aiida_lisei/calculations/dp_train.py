@@ -32,7 +32,7 @@ from aiida.engine import CalcJobProcessSpec
 
 from aiida_lisei.calculations.base import LiseiCalcJob
 from aiida_lisei.common.validation import dict_port_validator
-from aiida_lisei.data.deep_potential import BACKEND_SUFFIXES, DeepPotentialData
+from aiida_lisei.data.deep_potential import BACKEND_FLAGS, BACKEND_SUFFIXES, DeepPotentialData
 from aiida_lisei.data.training_set import TrainingSetData
 
 __all__ = (
@@ -64,8 +64,8 @@ RETRIEVED_CHECKPOINT = ('checkpoint', 'model.ckpt.index', 'model.ckpt.meta', 'mo
 #: Per backend: the ``dp`` flag, the checkpoint ``--restart`` reads (and that ``restart_folder`` must hold),
 #: the checkpoint files retrieved with ``settings.retrieve_checkpoint``.
 BACKENDS: dict[str, dict[str, Any]] = {
-    'tensorflow': {'flag': '--tf', 'restart': 'model.ckpt', 'index': 'model.ckpt.index'},
-    'pytorch': {'flag': '--pt', 'restart': 'model.ckpt.pt', 'index': 'model.ckpt.pt'},
+    'tensorflow': {'flag': BACKEND_FLAGS['tensorflow'], 'restart': 'model.ckpt', 'index': 'model.ckpt.index'},
+    'pytorch': {'flag': BACKEND_FLAGS['pytorch'], 'restart': 'model.ckpt.pt', 'index': 'model.ckpt.pt'},
 }
 RETRIEVED_CHECKPOINTS = {'tensorflow': RETRIEVED_CHECKPOINT, 'pytorch': ('checkpoint', 'model.ckpt.pt')}
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from deepmd.infer import DeepPot
 
 __all__ = (
+    'BACKEND_FLAGS',
     'BACKEND_SUFFIXES',
     'COMPRESSED_FILENAME',
     'MODEL_FILENAME',
@@ -48,6 +49,8 @@ __all__ = (
 
 #: File extension of a frozen model per DeePMD-kit backend (LAMMPS and ``dp`` choose the backend by it).
 BACKEND_SUFFIXES = {'tensorflow': '.pb', 'pytorch': '.pth'}
+#: The ``dp`` command-line flag of each backend (DeePMD-kit 3), always given explicitly.
+BACKEND_FLAGS = {'tensorflow': '--tf', 'pytorch': '--pt'}
 #: Repository names of the frozen and the compressed model of the TensorFlow backend (the default).
 MODEL_FILENAME = 'model.pb'
 COMPRESSED_FILENAME = 'model_compressed.pb'
