@@ -14,11 +14,23 @@ from click.testing import CliRunner
 
 @pytest.fixture
 def run_cli():
-    """Invoke ``aiida-lisei`` in this process (on the test profile); return the click result."""
+    """Invoke ``aiida-lisei`` in this process (on the test profile); return the click result.
+
+    ``aiida.common.log.CLI_ACTIVE`` is held ``True`` during the call: the root group is a
+    ``VerdiCommandGroup``, whose ``--verbosity`` callback otherwise turns the whole test process's AiiDA
+    logging into CLI logging (handlers on the runner's streams, closed after the call).
+    """
+    from aiida.common import log
+
     from aiida_lisei.cli import cmd_root
 
     def run(*args: str):
-        return CliRunner().invoke(cmd_root, [str(arg) for arg in args], catch_exceptions=False)
+        active = log.CLI_ACTIVE
+        log.CLI_ACTIVE = True
+        try:
+            return CliRunner().invoke(cmd_root, [str(arg) for arg in args], catch_exceptions=False)
+        finally:
+            log.CLI_ACTIVE = active
 
     return run
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +77,12 @@ def dry_run(run_cli, *args) -> dict:
     return json.loads(result.output[result.output.index('{') :])
 
 
-def test_atomic_models_runs(run_cli, tmp_path):
-    """``atomic-models --protocol demo`` runs the work chain here, with the smallest interface and sandwich
-    from an ``--overrides`` YAML file; its four structures are outputs."""
+def test_atomic_models_runs(aiida_profile, tmp_path):
+    """``aiida-lisei -p <profile> workflow launch atomic-models --protocol demo`` (a child process, the
+    profile chosen on the root group) runs the work chain, with the smallest interface and sandwich from an
+    ``--overrides`` YAML file; its four structures are outputs."""
+    from aiida.manage.configuration import get_config
+
     small = {'electrolyte_repeat_z': 1, 'anode_layers': 2}
     overrides = tmp_path / 'overrides.yaml'
     overrides.write_text(
@@ -84,10 +90,19 @@ def test_atomic_models_runs(run_cli, tmp_path):
             {'interface': {'parameters': small}, 'sandwich': {'parameters': {**small, 'source_layers': 2}}}
         )
     )
-    result = run_cli('workflow', 'launch', 'atomic-models', '--protocol', 'demo', '--overrides', overrides)
-    assert result.exit_code == 0, result.output
-    node = orm.load_node(int(result.output.split('AtomicModelsWorkChain<')[1].split('>')[0]))
-    assert node.is_finished_ok, result.output
+    command = ['-p', aiida_profile.name, 'workflow', 'launch', 'atomic-models', '--protocol', 'demo']
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / 'aiida-lisei'), *command, '--overrides', str(overrides)],
+        env={**os.environ, 'AIIDA_PATH': str(Path(get_config().dirpath).parent)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'Success: AtomicModelsWorkChain<' in result.stdout
+    node = orm.load_node(int(result.stdout.split('AtomicModelsWorkChain<')[1].split('>')[0]))
+    assert node.is_finished_ok
     assert {'bcc_lithium', 'argyrodite', 'interface', 'sandwich'} <= set(node.outputs)
     assert len(node.outputs.argyrodite.sites) == 52  # Li24 P4 S20 Cl4
     assert len(node.outputs.sandwich.sites) == 88  # as the small_sandwich fixture: 2 anode, 2 source layers
