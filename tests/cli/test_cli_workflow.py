@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,9 @@ FIXTURES = Path(__file__).parents[1] / 'fixtures'
 
 @pytest.fixture
 def codes(aiida_code_installed):
-    """Stand-in codes (``/bin/true``) with the default plugins ``aiida-lisei setup localhost`` gives."""
+    """Stand-in codes (``/bin/true``) with the default plugins ``aiida-lisei setup localhost`` gives (labels
+    made unique: the setup tests register the real ones on the same profile)."""
+    suffix = uuid.uuid4().hex[:8]
     plugins = {
         'dp': 'lisei.dp_train',
         'lmp': 'lisei.exploration',
@@ -34,7 +37,7 @@ def codes(aiida_code_installed):
     }
     return {
         name: aiida_code_installed(
-            label=name, default_calc_job_plugin=plugin, filepath_executable='/bin/true'
+            label=f'{name}-{suffix}', default_calc_job_plugin=plugin, filepath_executable='/bin/true'
         )
         for name, plugin in plugins.items()
     }
