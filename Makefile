@@ -18,7 +18,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Keep TensorFlow quiet and single-threaded unless the user says otherwise.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help venv install engines plumed-kernel cp2k browser profile demo hpc lint docs test test-unit test-integration clean
+.PHONY: help venv install engines plumed-kernel cp2k browser profile demo hpc lint docs test test-core test-unit test-integration clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -33,6 +33,26 @@ $(STAMPS)/install: pyproject.toml constraints.txt | $(BIN)/python
 	@mkdir -p $(STAMPS) && touch $@
 
 install: $(STAMPS)/install  ## create the venv and install the package with all Python engines
+
+# The core install alone (no [engines], no [tests] extra): what a daemon machine, macOS or aarch64 gets.
+CORE_VENV ?= .venv-core
+CORE_BIN := $(CURDIR)/$(CORE_VENV)/bin
+#: The tests a core install runs (`pytest --core-only` leaves out those marked `engines`).
+CORE_TESTS := tests/test_entry_points.py tests/test_exit_codes.py tests/science tests/reporting tests/protocols \
+	tests/formats tests/common tests/data tests/structures tests/workchains/protocols tests/cli/test_cli_workflow.py
+
+$(CORE_BIN)/python:
+	$(PYTHON) -m venv $(CORE_VENV)
+	$(CORE_BIN)/python -m pip install -q -U pip wheel
+
+$(CORE_VENV)/.stamps/install: pyproject.toml constraints.txt | $(CORE_BIN)/python
+	@echo '>>> installing the core of aiida-lisei (no engines) into $(CORE_VENV)'
+	$(CORE_BIN)/python -m pip install -q -c constraints.txt -e '.[tests-core]'
+	@mkdir -p $(CORE_VENV)/.stamps && touch $@
+
+test-core: $(CORE_VENV)/.stamps/install  ## core-only install: every entry point imports, the analysis tests pass
+	@! $(CORE_BIN)/python -c 'import tensorflow' 2>/dev/null || { echo 'the core venv has TensorFlow'; exit 1; }
+	AIIDA_PATH=$(CURDIR)/.aiida-test-core $(CORE_BIN)/python -m pytest --core-only $(CORE_TESTS) --durations=5
 
 $(STAMPS)/plumed-kernel: $(STAMPS)/install
 	$(BIN)/aiida-lisei setup plumed-kernel
@@ -79,7 +99,7 @@ test-integration: engines hpc  ## daemon tests on PostgreSQL + RabbitMQ, and Cal
 
 # `make test` (CI) fails instead of skipping when a service the tests need is down.
 test: export LISEI_REQUIRE_SERVICES := 1
-test: lint docs hpc browser test-unit test-integration  ## install what is needed and run the whole test suite (sshd + Slurm first: no test skips)
+test: lint docs test-core hpc browser test-unit test-integration  ## install what is needed and run the whole test suite (sshd + Slurm first: no test skips)
 
 clean:  ## remove build outputs (keeps the venv and profiles)
-	rm -rf docs/_build .pytest_cache .ruff_cache .aiida-test
+	rm -rf docs/_build .pytest_cache .ruff_cache .aiida-test .aiida-test-core

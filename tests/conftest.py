@@ -21,6 +21,40 @@ from aiida.plugins.entry_point import format_entry_point_string
 
 pytest_plugins = ['aiida.tools.pytest_fixtures']
 
+#: A test module whose top-level imports need the engines says so with this line (read, not imported).
+ENGINES_MODULE_MARK = 'pytestmark = pytest.mark.engines'
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """``--core-only``: the tests a core install (no ``[engines]``, no ``[tests]`` extra) can run."""
+    parser.addoption(
+        '--core-only',
+        action='store_true',
+        help='leave out the tests marked `engines` (modules with that pytestmark are not even imported)',
+    )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """With ``--core-only``, do not import the test modules marked ``engines`` as a whole."""
+    if (
+        config.getoption('--core-only')
+        and collection_path.suffix == '.py'
+        and ENGINES_MODULE_MARK in collection_path.read_text()
+    ):
+        return True
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With ``--core-only``, deselect (not skip) the tests marked ``engines``."""
+    if not config.getoption('--core-only'):
+        return
+    kept = [item for item in items if item.get_closest_marker('engines') is None]
+    deselected = [item for item in items if item.get_closest_marker('engines') is not None]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
 
 @pytest.fixture(scope='session', autouse=True)
 def aiida_profile(aiida_config, aiida_profile_factory):
@@ -241,3 +275,28 @@ def generate_calc_job_node(aiida_localhost):
 def generate_parser():
     """Return a factory: the parser class of an entry point, e.g. ``generate_parser('lisei.tblite')``."""
     return ParserFactory
+
+
+@pytest.fixture
+def run_cli():
+    """Invoke ``aiida-lisei`` in this process (on the test profile); return the click result.
+
+    ``aiida.common.log.CLI_ACTIVE`` is held ``True`` during the call: the root group is a
+    ``VerdiCommandGroup``, whose ``--verbosity`` callback otherwise turns the whole test process's AiiDA
+    logging into CLI logging (handlers on the runner's streams, closed after the call).
+    """
+    from aiida.common import log
+
+    from aiida_lisei.cli import cmd_root
+
+    def run(*args: str):
+        active = log.CLI_ACTIVE
+        log.CLI_ACTIVE = True
+        try:
+            from click.testing import CliRunner
+
+            return CliRunner().invoke(cmd_root, [str(arg) for arg in args], catch_exceptions=False)
+        finally:
+            log.CLI_ACTIVE = active
+
+    return run

@@ -1,6 +1,6 @@
 """``DpTestCalculation`` (``lisei.dp_test``): errors of a DeePMD model on labelled frames (``dp test``).
 
-Runs ``dp test -m model.pb -s systems -n 0 -d detail > test.log 2>&1`` on every frame of ``test_set``
+Runs ``dp --tf test -m model.pb -s systems -n 0 -d detail > test.log 2>&1`` on every frame of ``test_set``
 (one deepmd/npy directory per system under ``systems/``); the parser reads the per-frame ``detail.*.out``
 files (reference and prediction side by side) and computes the errors itself.
 """
@@ -8,6 +8,7 @@ files (reference and prediction side by side) and computes the errors itself.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from aiida import orm
@@ -16,7 +17,7 @@ from aiida.common.folders import Folder
 from aiida.engine import CalcJobProcessSpec
 
 from aiida_lisei.calculations.base import LiseiCalcJob
-from aiida_lisei.data.deep_potential import COMPRESSED_FILENAME, MODEL_FILENAME, DeepPotentialData
+from aiida_lisei.data.deep_potential import BACKEND_FLAGS, DeepPotentialData, model_suffix
 from aiida_lisei.data.training_set import TrainingSetData
 
 __all__ = ('DpTestCalculation', 'validate_inputs')
@@ -99,12 +100,15 @@ class DpTestCalculation(LiseiCalcJob):
         """Write the test frames and the model; run ``dp test`` on all frames."""
         self.inputs.test_set.to_deepmd_npy(folder.get_subfolder(self._SYSTEMS_DIR, create=True).abspath)
         model = self.inputs.model
-        source = COMPRESSED_FILENAME if self.inputs.compressed.value else MODEL_FILENAME
+        source = model.filename(compressed=self.inputs.compressed.value)
+        # the backend explicit (`dp --tf` / `dp --pt`) and the file with its extension
+        model_file = f'{Path(self._MODEL_FILE).stem}{model_suffix(model)}'
+        backend = [BACKEND_FLAGS[model.deepmd_backend]]
 
         codeinfo = CodeInfo()
         codeinfo.code_uuid = self.inputs.code.uuid
         codeinfo.cmdline_params = [
-            'test', '-m', self._MODEL_FILE, '-s', self._SYSTEMS_DIR, '-n', '0', '-d', self._DETAIL_PREFIX
+            *backend, 'test', '-m', model_file, '-s', self._SYSTEMS_DIR, '-n', '0', '-d', self._DETAIL_PREFIX
         ]  # fmt: skip
         codeinfo.stdout_name = self._LOG_FILE
         codeinfo.join_files = True
@@ -112,7 +116,7 @@ class DpTestCalculation(LiseiCalcJob):
 
         calcinfo = CalcInfo()
         calcinfo.codes_info = [codeinfo]
-        calcinfo.local_copy_list = [(model.uuid, source, self._MODEL_FILE)]
+        calcinfo.local_copy_list = [(model.uuid, source, model_file)]
         calcinfo.remote_copy_list = []
         calcinfo.retrieve_list = [self._LOG_FILE, f'{self._DETAIL_PREFIX}.*.out']
         calcinfo.provenance_exclude_list = [self._SYSTEMS_DIR]  # the frames are the test_set input

@@ -1,12 +1,13 @@
 """``DpTrainCalculation`` (``lisei.dp_train``): train, freeze and optionally compress one DeePMD-kit model.
 
-The job runs the code's executable (``dp`` of a DeePMD-kit installation, TensorFlow backend) three times,
-one after the other in one scheduler job (``CodeRunMode.SERIAL``)::
+The job runs the code's executable (``dp`` of DeePMD-kit 3) up to three times, one after the other in one
+scheduler job (``CodeRunMode.SERIAL``), with the backend of ``settings.backend`` explicit (``--tf``, the
+default, or ``--pt``; files ``.pb`` or ``.pth``)::
 
-    dp train input.json [--restart model.ckpt | --init-frz-model init_model.pb] [--skip-neighbor-stat] \
+    dp --tf train input.json [--restart model.ckpt | --init-frz-model init_model.pb] [--skip-neighbor-stat] \
         > train.log 2>&1
-    dp freeze -o frozen_model.pb > freeze.log 2>&1
-    dp compress -i frozen_model.pb -o frozen_model_compressed.pb -s <compress_step> > compress.log 2>&1
+    dp --tf freeze -o frozen_model.pb > freeze.log 2>&1
+    dp --tf compress -i frozen_model.pb -o frozen_model_compressed.pb -s <compress_step> > compress.log 2>&1
 
 Checkpoints: DeePMD saves ``model.ckpt*`` every ``training.save_freq`` steps. They stay in the remote
 working directory, the ``remote_folder`` output, which is what a restart uses (``restart_folder``); they
@@ -31,7 +32,7 @@ from aiida.engine import CalcJobProcessSpec
 
 from aiida_lisei.calculations.base import LiseiCalcJob
 from aiida_lisei.common.validation import dict_port_validator
-from aiida_lisei.data.deep_potential import MODEL_FILENAME, DeepPotentialData
+from aiida_lisei.data.deep_potential import BACKEND_FLAGS, BACKEND_SUFFIXES, DeepPotentialData
 from aiida_lisei.data.training_set import TrainingSetData
 
 __all__ = (
@@ -43,9 +44,11 @@ __all__ = (
     'resolve_settings',
 )
 
-#: ``settings`` keys and defaults: compress the frozen model; table step of ``dp compress``; skip DeePMD's
-#: neighbour statistics (faster start, but no sel check and no compression); retrieve the last checkpoint.
+#: ``settings`` keys and defaults: the DeePMD-kit backend (``tensorflow`` or ``pytorch``); compress the
+#: frozen model; table step of ``dp compress``; skip DeePMD's neighbour statistics (faster start, but no sel
+#: check and no compression); retrieve the last checkpoint.
 DEFAULT_SETTINGS: dict[str, Any] = {
+    'backend': 'tensorflow',
     'compress': False,
     'compress_step': 0.01,
     'skip_neighbor_stat': False,
@@ -58,6 +61,24 @@ CHECKPOINT_PATTERNS = ('checkpoint', 'model.ckpt*')
 #: The last checkpoint under the fixed prefix ``model.ckpt`` (symbolic links dereferenced on retrieval);
 #: ``dp train --restart`` reads the graph (``.meta``) as well as the weights.
 RETRIEVED_CHECKPOINT = ('checkpoint', 'model.ckpt.index', 'model.ckpt.meta', 'model.ckpt.data-*')
+#: Per backend: the ``dp`` flag, the checkpoint ``--restart`` reads (and that ``restart_folder`` must hold),
+#: the checkpoint files retrieved with ``settings.retrieve_checkpoint``.
+BACKENDS: dict[str, dict[str, Any]] = {
+    'tensorflow': {'flag': BACKEND_FLAGS['tensorflow'], 'restart': 'model.ckpt', 'index': 'model.ckpt.index'},
+    'pytorch': {'flag': BACKEND_FLAGS['pytorch'], 'restart': 'model.ckpt.pt', 'index': 'model.ckpt.pt'},
+}
+RETRIEVED_CHECKPOINTS = {'tensorflow': RETRIEVED_CHECKPOINT, 'pytorch': ('checkpoint', 'model.ckpt.pt')}
+
+
+def output_files(backend: str) -> dict[str, str]:
+    """Return the job's model file names for ``backend``: ``model``, ``compressed`` and ``init_model``
+    (``frozen_model.pb``, ``frozen_model_compressed.pb``, ``init_model.pb``; ``.pth`` for PyTorch)."""
+    suffix = BACKEND_SUFFIXES[backend]
+    return {
+        'model': f'frozen_model{suffix}',
+        'compressed': f'frozen_model_compressed{suffix}',
+        'init_model': f'init_model{suffix}',
+    }
 
 
 def check_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -78,7 +99,26 @@ def check_parameters(parameters: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f'`training.{key}.systems` is written by the CalcJob from its inputs: remove it')
     if not isinstance(training.get('numb_steps'), int) or training['numb_steps'] < 1:
         raise ValueError('`training.numb_steps` must be a positive integer')
+    check_with_deepmd(parameters)
     return dict(parameters)
+
+
+def check_with_deepmd(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the complete input as DeePMD-kit's own argument checker normalises it; raise ``ValueError``.
+
+    ``deepmd.utils.argcheck.normalize`` (strict: unknown keys are refused with DeePMD-kit's "Did you mean"
+    suggestion, wrong types and choices too) on what :func:`build_input` writes, with placeholder seed and
+    data systems. It imports neither TensorFlow nor PyTorch (the ``deepmd-kit`` of the core install).
+    """
+    from dargs.dargs import ArgumentError
+    from deepmd.utils.argcheck import normalize
+
+    model = parameters['model']
+    data = build_input(parameters, 0, list(model.get('type_map') or []), ['systems/train/placeholder'])
+    try:
+        return normalize(data)
+    except ArgumentError as exception:
+        raise ValueError(f'DeePMD-kit refuses the input: {exception}') from exception
 
 
 def resolve_settings(settings: orm.Dict | Mapping[str, Any] | None) -> dict[str, Any]:
@@ -93,6 +133,8 @@ def check_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(settings) - set(DEFAULT_SETTINGS))
     if unknown:
         raise ValueError(f'unknown settings {unknown}; known: {sorted(DEFAULT_SETTINGS)}')
+    if settings.get('backend', 'tensorflow') not in BACKENDS:
+        raise ValueError(f'unknown `backend` {settings["backend"]!r}; known: {sorted(BACKENDS)}')
     if settings.get('compress') and settings.get('skip_neighbor_stat'):
         raise ValueError('`compress` needs the neighbour statistics: do not set `skip_neighbor_stat`')
     return {**DEFAULT_SETTINGS, **settings}
@@ -136,11 +178,13 @@ def validate_inputs(inputs: Mapping[str, Any], _ctx: Any = None) -> str | None:
     if 'restart_folder' in inputs and 'init_model' in inputs:
         return 'give `restart_folder` or `init_model`, not both'
     restart = inputs.get('restart_folder')
-    if (
-        isinstance(restart, orm.FolderData)
-        and 'model.ckpt.index' not in restart.base.repository.list_object_names()
-    ):
-        return '`restart_folder` has no checkpoint `model.ckpt.index` (use settings.retrieve_checkpoint)'
+    backend = resolve_settings(inputs.get('settings'))['backend']
+    index = BACKENDS.get(backend, BACKENDS['tensorflow'])['index']
+    if isinstance(restart, orm.FolderData) and index not in restart.base.repository.list_object_names():
+        return f'`restart_folder` has no checkpoint `{index}` (use settings.retrieve_checkpoint)'
+    init_model = inputs.get('init_model')
+    if init_model is not None and init_model.deepmd_backend != backend:
+        return f'`init_model` is a {init_model.deepmd_backend} model, `settings.backend` is {backend}'
     if 'training_set' not in inputs or 'parameters' not in inputs:
         return None
     sets = [inputs['training_set']] + ([inputs['validation_set']] if 'validation_set' in inputs else [])
@@ -178,6 +222,7 @@ class DpTrainCalculation(LiseiCalcJob):
     _INPUT_FILE = 'input.json'
     _OUTPUT_JSON = 'out.json'
     _LCURVE_FILE = 'lcurve.out'
+    #: TensorFlow names; :func:`output_files` gives those of each backend.
     _MODEL_FILE = 'frozen_model.pb'
     _COMPRESSED_FILE = 'frozen_model_compressed.pb'
     _INIT_MODEL_FILE = 'init_model.pb'
@@ -306,35 +351,31 @@ class DpTrainCalculation(LiseiCalcJob):
         calcinfo = CalcInfo()
         calcinfo.local_copy_list = []
         calcinfo.remote_copy_list = []
+        backend = BACKENDS[settings['backend']]
+        files = output_files(settings['backend'])
         train_params = [self._INPUT_FILE]
         if 'restart_folder' in self.inputs:
             self._copy_checkpoint(calcinfo, self.inputs.restart_folder)
-            train_params += ['--restart', 'model.ckpt']
+            train_params += ['--restart', backend['restart']]
         if 'init_model' in self.inputs:
             model = self.inputs.init_model
-            calcinfo.local_copy_list.append((model.uuid, MODEL_FILENAME, self._INIT_MODEL_FILE))
-            train_params += ['--init-frz-model', self._INIT_MODEL_FILE]
+            calcinfo.local_copy_list.append((model.uuid, model.filename(), files['init_model']))
+            train_params += ['--init-frz-model', files['init_model']]
         if settings['skip_neighbor_stat']:
             train_params.append('--skip-neighbor-stat')
 
+        flag = backend['flag']
         codes_info = [
-            self._codeinfo(['train', *train_params], self._TRAIN_LOG),
-            self._codeinfo(['freeze', '-o', self._MODEL_FILE], self._FREEZE_LOG),
+            self._codeinfo([flag, 'train', *train_params], self._TRAIN_LOG),
+            self._codeinfo([flag, 'freeze', '-o', files['model']], self._FREEZE_LOG),
         ]
-        retrieve = [self._LCURVE_FILE, self._OUTPUT_JSON, self._TRAIN_LOG, self._FREEZE_LOG, self._MODEL_FILE]
+        retrieve = [self._LCURVE_FILE, self._OUTPUT_JSON, self._TRAIN_LOG, self._FREEZE_LOG, files['model']]
         if settings['compress']:
-            params = [
-                '-i',
-                self._MODEL_FILE,
-                '-o',
-                self._COMPRESSED_FILE,
-                '-s',
-                str(settings['compress_step']),
-            ]
-            codes_info.append(self._codeinfo(['compress', *params], self._COMPRESS_LOG))
-            retrieve += [self._COMPRESSED_FILE, self._COMPRESS_LOG]
+            params = ['-i', files['model'], '-o', files['compressed'], '-s', str(settings['compress_step'])]
+            codes_info.append(self._codeinfo([flag, 'compress', *params], self._COMPRESS_LOG))
+            retrieve += [files['compressed'], self._COMPRESS_LOG]
         if settings['retrieve_checkpoint']:
-            retrieve += list(RETRIEVED_CHECKPOINT)
+            retrieve += list(RETRIEVED_CHECKPOINTS[settings['backend']])
 
         calcinfo.codes_info = codes_info
         calcinfo.codes_run_mode = CodeRunMode.SERIAL

@@ -11,7 +11,7 @@ from aiida.engine import CalcJobProcessSpec
 
 from aiida_lisei.calculations.base import LiseiCalcJob, validate_guards, validate_seed, validate_structure
 from aiida_lisei.common.validation import dict_port_validator
-from aiida_lisei.data.deep_potential import DeepPotentialData, model_filename, models_type_map
+from aiida_lisei.data.deep_potential import DeepPotentialData, model_filename, model_suffix, models_type_map
 from aiida_lisei.formats.lammps import (
     check_exploration_parameters,
     generate_exploration_script,
@@ -156,10 +156,11 @@ class ExplorationCalculation(LiseiCalcJob):
         spec.exit_code(411, 'ERROR_NAN_ENERGY', message='The energy became NaN at step {step}.')
 
     def prepare_for_submission(self, folder: Folder) -> CalcInfo:
-        """Write the data file and the input script; copy the models as ``model_<i>.pb``."""
+        """Write the data file and input script; copy the models as ``model_<i>.pb`` (PyTorch: ``.pth``)."""
         type_map = models_type_map(self.inputs.models)
         keys = sorted(self.inputs.models)
-        model_files = [f'model_{index}.pb' for index in range(len(keys))]
+        models = [self.inputs.models[key] for key in keys]
+        model_files = [f'model_{index}{model_suffix(model)}' for index, model in enumerate(models)]
         with folder.open(self._DATA_FILE, 'w') as handle:
             handle.write(lammps_data_text(self.inputs.structure.get_ase(), type_map))
         script = generate_exploration_script(

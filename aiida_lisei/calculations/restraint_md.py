@@ -17,6 +17,7 @@ segment stopped.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from aiida import orm
@@ -32,7 +33,7 @@ from aiida_lisei.calculations.base import (
     validate_structure,
 )
 from aiida_lisei.common.validation import complete_parameters, dict_port_validator
-from aiida_lisei.data.deep_potential import DeepPotentialData, model_filename, models_type_map
+from aiida_lisei.data.deep_potential import DeepPotentialData, model_filename, model_suffix, models_type_map
 from aiida_lisei.data.frames import STUDY_TYPE_MAP
 from aiida_lisei.data.structure import GroupedStructureData
 from aiida_lisei.formats.lammps import (
@@ -257,9 +258,10 @@ class RestraintMdCalculation(LiseiCalcJob):
                 )
             )
         walltime = self.inputs.metadata.options.get('max_wallclock_seconds')
+        model_file = self._model_file(model)
         script = generate_restraint_md_script(
             self.inputs.parameters.get_dict(),
-            self._MODEL_FILE,
+            model_file,
             type_map,
             self.inputs.seed.value,
             data_file=self._DATA_FILE,
@@ -268,7 +270,7 @@ class RestraintMdCalculation(LiseiCalcJob):
             plumed_log=self._PLUMED_LOG,
             dump_file=self._DUMP_FILE,
             timeout_seconds=timeout_seconds(walltime),
-            deviation_model_files=[self._deviation_model_file(name) for name in deviation_models],
+            deviation_model_files=[self._deviation_model_file(*item) for item in deviation_models.items()],
             model_devi_file=self._MODEL_DEVI_FILE,
         )
         with folder.open(self._INPUT_FILE, 'w') as handle:
@@ -292,9 +294,9 @@ class RestraintMdCalculation(LiseiCalcJob):
             ],
             [self._LOG_FILE, self._COLVAR_FILE, self._DUMP_FILE, self._PLUMED_LOG, self._MODEL_DEVI_FILE],
             local_copy_list=[
-                (model.uuid, model_filename(model), self._MODEL_FILE),
+                (model.uuid, model_filename(model), model_file),
                 *(
-                    (node.uuid, model_filename(node), self._deviation_model_file(name))
+                    (node.uuid, model_filename(node), self._deviation_model_file(name, node))
                     for name, node in deviation_models.items()
                 ),
             ],
@@ -303,7 +305,12 @@ class RestraintMdCalculation(LiseiCalcJob):
         calcinfo.retrieve_temporary_list = [self._RESTART_PATTERN]  # the parser keeps the newest
         return calcinfo
 
+    @classmethod
+    def _model_file(cls, model: DeepPotentialData | orm.SinglefileData) -> str:
+        """File name of the driving model: ``model.pb``, or ``model.pth`` for a PyTorch model."""
+        return f'{Path(cls._MODEL_FILE).stem}{model_suffix(model)}'
+
     @staticmethod
-    def _deviation_model_file(name: str) -> str:
-        """File name of the deviation model ``name``."""
-        return f'deviation_{name}.pb'
+    def _deviation_model_file(name: str, node: DeepPotentialData | orm.SinglefileData) -> str:
+        """File name of the deviation model ``name`` (the extension of its backend)."""
+        return f'deviation_{name}{model_suffix(node)}'

@@ -1,14 +1,17 @@
 """``DeepPotentialData`` (``lisei.deep_potential``): a frozen DeePMD-kit model and what it was trained on.
 
-The repository holds the frozen model (``model.pb``, TensorFlow backend) and, when the model was
-compressed (``dp compress``), the compressed one (``model_compressed.pb``; faster MD, same accuracy within
-the tabulation error). Attributes make models queryable and self-describing:
+The repository holds the frozen model and, when the model was compressed (``dp compress``), the compressed
+one (faster MD, same accuracy within the tabulation error), named by the DeePMD-kit backend:
+``model.pb`` / ``model_compressed.pb`` (TensorFlow) or ``model.pth`` / ``model_compressed.pth`` (PyTorch),
+because LAMMPS's DeePMD plugin and ``dp`` pick the backend from the file's extension. Attributes make
+models queryable and self-describing:
 
 * ``type_map`` (element symbols, order = atom types), ``descriptor_type`` (e.g. ``se_e2_a``),
   ``rcut`` and ``rcut_smth`` (Å), ``sel`` (maximum neighbours per type within ``rcut``),
   ``neurons`` (``{'embedding': [...], 'fitting': [...]}``);
 * ``training_steps`` (steps done), ``seed`` (the one seed of descriptor, fitting net and training);
-* ``deepmd_version``, ``deepmd_backend`` (``'tensorflow'``), ``compressed`` (a compressed model exists);
+* ``deepmd_version``, ``deepmd_backend`` (``'tensorflow'`` or ``'pytorch'``), ``compressed`` (a compressed
+  model exists);
 * ``level_of_theory_key`` of the training set (see :mod:`aiida_lisei.data.level_of_theory`), so that a
   model is never used to explore or compared with labels at another level of theory.
 
@@ -31,18 +34,36 @@ if TYPE_CHECKING:
     from deepmd.infer import DeepPot
 
 __all__ = (
+    'BACKEND_FLAGS',
+    'BACKEND_SUFFIXES',
     'COMPRESSED_FILENAME',
     'MODEL_FILENAME',
     'DeepPotentialData',
+    'backend_filenames',
     'ensemble_models',
     'model_filename',
     'model_metadata',
+    'model_suffix',
     'models_type_map',
 )
 
-#: Repository names of the frozen and the compressed model.
+#: File extension of a frozen model per DeePMD-kit backend (LAMMPS and ``dp`` choose the backend by it).
+BACKEND_SUFFIXES = {'tensorflow': '.pb', 'pytorch': '.pth'}
+#: The ``dp`` command-line flag of each backend (DeePMD-kit 3), always given explicitly.
+BACKEND_FLAGS = {'tensorflow': '--tf', 'pytorch': '--pt'}
+#: Repository names of the frozen and the compressed model of the TensorFlow backend (the default).
 MODEL_FILENAME = 'model.pb'
 COMPRESSED_FILENAME = 'model_compressed.pb'
+
+
+def backend_filenames(backend: str = 'tensorflow') -> tuple[str, str]:
+    """Return the repository names ``(model, compressed model)`` of a ``backend`` model; raise ``ValueError``
+    on a backend other than those of :data:`BACKEND_SUFFIXES`."""
+    if backend not in BACKEND_SUFFIXES:
+        raise ValueError(f'unknown DeePMD-kit backend `{backend}`; known: {sorted(BACKEND_SUFFIXES)}')
+    suffix = BACKEND_SUFFIXES[backend]
+    return f'model{suffix}', f'model_compressed{suffix}'
+
 
 _REQUIRED = ('type_map', 'descriptor_type', 'rcut', 'sel', 'neurons', 'seed', 'deepmd_version')
 
@@ -93,7 +114,7 @@ class DeepPotentialData(Data):
     :param deepmd_version: DeePMD-kit version that trained the model, e.g. ``3.2.0``.
     :param training_steps: number of training steps done.
     :param level_of_theory_key: key of the training set's level of theory.
-    :param deepmd_backend: DeePMD-kit backend (only ``tensorflow`` models are produced here).
+    :param deepmd_backend: DeePMD-kit backend, ``tensorflow`` (``.pb``) or ``pytorch`` (``.pth``).
     """
 
     def __init__(
@@ -114,10 +135,11 @@ class DeepPotentialData(Data):
         compressed_model: str | Path | bytes | IO[bytes] | None = None,
         **kwargs: Any,
     ) -> None:
+        model_name, compressed_name = backend_filenames(deepmd_backend)
         super().__init__(**kwargs)
-        self.base.repository.put_object_from_bytes(_content(model), MODEL_FILENAME)
+        self.base.repository.put_object_from_bytes(_content(model), model_name)
         if compressed_model is not None:
-            self.base.repository.put_object_from_bytes(_content(compressed_model), COMPRESSED_FILENAME)
+            self.base.repository.put_object_from_bytes(_content(compressed_model), compressed_name)
         attributes = {
             'type_map': [str(element) for element in type_map],
             'descriptor_type': str(descriptor_type),
@@ -137,8 +159,9 @@ class DeepPotentialData(Data):
     def _validate(self) -> bool:
         """Refuse to store a model without a file or required metadata."""
         super()._validate()
-        if MODEL_FILENAME not in self.base.repository.list_object_names():
-            raise ValueError(f'no `{MODEL_FILENAME}` in the repository')
+        model_name = backend_filenames(self.deepmd_backend)[0]
+        if model_name not in self.base.repository.list_object_names():
+            raise ValueError(f'no `{model_name}` in the repository')
         missing = [name for name in _REQUIRED if self.base.attributes.get(name, None) is None]
         if missing:
             raise ValueError(f'missing attributes {missing}')
@@ -188,7 +211,7 @@ class DeepPotentialData(Data):
 
     @property
     def deepmd_backend(self) -> str:
-        """DeePMD-kit backend (``tensorflow``); ``Node.backend`` is the AiiDA storage."""
+        """DeePMD-kit backend (``tensorflow`` or ``pytorch``); ``Node.backend`` is the AiiDA storage."""
         return self.base.attributes.get('deepmd_backend')
 
     @property
@@ -206,7 +229,11 @@ class DeepPotentialData(Data):
     def _filename(self, compressed: bool) -> str:
         if compressed and not self.compressed:
             raise ValueError('this model has no compressed version')
-        return COMPRESSED_FILENAME if compressed else MODEL_FILENAME
+        return backend_filenames(self.deepmd_backend)[1 if compressed else 0]
+
+    def filename(self, compressed: bool = False) -> str:
+        """Repository name of the frozen (or compressed) model: ``model[_compressed].pb`` or ``.pth``."""
+        return self._filename(compressed)
 
     def get_model_bytes(self, compressed: bool = False) -> bytes:
         """Return the content of the frozen (or compressed) model."""
@@ -215,8 +242,8 @@ class DeepPotentialData(Data):
     def write_model(
         self, directory: str | Path, filename: str | None = None, compressed: bool = False
     ) -> Path:
-        """Write the frozen (or compressed) model into ``directory`` (default name ``model[_compressed].pb``);
-        return its path."""
+        """Write the frozen (or compressed) model into ``directory`` (default name ``model[_compressed]`` with
+        the backend's extension); return its path."""
         path = Path(directory) / (filename or self._filename(compressed))
         path.write_bytes(self.get_model_bytes(compressed))
         return path
@@ -237,11 +264,19 @@ class DeepPotentialData(Data):
 
 def model_filename(node: DeepPotentialData | SinglefileData) -> str:
     """Return the repository name of the frozen model to run: a ``DeepPotentialData``'s compressed model
-    when it has one (about 3x faster in LAMMPS), else its ``model.pb``; a ``SinglefileData``'s file."""
+    when it has one (about 3x faster in LAMMPS), else its frozen model; a ``SinglefileData``'s file."""
     if isinstance(node, SinglefileData):
         return node.filename
-    names = node.base.repository.list_object_names()
-    return COMPRESSED_FILENAME if COMPRESSED_FILENAME in names else MODEL_FILENAME
+    model_name, compressed_name = backend_filenames(node.deepmd_backend)
+    return compressed_name if compressed_name in node.base.repository.list_object_names() else model_name
+
+
+def model_suffix(node: DeepPotentialData | SinglefileData) -> str:
+    """Return the extension the model's file must keep where it runs (``.pb`` or ``.pth``): by the
+    ``DeepPotentialData``'s backend, by a ``SinglefileData``'s file name (``.pb`` if it has none)."""
+    if isinstance(node, SinglefileData):
+        return Path(node.filename).suffix or BACKEND_SUFFIXES['tensorflow']
+    return BACKEND_SUFFIXES[node.deepmd_backend]
 
 
 def models_type_map(models: Mapping[str, DeepPotentialData | SinglefileData]) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ import numpy as np
 from aiida import orm
 from aiida.engine import ExitCode
 
-from aiida_lisei.calculations.dp_train import DpTrainCalculation, resolve_settings
+from aiida_lisei.calculations.dp_train import DpTrainCalculation, output_files, resolve_settings
 from aiida_lisei.data.deep_potential import DeepPotentialData, model_metadata
 from aiida_lisei.formats.protobuf import frozen_graph_problem
 from aiida_lisei.parsers.base import LiseiParser
@@ -145,19 +145,20 @@ class DpTrainParser(LiseiParser):
         numb_steps = parameters['training']['numb_steps']
         if not log['finished']:
             return self.exit_codes.ERROR_TRAINING_INCOMPLETE.format(step=last_step, numb_steps=numb_steps)
+        settings = resolve_settings(self.node.inputs.settings if 'settings' in self.node.inputs else None)
+        files = output_files(settings['backend'])
         expected = numb_steps // disp_freq(parameters) * disp_freq(parameters)
         if last_step < expected:  # the log says finished: the learning curve was cut short
             return self.exit_codes.ERROR_OUTPUT_TRUNCATED.format(
                 filename=calc._LCURVE_FILE,
                 detail=f'the last row is step {last_step}, training finished at step {numb_steps}',
             )
-        model = self._read(calc._MODEL_FILE, mode='rb')
+        model = self._read(files['model'], mode='rb')
         if model is None:
             return self.exit_codes.ERROR_MODEL_MISSING
-        if calc._MODEL_FILE.endswith('.pb') and (problem := frozen_graph_problem(model)) is not None:
-            return self.exit_codes.ERROR_MODEL_UNREADABLE.format(filename=calc._MODEL_FILE, reason=problem)
-        settings = resolve_settings(self.node.inputs.settings if 'settings' in self.node.inputs else None)
-        compressed = self._read(calc._COMPRESSED_FILE, mode='rb') if settings['compress'] else None
+        if files['model'].endswith('.pb') and (problem := frozen_graph_problem(model)) is not None:
+            return self.exit_codes.ERROR_MODEL_UNREADABLE.format(filename=files['model'], reason=problem)
+        compressed = self._read(files['compressed'], mode='rb') if settings['compress'] else None
         if settings['compress'] and compressed is None:
             return self.exit_codes.ERROR_COMPRESSED_MODEL_MISSING
 
@@ -167,6 +168,7 @@ class DpTrainParser(LiseiParser):
             seed=self.node.inputs.seed.value,
             deepmd_version=log['deepmd_version'] or 'unknown',
             level_of_theory_key=self.node.inputs.training_set.level_of_theory_key,
+            deepmd_backend=settings['backend'],
         )
         self.out('model', DeepPotentialData(model, compressed_model=compressed, **metadata))
         final = {f'final_{name}': float(values[-1]) for name, values in lcurve.items() if name != 'step'}

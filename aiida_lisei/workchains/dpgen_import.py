@@ -99,8 +99,8 @@ PARAM_RULES: dict[str, Rule] = {
     # training
     'numb_models': _mapped('`num_models`'),
     'mlp_engine': _default(('dp',), 'DeePMD-kit only', 'DeePMD-kit (`dp`)'),
-    'train_backend': _default(('tensorflow',), 'frozen TensorFlow models', 'the TensorFlow backend'),
-    'model_format': _default(('pb',), 'frozen TensorFlow models (model.pb)', 'the TensorFlow backend'),
+    'train_backend': _mapped('`train.dp_train.settings.backend` (`tensorflow`, `pytorch`)'),
+    'model_format': _default(('pb', 'pth'), 'frozen models (model.pb, PyTorch model.pth)', "the backend's"),
     'default_training_param': _mapped('`train.dp_train.parameters` (seeds and data systems removed)'),
     'dp_train_skip_neighbor_stat': _mapped('`train.dp_train.settings.skip_neighbor_stat`'),
     'dp_compress': _mapped('`train.dp_train.settings.compress`'),
@@ -515,7 +515,11 @@ def builder_from_dpgen_param(
     training = _strip_dpgen_training(param['default_training_param'], param['type_map'])
     settings = {
         name: param[key]
-        for key, name in (('dp_compress', 'compress'), ('dp_train_skip_neighbor_stat', 'skip_neighbor_stat'))
+        for key, name in (
+            ('dp_compress', 'compress'),
+            ('dp_train_skip_neighbor_stat', 'skip_neighbor_stat'),
+            ('train_backend', 'backend'),
+        )
         if key in param
     }
     overrides: dict[str, Any] = {

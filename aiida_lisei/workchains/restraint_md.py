@@ -32,12 +32,12 @@ from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.formats.lammps import check_restraint_md_parameters
 from aiida_lisei.reporting.plots import restraint_figures
 from aiida_lisei.reporting.tables import format_guard_report
-from aiida_lisei.science.fast_cv import FastCoordinationCV
 from aiida_lisei.science.guards import GUARDS, combine_guard_summaries
 from aiida_lisei.science.restraint_cv import (
     check_minimum_image,
     check_restraint_parameters,
     cv_from_parameters,
+    evaluate_cv,
     resolve_restraint_parameters,
 )
 from aiida_lisei.workchains.concurrent_learning import (
@@ -114,9 +114,10 @@ def initial_restraint(structure: GroupedStructureData, restraint: orm.Dict, para
     n_steps = check_restraint_md_parameters(parameters.get_dict())['n_steps']
     request = check_restraint_parameters(restraint.get_dict(), resolved=False)
     cv = cv_from_parameters(structure.atom_groups, structure.atom_layers, request)
-    value = FastCoordinationCV(cv, len(structure.sites))(
-        np.array([site.position for site in structure.sites]), np.array(structure.cell)
-    ).value
+    # The NumPy reference (equal to the engines' numba, JAX and PLUMED routes to 1e-10): runs on a daemon
+    # machine without the engines.
+    positions = np.array([site.position for site in structure.sites])
+    value = evaluate_cv(cv, positions, np.array(structure.cell)).value
     return orm.Dict(resolve_restraint_parameters(request, value, n_steps))
 
 

@@ -61,10 +61,25 @@ def test_prepare_for_submission(dp_code, model, test_set, tmp_path):
     )
     calc_info = process.prepare_for_submission(Folder(str(tmp_path)))
     (code_info,) = calc_info.codes_info
-    assert code_info.cmdline_params == ['test', '-m', 'model.pb', '-s', 'systems', '-n', '0', '-d', 'detail']
+    assert code_info.cmdline_params == [
+        '--tf', 'test', '-m', 'model.pb', '-s', 'systems', '-n', '0', '-d', 'detail'
+    ]  # fmt: skip
     assert calc_info.local_copy_list == [(model.uuid, 'model.pb', 'model.pb')]
     assert sorted(path.name for path in (tmp_path / 'systems').iterdir()) == ['bcc_li', 'li2s']
     assert 'detail.*.out' in calc_info.retrieve_list
+
+
+def test_pytorch_model_is_tested_with_the_pytorch_backend(dp_code, model, test_set, tmp_path):
+    """A PyTorch model runs as ``dp --pt test -m model.pth`` (submission side; the bytes are a stand-in)."""
+    attributes = {key: value for key, value in model.base.attributes.all.items() if key != 'compressed'}
+    pytorch = DeepPotentialData(b'stand-in', **{**attributes, 'deepmd_backend': 'pytorch'}).store()
+    process = instantiate_process(
+        get_manager().get_runner(), DpTestCalculation, code=dp_code, model=pytorch, test_set=test_set
+    )
+    calc_info = process.prepare_for_submission(Folder(str(tmp_path)))
+    (code_info,) = calc_info.codes_info
+    assert code_info.cmdline_params[:4] == ['--pt', 'test', '-m', 'model.pth']
+    assert calc_info.local_copy_list == [(pytorch.uuid, 'model.pth', 'model.pth')]
 
 
 def test_other_level_of_theory_is_refused(dp_code, model, test_set):

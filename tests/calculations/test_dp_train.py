@@ -17,6 +17,7 @@ from aiida.manage import get_manager
 from aiida.plugins import CalculationFactory
 
 from aiida_lisei.calculations.dp_train import build_input, check_parameters
+from aiida_lisei.data.deep_potential import DeepPotentialData
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.workchains.dp_train import DpTrainWorkChain
 
@@ -148,8 +149,8 @@ def test_prepare_for_submission(dp_code, training_set, tmp_path):
     assert data['training']['validation_data']['systems'] == ['systems/valid/bcc_li', 'systems/valid/li2s']
     assert (tmp_path / 'systems' / 'train' / 'li2s' / 'set.000' / 'force.npy').is_file()
     assert [info.cmdline_params for info in calc_info.codes_info] == [
-        ['train', 'input.json', '--restart', 'model.ckpt'],
-        ['freeze', '-o', 'frozen_model.pb'],
+        ['--tf', 'train', 'input.json', '--restart', 'model.ckpt'],
+        ['--tf', 'freeze', '-o', 'frozen_model.pb'],
     ]
     assert calc_info.codes_run_mode == CodeRunMode.SERIAL
     assert sorted(name for _, name, _ in calc_info.local_copy_list) == [
@@ -210,3 +211,81 @@ def test_restart_continues_the_learning_curve(trained, dp_code, training_set, so
     assert steps == list(range(0, 2 * STEPS + 1, 10))
     assert 'restart from model ' in node.outputs.retrieved.base.repository.get_object_content('train.log')
     assert node.outputs.model.training_steps == 2 * STEPS
+
+
+@pytest.mark.parametrize(
+    ('section', 'key', 'value', 'message'),
+    [
+        ('model.descriptor', 'rcutt', 5.0, 'undefined key `rcutt`.*Did you mean: rcut'),
+        ('training', 'numb_step', 10, 'undefined key `numb_step`.*Did you mean: numb_steps'),
+        ('learning_rate', 'type', 'expp', 'invalid choice `expp`.*Did you mean: exp'),
+        ('model.descriptor', 'rcut', 'five', 'key `rcut` gets wrong value type'),
+    ],
+)
+def test_parameters_checked_by_deepmd(dp_code, training_set, section, key, value, message):
+    """DeePMD-kit's argument checker refuses typos, wrong choices and types before anything is submitted:
+    in ``check_parameters``, at the CalcJob's ``parameters`` port and at the work chain's."""
+    bad = demo_parameters()
+    target = bad
+    for name in section.split('.'):
+        target = target[name]
+    target[key] = value
+    with pytest.raises(ValueError, match=f'DeePMD-kit refuses the input: .*{message}'):
+        check_parameters(bad)
+    builder = DpTrainCalculation.get_builder()
+    with pytest.raises(ValueError, match=message):
+        builder.parameters = orm.Dict(bad)
+    workchain = DpTrainWorkChain.get_builder()
+    with pytest.raises(ValueError, match=message):
+        workchain.dp_train.parameters = orm.Dict(bad)
+    assert check_parameters(demo_parameters()) == demo_parameters()  # the protocol's input passes
+
+
+def test_pytorch_backend_prepare_for_submission(dp_code, training_set, tmp_path):
+    """``settings.backend = pytorch``: ``dp --pt`` train, freeze and compress, ``.pth`` files, the PyTorch
+    checkpoint for a restart; the backend is refused when unknown or when ``init_model`` has the other one.
+    Submission side only: DeePMD-kit's PyTorch backend does not run in the tested set (its wheel's ops are
+    built for torch 2.11, CHGNet's is 2.13; docs/installation.md)."""
+    restart = orm.FolderData()
+    for name in ('checkpoint', 'model.ckpt.pt', 'model.ckpt-60.pt', 'lcurve.out'):
+        restart.base.repository.put_object_from_bytes(b'x', name)
+    inputs = {
+        'code': dp_code,
+        'training_set': training_set,
+        'parameters': orm.Dict(demo_parameters()),
+        'seed': orm.Int(42),
+        'restart_folder': restart.store(),
+        'settings': orm.Dict({'backend': 'pytorch', 'compress': True, 'retrieve_checkpoint': True}),
+    }
+    process = instantiate_process(get_manager().get_runner(), DpTrainCalculation, **inputs)
+    calc_info = process.prepare_for_submission(Folder(str(tmp_path)))
+    assert [info.cmdline_params for info in calc_info.codes_info] == [
+        ['--pt', 'train', 'input.json', '--restart', 'model.ckpt.pt'],
+        ['--pt', 'freeze', '-o', 'frozen_model.pth'],
+        ['--pt', 'compress', '-i', 'frozen_model.pth', '-o', 'frozen_model_compressed.pth', '-s', '0.01'],
+    ]
+    retrieved = set(calc_info.retrieve_list)
+    assert {'frozen_model.pth', 'frozen_model_compressed.pth', 'model.ckpt.pt'} <= retrieved
+
+    builder = DpTrainCalculation.get_builder()
+    builder.code, builder.training_set, builder.seed = dp_code, training_set, 1
+    builder.parameters = demo_parameters()
+    with pytest.raises(ValueError, match="unknown `backend` 'jax'"):
+        builder.settings = {'backend': 'jax'}
+    builder.settings = {'backend': 'pytorch'}
+    builder.restart_folder = orm.FolderData()
+    with pytest.raises(ValueError, match=r'no checkpoint `model\.ckpt\.pt`'):
+        run_get_node(builder)
+    del builder.restart_folder
+    builder.init_model = DeepPotentialData(
+        Path(__file__).parents[1] / 'fixtures' / 'parsers' / 'dp_train' / 'default' / 'frozen_model.pb',
+        type_map=['Li', 'P', 'S', 'Cl'],
+        descriptor_type='se_e2_a',
+        rcut=5.0,
+        sel=[36, 12, 16, 22],
+        neurons={'embedding': [4, 8], 'fitting': [16, 16]},
+        seed=1,
+        deepmd_version='3.2.0',
+    )
+    with pytest.raises(ValueError, match=r'`init_model` is a tensorflow model, `settings\.backend`'):
+        run_get_node(builder)

@@ -9,18 +9,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-
-@pytest.fixture
-def run_cli():
-    """Invoke ``aiida-lisei`` in this process (on the test profile); return the click result."""
-    from aiida_lisei.cli import cmd_root
-
-    def run(*args: str):
-        return CliRunner().invoke(cmd_root, [str(arg) for arg in args], catch_exceptions=False)
-
-    return run
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ def test_store_load_and_write(tmp_path):
     assert loaded.pk in {model.pk for model in queried}
 
 
+@pytest.mark.engines
 def test_compressed_and_deep_pot():
     """A compressed model is stored next to the frozen one; DeepPot loads the model (TF backend)."""
     node = DeepPotentialData(MODEL_FILE, compressed_model=MODEL_FILE.read_bytes(), **METADATA).store()
@@ -63,3 +64,23 @@ def test_model_metadata_from_protocol():
     assert metadata['neurons'] == {'embedding': [25, 50, 100], 'fitting': [240, 240, 240]}
     assert metadata['rcut'] == 6.0 and metadata['sel'] == [60, 20, 26, 36]
     assert metadata['training_steps'] == 400000
+
+
+def test_backend_names_the_files(tmp_path):
+    """A PyTorch model is stored, run and written as ``.pth`` (LAMMPS picks the backend by the extension);
+    a TensorFlow one as ``.pb``; an unknown backend is refused. The bytes are a stand-in: no PyTorch model
+    runs in the tested set (docs/installation.md)."""
+    from aiida_lisei.data.deep_potential import model_filename, model_suffix
+
+    node = DeepPotentialData(
+        b'pytorch bytes', compressed_model=b'compressed', deepmd_backend='pytorch', **METADATA
+    ).store()
+    assert sorted(node.base.repository.list_object_names()) == ['model.pth', 'model_compressed.pth']
+    assert node.deepmd_backend == 'pytorch' and model_suffix(node) == '.pth'
+    assert model_filename(node) == 'model_compressed.pth' and node.filename() == 'model.pth'
+    assert node.write_model(tmp_path).name == 'model.pth' and node.get_model_bytes() == b'pytorch bytes'
+    tensorflow = DeepPotentialData(MODEL_FILE, **METADATA)
+    assert tensorflow.filename() == 'model.pb' and model_suffix(tensorflow) == '.pb'
+    assert model_suffix(orm.SinglefileData(MODEL_FILE)) == '.pb'
+    with pytest.raises(ValueError, match='unknown DeePMD-kit backend `jax`'):
+        DeepPotentialData(MODEL_FILE, deepmd_backend='jax', **METADATA)

@@ -324,6 +324,7 @@ def strained_energy(atoms, calculator, strain: np.ndarray) -> float:
     return strained.get_potential_energy()
 
 
+@pytest.mark.engines
 def test_from_ase_with_tblite_virial_sign(tblite_calculator):
     """Real GFN1-xTB labels of distorted bcc Li (2 atoms); virial = -dE/dstrain (finite differences)."""
     from ase.build import bulk

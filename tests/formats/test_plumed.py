@@ -229,6 +229,7 @@ def test_colvar_restart_headers_and_errors():
             read_colvar(text)
 
 
+@pytest.mark.engines
 def test_plumed_accepts_the_written_input(tmp_path, cv, restraint):
     """The real PLUMED kernel runs our plumed.dat (with NLIST); its COLVAR reads back; values agree."""
     kernel = find_plumed_kernel()

@@ -154,6 +154,7 @@ def ours(tasks: list[str], levels: TrustLevels, skip: int):
     return classes, classifications
 
 
+@pytest.mark.engines  # DP-GEN: the [tests] extra
 @pytest.mark.parametrize('case', CASES)
 @pytest.mark.parametrize('levels', LEVEL_SETS, ids=lambda lv: f'f{lv.f_lo}-{lv.f_hi}-v{lv.v_lo:g}')
 @pytest.mark.parametrize('skip', [0, 55, 100])
@@ -181,6 +182,7 @@ def test_synthetic_files_hold_the_edge_cases(tmp_path):
     assert (columns['step'] < 55).any()
 
 
+@pytest.mark.engines  # DP-GEN: the [tests] extra
 @pytest.mark.parametrize(
     ('fp_task_max', 'fp_task_min', 'threshold', 'soft'),
     [

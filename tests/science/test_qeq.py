@@ -27,6 +27,9 @@ from aiida_lisei.science.qeq import (
 )
 from aiida_lisei.structures import builders
 
+#: JAX and jax-pme are imported above (science.qeq too): not collected by `pytest --core-only`.
+pytestmark = pytest.mark.engines
+
 #: Fine mesh for comparisons with the dense reference at the 1e-5 e level.
 FINE = QEqSettings(cutoff=14.0, mesh_spacing=0.35, tolerance=1e-7)
 

@@ -29,6 +29,9 @@ from aiida_lisei.science.restraint_cv import (
 )
 from aiida_lisei.structures.builders import AtomicModel, argyrodite, sandwich
 
+#: JAX, numba, LAMMPS and PLUMED are imported above: not collected by `pytest --core-only`.
+pytestmark = pytest.mark.engines
+
 THERMAL_NOISE = 0.12  # Å, a thermal rattle of the built lattice
 #: The fast evaluators of the CV, each held to the NumPy reference by the same tests (JAX on the CPU, fp64).
 EVALUATORS = {

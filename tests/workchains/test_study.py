@@ -76,7 +76,7 @@ def test_bad_inputs_are_refused_before_anything_is_stored(aiida_code_installed, 
 
 @pytest.mark.slow
 def test_from_given_models_to_the_analysis(
-    restraint_code, venv_code, cp2k_code, small_sandwich, tiny_deep_potential, tmp_path
+    restraint_code, venv_code, cp2k_code, small_sandwich, tiny_deep_potential, tmp_path, run_cli
 ):
     """Given the sandwich and an ensemble, the study equilibrates, pulls, analyses and computes the gaps of
     the SEI and the bulk; its outputs trace back to the steps. The Li-only test model is not physical on the
@@ -115,7 +115,7 @@ def test_from_given_models_to_the_analysis(
     report = '\n'.join(log.message for log in orm.Log.collection.get_logs_for(node))
     assert 'not run: atomic_models, initial_data, concurrent_learning, model_validation' in report
 
-    page = check_report_and_status(node, tmp_path)
+    page = check_report_and_status(node, tmp_path, run_cli)
     for figure in (
         *restraint_node.outputs.plots.values(),
         *labels['nucleation_analysis'].outputs.figures.values(),
@@ -125,18 +125,14 @@ def test_from_given_models_to_the_analysis(
     check_in_browser(tmp_path / 'report.html', tmp_path)
 
 
-def check_report_and_status(node: orm.ProcessNode, folder: Path) -> str:
+def check_report_and_status(node: orm.ProcessNode, folder: Path, run_cli) -> str:
     """``aiida-lisei report`` writes one self-contained page; ``status`` lists the steps; return the page."""
-    from click.testing import CliRunner
-
-    from aiida_lisei.cli import cmd_root
-
     path = folder / 'report.html'
-    result = CliRunner().invoke(cmd_root, ['report', str(node.pk), '-o', str(path)], catch_exceptions=False)
+    result = run_cli('report', node.pk, '-o', path)
     assert result.exit_code == 0, result.output
     page = path.read_text()
     assert page.count('<img ') >= 3 and 'src="http' not in page and f'UUID {node.uuid}' in page
-    status = CliRunner().invoke(cmd_root, ['status', str(node.pk)], catch_exceptions=False).output
+    status = run_cli('status', node.pk).output
     assert 'StudyWorkChain' in status and 'restraint_md: RestraintMdWorkChain' in status, status
     return page
 
