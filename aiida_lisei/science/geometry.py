@@ -17,7 +17,13 @@ from aiida_lisei.common.validation import check_finite_geometry
 if TYPE_CHECKING:  # ASE is imported lazily (heavy)
     from ase import Atoms
 
-__all__ = ('MIN_INTERATOMIC_DISTANCE', 'close_contact', 'validate_frame', 'validate_frames')
+__all__ = (
+    'MIN_INTERATOMIC_DISTANCE',
+    'close_contact',
+    'mean_cell_frame',
+    'validate_frame',
+    'validate_frames',
+)
 
 #: Shortest interatomic distance (Å) accepted in a frame to label or run: closer atoms give meaningless
 #: energies and forces (and SCF failures).
@@ -87,3 +93,27 @@ def validate_frames(frames: Mapping[str, Atoms], max_atomic_number: int | None =
                 '`system_label` need the same elements in the same order'
             )
     return None
+
+
+def mean_cell_frame(
+    cells: np.ndarray, positions: np.ndarray, fraction: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the last frame of an NPT run in the mean cell of its last ``fraction`` of frames: the cell
+    (3x3, Å) averaged over those frames and the last positions (Å) scaled into it (fractional coordinates
+    kept). The usual start of a production run after an NPT equilibration: the last frame's own cell is one
+    sample of the box's fluctuations, the mean is where the box fluctuates around.
+
+    :param cells: (n_frames, 3, 3) cells (Å); :param positions: (n_frames, n_atoms, 3) positions (Å).
+    """
+    cells = np.asarray(cells, dtype=float)
+    positions = np.asarray(positions, dtype=float)
+    if cells.ndim != 3 or cells.shape[1:] != (3, 3) or positions.ndim != 3 or len(cells) != len(positions):
+        raise ValueError(
+            f'expected (n, 3, 3) cells and (n, atoms, 3) positions, got {cells.shape}, {positions.shape}'
+        )
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f'`fraction` must be in (0, 1], got {fraction}')
+    first = len(cells) - max(1, round(fraction * len(cells)))
+    mean = cells[first:].mean(axis=0)
+    scaled = np.linalg.solve(cells[-1].T, positions[-1].T).T  # fractional coordinates of the last frame
+    return mean, scaled @ mean

@@ -32,6 +32,7 @@ from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.formats.lammps import check_restraint_md_parameters
 from aiida_lisei.reporting.plots import restraint_figures
 from aiida_lisei.reporting.tables import format_guard_report
+from aiida_lisei.science.geometry import mean_cell_frame
 from aiida_lisei.science.guards import GUARDS, combine_guard_summaries
 from aiida_lisei.science.restraint_cv import (
     check_minimum_image,
@@ -125,13 +126,15 @@ def initial_restraint(structure: GroupedStructureData, restraint: orm.Dict, para
 def equilibrated_structure(
     structure: GroupedStructureData, trajectory: orm.TrajectoryData
 ) -> GroupedStructureData:
-    """Return the last frame of ``trajectory`` (Å; frames in atom-id order = the sites of ``structure``) with
-    the cell of that frame and the atom groups and layers of ``structure``: the start of the pulled run."""
+    """Return the last frame of ``trajectory`` (Å; frames in atom-id order = the sites of ``structure``) in
+    the mean cell of the second half of the run (``science.geometry.mean_cell_frame``), with the atom groups
+    and layers of ``structure``: the start of the pulled run, and the reference of its lateral-cell guard."""
     if trajectory.numsites != len(structure.sites):
         raise ValueError(
             f'{trajectory.numsites} atoms in the trajectory, {len(structure.sites)} in the structure'
         )
-    return with_geometry(structure, trajectory.get_cells()[-1], trajectory.get_positions()[-1])
+    cell, positions = mean_cell_frame(trajectory.get_cells(), trajectory.get_positions())
+    return with_geometry(structure, cell, positions)
 
 
 @calcfunction
