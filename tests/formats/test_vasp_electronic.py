@@ -25,6 +25,7 @@ VASPRUN = (
 )
 
 
+@pytest.mark.engines  # pymatgen (with CHGNet) is not in the core install
 def test_gap_and_dos_of_a_real_vasp_run():
     """Gap over both k-points equals pymatgen's; the integrated DOS at E_F counts the electrons."""
     from pymatgen.io.vasp import Vasprun
