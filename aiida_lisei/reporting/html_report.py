@@ -46,18 +46,23 @@ def _status(node: Any) -> str:
     return f'{state} [{node.exit_status}] {node.exit_message or ""}'.strip()
 
 
+def _is_png(node: Any) -> bool:
+    """Whether ``node`` is a single file named ``*.png`` (a figure node)."""
+    filename = getattr(node, 'filename', None)
+    return isinstance(filename, str) and filename.endswith('.png') and hasattr(node, 'get_content')
+
+
 def _figures(node: Any, prefix: str = '') -> list[tuple[str, Any]]:
     """Return ``(name, node)`` of every PNG ``SinglefileData`` among ``node``'s outputs (namespaces too)."""
     found = []
     for name in sorted(node.outputs):
         value = node.outputs[name]
-        if hasattr(value, 'get_content') and getattr(value, 'filename', '').endswith('.png'):
+        if _is_png(value):
             found.append((f'{prefix}{name}', value))
         elif not hasattr(value, 'pk'):  # an output namespace
-            for key in sorted(value):
-                child = value[key]
-                if getattr(child, 'filename', '').endswith('.png'):
-                    found.append((f'{prefix}{name}.{key}', child))
+            found.extend(
+                (f'{prefix}{name}.{key}', value[key]) for key in sorted(value) if _is_png(value[key])
+            )
     return found
 
 

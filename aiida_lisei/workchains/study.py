@@ -491,7 +491,10 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
         guard = next((guard for guard in GUARDS if guard.status == node.exit_status), None)
         if guard is not None:
             self.ctx.sound = False
-            self.ctx.failed_guard = (guard.label, f'{node.exit_message} (restraint run <{node.pk}>)')
+            detail = node.exit_message or ''
+            if 'guards' in node.outputs and guard.name in node.outputs.guards['guards']:
+                detail = node.outputs.guards['guards'][guard.name]['detail']
+            self.ctx.failed_guard = (guard.label, f'{detail} (restraint run <{node.pk}>)')
             self.report(
                 f'the restraint run <PK={node.pk}> failed its physics guards: the analysis is not run'
             )
