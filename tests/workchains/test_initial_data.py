@@ -137,7 +137,9 @@ def test_initial_data_chgnet(venv_code) -> None:
         'relax': {'cell': False, 'max_steps': 20},
         'md': {'n_steps': 20, 'stride': 5},
     }
-    tblite = InitialDataWorkChain.get_builder_from_protocol(md_code, label_code, systems())
+    tblite = InitialDataWorkChain.get_builder_from_protocol(  # its own engine: CHGNet codes are refused
+        venv_code('lisei-tblite-md', 'lisei.tblite_md'), venv_code('lisei-tblite', 'lisei.tblite'), systems()
+    )
     assert 'chgnet' not in tblite.md.parameters.get_dict()
 
     builder = chgnet.get_builder_from_protocol(
