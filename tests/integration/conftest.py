@@ -123,6 +123,9 @@ def aiida_profile(aiida_config, aiida_profile_factory, psql_dos_storage_config):
 
     # The daemon reads the config file: set the option there, before the profile is written.
     aiida_config.set_option('warnings.rabbitmq_version', False)
+    # circus answers within aiida-core's default 2 s on an idle machine, not under CI load: the session's
+    # `stop_daemon` at teardown then timed out (measured) although every test had passed
+    aiida_config.set_option('daemon.timeout', 60)
     aiida_config.store()
     broker_config = {
         'broker_protocol': 'amqp',
