@@ -43,16 +43,20 @@ def read_detail(text: str) -> tuple[np.ndarray, np.ndarray]:
 def parse_test_log(text: str) -> list[tuple[str, int]]:
     """Return ``(system path, number of frames tested)`` in the order ``dp test`` tested them.
 
-    Raises ``ValueError`` on a log cut short: it must end with dp test's closing ``# ----`` line, after the
-    weighted average over all systems when there are several.
+    Raises ``ValueError`` on a log cut short: dp test's closing ``# ----`` line must follow the last system's
+    results, and the weighted average over all systems when there are several.
     """
     systems = _SYSTEM.findall(text)
     counts = [int(count) for count in _NFRAMES.findall(text)]
     if len(systems) != len(counts):
         raise ValueError(f'{len(systems)} systems but {len(counts)} frame counts in the log')
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if not lines or not _CLOSING.search(lines[-1]):
-        raise ValueError('the log does not end with the closing `# ----` line of dp test: truncated')
+    closing = [index for index, line in enumerate(lines) if _CLOSING.search(line)]
+    tested = [index for index, line in enumerate(lines) if _NFRAMES.search(line)]
+    # lines of other programs may follow (e.g. a CUDA loader's warnings on a CPU machine): dp test's closing
+    # line must come after the last system's results
+    if not closing or (tested and closing[-1] < tested[-1]):
+        raise ValueError('the log has no closing `# ----` line of dp test after its last results: truncated')
     if len(systems) > 1:
         average = _NSYSTEMS.findall(text)
         if not average or int(average[-1]) != len(systems):

@@ -31,6 +31,7 @@ class InitialDataCp2kWorkChain(InitialDataWorkChain):
     """
 
     _engine_process = Cp2kMdWorkChain
+    _label_engine = None  # the labelling inputs are CP2K's, filled below
 
     @classmethod
     def get_builder_from_protocol(

@@ -350,8 +350,10 @@ def test_md_that_fails_its_guards_ends_the_validation(venv_code, small_sandwich)
         'n_frames': 2,
         'md': {'parameters': {'n_steps': 200, 'stride': 20, 'pressure_coupling': 'aniso'}},
     }
+    dp = venv_code('dp', 'lisei.dp_test', prepend_text=THREADS)  # never reached: the MD stops the validation
+    tblite = venv_code('lisei-tblite', 'lisei.tblite')
     builder = ModelValidationWorkChain.get_builder_from_protocol(
-        lmp, lmp, lmp, fixture_model(), small_sandwich, overrides=overrides, seed=5
+        lmp, dp, tblite, fixture_model(), small_sandwich, overrides=overrides, seed=5
     )
     results, node = run_get_node(builder)
     assert 450 <= node.exit_status <= 456, (node.exit_status, node.exit_message)

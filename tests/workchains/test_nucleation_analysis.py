@@ -304,16 +304,15 @@ def test_unconverged_charges_are_used(qeq_code, synthetic) -> None:
     assert any('2 QEq frame(s) did not converge' in note for note in summary['notes'])
 
 
-def test_failed_qeq_fails_the_workchain(qeq_code, synthetic) -> None:
-    """A frame the engine refuses (NaN coordinate) fails the QEq job (410) and the workchain (501)."""
+def test_non_finite_positions_are_refused_before_submission(qeq_code, synthetic) -> None:
+    """A frame with a NaN coordinate is refused before anything is stored, naming the frame and the sites
+    (the QEq engine's own refusal, 410 -> 501, stays behind it for trajectories made outside AiiDA)."""
     structure, trajectory, _, _ = synthetic
     builder = NucleationAnalysisWorkChain.get_builder_from_protocol(
         qeq_code, two_frames(trajectory, nan=True), structure
     )
-    _, node = run_get_node(builder)
-    assert node.exit_status == NucleationAnalysisWorkChain.exit_codes.ERROR_QEQ_FAILED.status == 501
-    assert 'non-finite positions' in node.exit_message
-    assert 'summary' not in node.outputs
+    with pytest.raises(ValueError, match=r'frame 1: positions of sites \[0\] are NaN or infinite'):
+        run_get_node(builder)
 
 
 def test_a_trajectory_that_failed_its_guards_is_refused(qeq_code, restraint_code, small_sandwich) -> None:
