@@ -52,10 +52,10 @@ def parse_test_log(text: str) -> list[tuple[str, int]]:
         raise ValueError(f'{len(systems)} systems but {len(counts)} frame counts in the log')
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     closing = [index for index, line in enumerate(lines) if _CLOSING.search(line)]
-    tested = [index for index, line in enumerate(lines) if _NFRAMES.search(line)]
+    blocks = [index for index, line in enumerate(lines) if _NFRAMES.search(line) or _NSYSTEMS.search(line)]
     # lines of other programs may follow (e.g. a CUDA loader's warnings on a CPU machine): dp test's closing
-    # line must come after the last system's results
-    if not closing or (tested and closing[-1] < tested[-1]):
+    # line must come after its last block of results (a system's, or the weighted average)
+    if not closing or (blocks and closing[-1] < blocks[-1]):
         raise ValueError('the log has no closing `# ----` line of dp test after its last results: truncated')
     if len(systems) > 1:
         average = _NSYSTEMS.findall(text)
