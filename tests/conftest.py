@@ -120,6 +120,25 @@ def tiny_deep_potential():
 
 
 @pytest.fixture
+def pytorch_stand_in():
+    """An unstored PyTorch-backend ``DeepPotentialData`` (DPA-3 metadata) whose bytes are a stand-in: for the
+    submission side only (file names, commands), no PyTorch model runs in the tested set."""
+    from aiida_lisei.data.deep_potential import DeepPotentialData
+
+    return DeepPotentialData(
+        b'stand-in',
+        type_map=['Li', 'P', 'S', 'Cl'],
+        descriptor_type='dpa3',
+        rcut=6.0,
+        sel='auto',
+        neurons={},
+        seed=1,
+        deepmd_version='3.2.0',
+        deepmd_backend='pytorch',
+    )
+
+
+@pytest.fixture
 def one_thread_code(venv_code):
     """Return a factory: console script ``name`` as a code for ``plugin`` running on one thread."""
     return lambda name, plugin: venv_code(name, plugin, prepend_text=ONE_THREAD)

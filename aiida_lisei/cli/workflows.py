@@ -420,12 +420,9 @@ def launch_study(codes, training_set, seed, protocol, overrides, daemon, dry_run
     from aiida_lisei.workchains.study import StudyWorkChain
 
     labels = [code for code in codes if code.default_calc_job_plugin != 'cp2k']
-    resolved = {
-        **resolve_codes(codes, (), optional=tuple(dict.fromkeys(sum(STUDY_CODE_ROLES.values(), ())))),
-        **resolve_codes(labels, (), optional=('label',)),
-    }
-    if resolved['label'] is None:  # CP2K labels only when no other labelling engine is given
-        resolved['label'] = resolve_codes(codes, (), optional=('label',))['label']
+    resolved = resolve_codes(codes, (), optional=tuple(dict.fromkeys(sum(STUDY_CODE_ROLES.values(), ()))))
+    # CP2K labels only when no other labelling engine is given
+    resolved['label'] = resolve_codes(labels, (), optional=('label',))['label'] or resolved['label']
     study_codes = {
         role: next((resolved[name] for name in names if resolved.get(name) is not None), None)
         for role, names in STUDY_CODE_ROLES.items()

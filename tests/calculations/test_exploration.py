@@ -130,23 +130,11 @@ def test_prepare_for_submission(lmp_code, bcc_li, models, tmp_path):
     assert sorted(calc_info.retrieve_list) == ['aiida.out', 'log.lammps', 'model_devi.out', 'traj.dump']
 
 
-def test_pytorch_models_keep_their_extension(lmp_code, bcc_li, models, tmp_path):
+def test_pytorch_models_keep_their_extension(lmp_code, bcc_li, models, tmp_path, pytorch_stand_in):
     """A PyTorch ``DeepPotentialData`` is copied as ``model_<i>.pth`` and named so in ``pair_style``
     (LAMMPS picks the backend by the extension); TensorFlow models stay ``.pb``. Submission side only: no
     PyTorch model runs in the tested set (docs/installation.md), the bytes are a stand-in."""
-    from aiida_lisei.data.deep_potential import DeepPotentialData
-
-    pytorch = DeepPotentialData(
-        b'stand-in',
-        type_map=['Li', 'P', 'S', 'Cl'],
-        descriptor_type='dpa3',
-        rcut=6.0,
-        sel='auto',
-        neurons={},
-        seed=1,
-        deepmd_version='3.2.0',
-        deepmd_backend='pytorch',
-    )
+    pytorch = pytorch_stand_in
     parameters = {'temperature': 300, 'n_steps': 50, 'stride': 10}
     builder = builder_for(lmp_code, bcc_li, {'a': models['m1'], 'b': pytorch}, parameters)
     process = instantiate_process(get_manager().get_runner(), ExplorationCalculation, **builder)

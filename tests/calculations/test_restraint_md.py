@@ -133,22 +133,12 @@ def test_prepare_for_submission(restraint_code, small_sandwich, tiny_model, tmp_
     assert [target for _, _, target in calc_info.local_copy_list] == ['model.pb']
 
 
-def test_pytorch_model_keeps_its_extension(restraint_code, small_sandwich, tiny_model, tmp_path):
+def test_pytorch_model_keeps_its_extension(
+    restraint_code, small_sandwich, tiny_model, tmp_path, pytorch_stand_in
+):
     """A PyTorch driving model is copied as ``model.pth``, a PyTorch deviation model as ``deviation_*.pth``,
     and both are named so in ``pair_style`` (submission side; the bytes are a stand-in)."""
-    from aiida_lisei.data.deep_potential import DeepPotentialData
-
-    pytorch = DeepPotentialData(
-        b'stand-in',
-        type_map=['Li', 'P', 'S', 'Cl'],
-        descriptor_type='dpa3',
-        rcut=6.0,
-        sel='auto',
-        neurons={},
-        seed=1,
-        deepmd_version='3.2.0',
-        deepmd_backend='pytorch',
-    )
+    pytorch = pytorch_stand_in
     builder = builder_for(restraint_code, small_sandwich, pytorch)
     builder.deviation_models = {'tf': tiny_model, 'pt': pytorch}
     process = instantiate_process(get_manager().get_runner(), RestraintMdCalculation, **builder)
