@@ -123,6 +123,10 @@ Subsystem sftp internal-sftp
 # AiiDA opens several channels/connections at once when many CalcJobs run
 MaxSessions 50
 MaxStartups 50:30:100
+# Every AiiDA transport command is a new login; bash would read the account's ~/.bashrc on each (Debian's bash
+# does for sshd sessions), and a pyenv-managed ~/.bashrc runs 'pyenv rehash' under a lock that waits 60 s when
+# stale: seen in CI as every ssh hanging. With SHLVL=1 from sshd, bash counts itself nested and skips ~/.bashrc.
+SetEnv SHLVL=1
 LogLevel INFO
 EOF
   /usr/sbin/sshd -t -f "$SSHD_DIR/sshd_config.new"

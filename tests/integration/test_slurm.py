@@ -24,8 +24,10 @@ SSH_PORT = 2222
 LISEI_PROBE = Path(sys.executable).parent / 'lisei-probe'
 
 
-def _run(*command: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+def _run(*command: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
+    )
 
 
 @functools.cache
@@ -49,7 +51,9 @@ def _hpc_missing() -> str | None:
         if sacct.returncode != 0:
             return f'sacct fails (slurmdbd down?): {sacct.stderr.strip()[-200:]}; {hint}'
     except subprocess.TimeoutExpired as exception:
-        return f'{exception.cmd[0]} timed out; {hint}'
+        command = exception.cmd[0]
+        why = ' (does the login shell wait on something, a stale pyenv lock?)' if command == 'ssh' else ''
+        return f'{command} timed out after {exception.timeout:g} s{why}; {hint}'
     return None
 
 
