@@ -36,6 +36,7 @@ from aiida_lisei.common.validation import complete_parameters, dict_port_validat
 from aiida_lisei.data.deep_potential import DeepPotentialData, model_filename, model_suffix, models_type_map
 from aiida_lisei.data.frames import STUDY_TYPE_MAP
 from aiida_lisei.data.structure import GroupedStructureData
+from aiida_lisei.engines.lammps_packages import installed_packages
 from aiida_lisei.formats.lammps import (
     RESTART_PATTERN,
     check_restraint_md_parameters,
@@ -81,7 +82,34 @@ def validate_inputs(inputs: dict[str, Any], ctx: Any = None) -> str | None:
         check_minimum_image(cv.d_max, structure.cell)
     except ValueError as exception:
         return f'restraint: {exception}'
-    return None
+    return lammps_without_plumed(inputs.get('code'))
+
+
+#: The executable that runs ``fix plumed`` on any LAMMPS (PLUMED kernel or the fast CV route).
+PLUMED_RUNNER = 'lisei-lmp-plumed'
+
+
+def lammps_without_plumed(code: orm.AbstractCode | None) -> str | None:
+    """Return an error message if ``code`` is a LAMMPS without the PLUMED package, which cannot run the
+    restraint's ``fix plumed``.
+
+    Told only where it can be told before submission: an installed code on a computer of the local
+    transport, whose executable (not ``lisei-lmp-plumed``) answers ``-h`` with its package list. A remote
+    LAMMPS without PLUMED stops at its first step with exit status 350 and LAMMPS's own message.
+    """
+    if not isinstance(code, orm.InstalledCode) or code.computer.transport_type != 'core.local':
+        return None
+    executable = str(code.filepath_executable)
+    if Path(executable).name == PLUMED_RUNNER:
+        return None
+    packages = installed_packages(executable)
+    if packages is None or 'PLUMED' in packages:
+        return None
+    return (
+        f'code `{code.full_label}` ({executable}) is a LAMMPS without the PLUMED package, so the '
+        f"restraint's `fix plumed` cannot run: give the `{PLUMED_RUNNER}` code (`aiida-lisei setup codes` "
+        'makes it) or a LAMMPS built with PLUMED and the DeePMD pair style'
+    )
 
 
 class RestraintMdCalculation(LiseiCalcJob):

@@ -392,6 +392,27 @@ def validate_colvar(value: orm.ArrayData, _ctx: Any = None) -> str | None:
     return None
 
 
+def check_charge_times(analysis: orm.Dict | None, times: np.ndarray) -> str | None:
+    """Return an error message if a requested ``charge_times`` (ps) lies outside the trajectory's times
+    (by more than half a frame interval): it would silently report the charges of the nearest end frame."""
+    try:
+        parameters = check_analysis_parameters(analysis.get_dict() if analysis is not None else {})
+    except ValueError:
+        return None  # the `analysis` port's own validator says what is wrong
+    requested = parameters['charge_times']
+    if not requested or times.size == 0:
+        return None
+    tolerance = 0.5 * float(np.min(np.diff(times))) if times.size > 1 else 0.0
+    start, end = float(times.min()), float(times.max())
+    outside = [time for time in requested if time < start - tolerance or time > end + tolerance]
+    if outside:
+        return (
+            f'`analysis.charge_times` {outside} (ps) lie outside the trajectory ({start:g} to {end:g} ps): '
+            'give times within the run, or null for every frame with charges'
+        )
+    return None
+
+
 def guards_of(trajectory: orm.TrajectoryData) -> orm.Dict | None:
     """Return the physics guards recorded with ``trajectory`` in the graph: the ``guards`` output of the
     process that made it (a ``lisei.restraint_md`` job, or the work chain's ``stitch_segments``); ``None``
@@ -422,8 +443,12 @@ def validate_inputs(inputs: dict[str, Any], _ctx: Any = None) -> str | None:
     message = check_trajectory(trajectory, structure)
     if message is not None:
         return message
-    if trajectory.get_times() is None:
+    times = trajectory.get_times()
+    if times is None:
         return 'the trajectory has no `times` (ps): the onset time and the charge times need them'
+    message = check_charge_times(inputs.get('analysis'), times)
+    if message is not None:
+        return message
     try:
         check_slab_cell(trajectory.get_cells()[0])
     except ValueError as exception:

