@@ -178,7 +178,8 @@ def validate_selection(selection: orm.Dict, _ctx: Any = None) -> str | None:
 
 def check_run_settings(inputs: dict[str, Any]) -> None:
     """Raise ``ValueError`` naming the input: codes missing or of the wrong plugin, ``max_iterations`` < 1,
-    ``fp_task_max`` < 0, a seed out of range, ``converged_accuracy`` outside (0, 1], ``num_models`` < 2."""
+    ``fp_task_max`` < 0, a seed out of range, ``converged_accuracy`` outside (0, 1], ``num_models`` < 2,
+    structures with elements outside the type map of the models to train."""
     train = inputs.get('train', {}).get('dp_train', {})
     check_code(train.get('code'), '`train.dp_train.code`', ('lisei.dp_train',))
     check_code(inputs.get('explore', {}).get('code'), '`explore.code`', ('lisei.exploration',))
@@ -193,6 +194,25 @@ def check_run_settings(inputs: dict[str, Any]) -> None:
         check_structure(structure, f'`structures.{structure_name}`')
     for system in inputs.get('structures', {}):
         safe_label(system, f'system label `structures.{system}`')
+    type_map = trained_type_map(inputs)
+    for structure_name, structure in inputs.get('structures', {}).items():
+        missing = sorted(structure.get_symbols_set() - set(type_map or structure.get_symbols_set()))
+        if missing:
+            raise ValueError(
+                f'`structures.{structure_name}` has elements {missing} outside the type map {type_map} of '
+                'the models to train (`train.dp_train.parameters` model.type_map, else the training set\'s): '
+                'the ensemble could not run it. Add the elements to the type map, with labelled frames of them.'
+            )
+
+
+def trained_type_map(inputs: dict[str, Any]) -> list[str] | None:
+    """Return the type map the ensemble will be trained with: ``model.type_map`` of the training
+    parameters, else the training set's; ``None`` when neither is given."""
+    parameters = inputs.get('train', {}).get('dp_train', {}).get('parameters')
+    type_map = parameters.get_dict().get('model', {}).get('type_map') if parameters is not None else None
+    if type_map is None and 'training_set' in inputs:
+        type_map = inputs['training_set'].type_map
+    return None if type_map is None else list(type_map)
 
 
 def validate_inputs(inputs: dict[str, Any], _ctx: Any = None) -> str | None:

@@ -207,6 +207,7 @@ def test_label_engine_code_missing_or_of_the_wrong_kind(codes):
         ({'seed': -5}, '`seed` must be an integer in [1,'),
         ({'converged_accuracy': 1.5}, '`converged_accuracy` must be a fraction in (0, 1]'),
         ({'structures': 'nan'}, '`structures.li`: positions of sites [3] are NaN'),
+        ({'train': 'P S Cl'}, "`structures.li` has elements ['Li'] outside the type map ['P', 'S', 'Cl']"),
     ],
 )
 def test_concurrent_learning_run_settings(codes, change, message):
@@ -228,6 +229,9 @@ def test_concurrent_learning_run_settings(codes, change, message):
         change = {'explore': {'code': codes['lisei.tblite']}}
     elif change.get('structures') == 'nan':
         change = {'structures': {'li': _li16(nan=True)}}
+    elif change.get('train') == 'P S Cl':  # a type map without Li: found before anything is trained
+        parameters = orm.Dict({'model': {'type_map': ['P', 'S', 'Cl']}})
+        change = {'train': {'dp_train': {'code': codes['lisei.dp_train'], 'parameters': parameters}}}
     else:
         change = {
             key: orm.to_aiida_type(value) if isinstance(value, int | float) else value
