@@ -200,8 +200,8 @@ def check_run_settings(inputs: dict[str, Any]) -> None:
         if missing:
             raise ValueError(
                 f'`structures.{structure_name}` has elements {missing} outside the type map {type_map} of '
-                'the models to train (`train.dp_train.parameters` model.type_map, else the training set\'s): '
-                'the ensemble could not run it. Add the elements to the type map, with labelled frames of them.'
+                "the models to train (`train.dp_train.parameters` model.type_map, else the training set's): "
+                'the ensemble could not run it: add the elements to the type map, with labelled frames.'
             )
 
 
