@@ -58,9 +58,44 @@ def _elapsed(node: orm.ProcessNode, now: datetime.datetime) -> str:
     return str(datetime.timedelta(seconds=round((end - node.ctime).total_seconds())))
 
 
+def step_progress(node: orm.ProcessNode) -> tuple[float, str] | None:
+    """Return the fraction of ``node``'s own work done and what it counts, for the steps that can tell:
+    ``lisei.restraint_md`` (MD segments finished of those the run needs) and ``lisei.concurrent_learning``
+    (iterations finished of ``max_iterations``: an upper bound, it may converge earlier); ``None`` else."""
+    from aiida import orm
+
+    called = node.base.links.get_outgoing().all()
+    if node.process_label == 'RestraintMdWorkChain':
+        n_steps = node.inputs.md.parameters['n_steps']
+        segment = node.inputs.segment_steps.value if 'segment_steps' in node.inputs else n_steps
+        needed = -(-n_steps // segment)
+        finished = sum(
+            1
+            for link in called
+            if isinstance(link.node, orm.CalcJobNode)
+            and link.node.process_type == 'aiida.calculations:lisei.restraint_md'
+            and link.node.is_finished_ok
+        )
+        return min(finished / needed, 1.0), f'{finished} of {needed} MD segments'
+    if node.process_label == 'ConcurrentLearningWorkChain':
+        total = node.inputs.max_iterations.value
+        finished = sum(1 for link in called if link.link_label.endswith('_summarize'))
+        return min(finished / total, 1.0), f'{finished} of at most {total} iterations'
+    return None
+
+
+def time_left(elapsed: float, fraction: float) -> float | None:
+    """Return the seconds left if the rest goes at the pace so far (``elapsed`` s for ``fraction`` done);
+    ``None`` before anything is done."""
+    if fraction <= 0:
+        return None
+    return elapsed * (1.0 - fraction) / fraction
+
+
 def status_lines(node: orm.ProcessNode, now: datetime.datetime | None = None) -> list[str]:
-    """Return the status of ``node`` and its steps: state, elapsed time, running jobs and where they run,
-    and, for a running study, the steps still to come."""
+    """Return the status of ``node`` and its steps: state, elapsed time, progress and time left of the steps
+    that can tell (:func:`step_progress`), running jobs and where they run, and, for a running study, the
+    steps still to come (not estimated: their cost depends on what the earlier steps produce)."""
     from aiida import orm
 
     now = now or datetime.datetime.now(datetime.UTC)
@@ -81,6 +116,14 @@ def status_lines(node: orm.ProcessNode, now: datetime.datetime | None = None) ->
         lines.append(
             f'  {link.link_label}: {child.process_label}<{child.pk}> {child_state}, {_elapsed(child, now)}'
         )
+        progress = None if child.is_terminated else step_progress(child)
+        if progress is not None:
+            fraction, counted = progress
+            left = time_left((now - child.ctime).total_seconds(), fraction)
+            estimate = 'time left not yet estimated'
+            if left is not None:
+                estimate = f'about {datetime.timedelta(seconds=round(left))} left at the pace so far'
+            lines.append(f'    progress: {counted} ({100 * fraction:.0f} %), {estimate}')
         if not child.is_terminated:
             for job in child.called_descendants:
                 if isinstance(job, orm.CalcJobNode) and not job.is_terminated:

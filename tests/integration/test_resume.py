@@ -9,17 +9,16 @@ new workers take the processes over: running jobs are polled and retrieved, fini
 
 from __future__ import annotations
 
-import signal
 import time
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 from aiida import orm
 from aiida.common.links import LinkType
 from aiida.engine import run_get_node, submit
+from daemon_helpers import kill_daemon_hard, wait_for
 
 from aiida_lisei.workchains.concurrent_learning import ConcurrentLearningWorkChain
 from aiida_lisei.workchains.label import LabelWorkChain
@@ -37,37 +36,6 @@ def calcjobs_below(node: orm.WorkflowNode) -> list[tuple[orm.WorkflowNode, orm.C
         elif isinstance(child, orm.WorkflowNode):
             found.extend(calcjobs_below(child))
     return found
-
-
-def kill_daemon_hard(daemon_client) -> int:
-    """SIGKILL the daemon (circus), its workers and helpers; return how many processes were killed.
-
-    The jobs of ``core.direct`` are not among them: their submission shell exits at once, so they are
-    children of init, as on a real machine where the scheduler owns them.
-    """
-    circus = psutil.Process(daemon_client.get_daemon_pid())
-    victims = [circus, *circus.children(recursive=True)]
-    killed = 0
-    for process in victims:
-        try:
-            process.send_signal(signal.SIGKILL)
-            killed += 1
-        except psutil.NoSuchProcess:  # a short-lived child (a `ps` poll) that ended in between
-            pass
-    psutil.wait_procs(victims, timeout=30)
-    return killed
-
-
-def wait_for(condition, timeout: float, message: str, interval: float = 1.0, explain=None):
-    """Poll ``condition()`` until it returns a truthy value; fail with ``message`` (and ``explain()``, the
-    state of what was waited for) after ``timeout`` (s)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f'timed out after {timeout:g} s: {message}' + (f'\n{explain()}' if explain else ''))
 
 
 def process_tree(node: orm.ProcessNode, indent: str = '') -> str:

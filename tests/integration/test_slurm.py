@@ -8,7 +8,9 @@ Without them every test here is skipped, with the reason (fails with LISEI_REQUI
 from __future__ import annotations
 
 import functools
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from aiida import orm
+from aiida.engine import submit
+from daemon_helpers import wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.production]
 
@@ -94,15 +98,13 @@ def probe_code_slurm(aiida_code, slurm_computer) -> orm.InstalledCode:
 
 def _sacct_state(job_id: str, wait: float = 20.0) -> str:
     """The job's state in Slurm accounting; waits up to ``wait`` (s) for a final state (slurmdbd lags)."""
-    state = ''
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
+    while True:
         out = _run('sacct', '-n', '-X', '-P', '-j', job_id, '-o', 'State').stdout.split()
         state = out[0] if out else ''
-        if state and state not in ('PENDING', 'RUNNING', 'COMPLETING'):
-            break
+        if (state and state not in ('PENDING', 'RUNNING', 'COMPLETING')) or time.monotonic() >= deadline:
+            return state
         time.sleep(0.5)
-    return state
 
 
 def test_probe_over_ssh_into_slurm(submit_and_await, probe_code_slurm) -> None:
@@ -148,3 +150,53 @@ def test_walltime_kill(submit_and_await, probe_code_slurm) -> None:
         node.exit_message,
     )
     assert _sacct_state(node.get_job_id()) == 'TIMEOUT'
+
+
+#: The localhost sshd of ``scripts/hpc/setup-localhost-hpc.sh`` (its ``BASE``): config and pid file.
+SSHD_DIR = Path('/tmp/lisei-hpc/sshd')
+
+
+def _running_job_id(node: orm.CalcJobNode) -> str | None:
+    """The Slurm job id of ``node`` once Slurm runs it, else ``None``."""
+    job_id = node.get_job_id()
+    return job_id if job_id and _sacct_state(job_id, wait=0) == 'RUNNING' else None
+
+
+@pytest.mark.slow
+def test_cancelled_job_ends_with_its_exit_code(started_daemon_client, probe_code_slurm) -> None:
+    """A running job cancelled with ``scancel``: the CalcJob ends, not stuck, with 302 (output missing)."""
+    builder = probe_code_slurm.get_builder()
+    builder.metadata.options.max_wallclock_seconds = 300
+    builder.metadata.options.prepend_text = 'sleep 240'
+    node = submit(builder)
+
+    job_id = wait_for(lambda: _running_job_id(node), 120, 'the job never ran in Slurm', 0.5)
+    assert _run('scancel', job_id).returncode == 0
+    wait_for(lambda: node.is_terminated, 180, f'CalcJob<{node.pk}> did not end after scancel')
+
+    assert _sacct_state(job_id) == 'CANCELLED'
+    assert node.exit_status == builder.process_class.exit_codes.ERROR_OUTPUT_MISSING.status, node.exit_message
+
+
+@pytest.mark.slow
+def test_ssh_refused_for_a_while(started_daemon_client, probe_code_slurm) -> None:
+    """The sshd stops accepting logins while a job runs, and comes back 30 s later: AiiDA's transport tasks
+    retry (exponential backoff) and the job finishes ok, polled and retrieved once sshd answers again."""
+    builder = probe_code_slurm.get_builder()
+    builder.metadata.options.max_wallclock_seconds = 300
+    builder.metadata.options.prepend_text = 'sleep 20'
+    node = submit(builder)
+    wait_for(lambda: _running_job_id(node), 120, 'the job never ran in Slurm', 0.5)
+
+    pid = int((SSHD_DIR / 'sshd.pid').read_text())
+    os.kill(pid, signal.SIGTERM)  # the listener: new logins are refused; open sessions keep their processes
+    try:
+        refused = lambda: _run('ssh', '-o', 'ConnectTimeout=5', SSH_ALIAS, 'true').returncode != 0  # noqa: E731
+        wait_for(refused, 30, 'sshd still accepts logins')
+        time.sleep(30)
+    finally:
+        sshd = ['/usr/sbin/sshd', '-f', str(SSHD_DIR / 'sshd_config'), '-E', str(SSHD_DIR / 'sshd.log')]
+        subprocess.run(sshd, check=True)
+    wait_for(lambda: node.is_terminated, 600, f'CalcJob<{node.pk}> did not finish after sshd came back')
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    assert _sacct_state(node.get_job_id()) == 'COMPLETED'

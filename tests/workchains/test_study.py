@@ -14,6 +14,7 @@ import pytest
 from aiida import orm
 from aiida.engine import run_get_node
 
+from aiida_lisei.cli.report import step_progress, time_left
 from aiida_lisei.workchains.study import STEPS, StudyWorkChain, check_steps
 
 #: The restraint run of the tests: 40 steps in two segments after 20 steps of NPT equilibration.
@@ -39,10 +40,14 @@ def only(**steps):
 
 def test_protocols_check_their_steps():
     """``demo`` runs every step; ``paper`` needs the initial training set (the paper's VASP AIMD)."""
-    assert set(StudyWorkChain.get_available_protocols()) == {'demo', 'paper'}
+    assert set(StudyWorkChain.get_available_protocols()) == {'demo', 'paper', 'rehearsal'}
     demo = StudyWorkChain.get_protocol_inputs('demo')
     assert all(demo['steps'][name] is not None for name in STEPS)
     assert StudyWorkChain.get_protocol_inputs('paper')['steps']['initial_data'] is None
+    rehearsal = StudyWorkChain.get_protocol_inputs('rehearsal')['steps']  # benchmarks/paper_rehearsal.py
+    running = [name for name in STEPS if rehearsal[name]]
+    assert running == ['atomic_models', 'restraint_md', 'nucleation_analysis']
+    assert rehearsal['atomic_models']['protocol'] == rehearsal['restraint_md']['protocol'] == 'paper'
     with pytest.raises(ValueError, match='unknown step'):
         check_steps({'relax': {'protocol': 'demo'}})
     with pytest.raises(ValueError, match='unknown key'):
@@ -149,6 +154,13 @@ def check_report_and_status(node: orm.ProcessNode, folder: Path, run_cli) -> str
     assert page.count('<img ') >= 3 and 'src="http' not in page and f'UUID {node.uuid}' in page
     status = run_cli('status', node.pk).output
     assert 'StudyWorkChain' in status and 'restraint_md: RestraintMdWorkChain' in status, status
+    restraint = next(
+        link.node for link in node.base.links.get_outgoing().all() if link.link_label == 'restraint_md'
+    )
+    segments = -(-restraint.inputs.md.parameters['n_steps'] // restraint.inputs.segment_steps.value)
+    fraction, counted = step_progress(restraint)  # what the status shows of the step while it runs
+    assert counted == f'{round(fraction * segments)} of {segments} MD segments' and 0 < fraction <= 1
+    assert time_left(120.0, 0.25) == pytest.approx(360.0) and time_left(5.0, 0.0) is None
     return page
 
 
