@@ -179,3 +179,23 @@ def probe_code_local(aiida_code_installed):
     return aiida_code_installed(
         label='lisei-probe-local', filepath_executable=str(executable), default_calc_job_plugin='lisei.probe'
     )
+
+
+@pytest.fixture(scope='session')
+def daemon_client(aiida_profile):
+    """aiida-core's session fixture with a teardown that survives a loaded machine: stop the daemon waiting
+    up to 120 s (circus's graceful stop of workers mid-retry took longer than the client's 60 s here), then,
+    if it still runs, SIGKILL circus and its workers, so that no daemon outlives the session."""
+    from aiida.engine.daemon import get_daemon_client
+    from aiida.engine.daemon.client import DaemonException
+    from daemon_helpers import kill_daemon_hard
+
+    client = get_daemon_client(aiida_profile.name)
+    try:
+        yield client
+    finally:
+        try:
+            client.stop_daemon(wait=True, timeout=120)
+        except DaemonException:
+            if client.get_daemon_pid() is not None:
+                kill_daemon_hard(client)

@@ -15,8 +15,11 @@ def kill_daemon_hard(daemon_client) -> int:
     The jobs of ``core.direct`` are not among them: their submission shell exits at once, so they are
     children of init, as on a real machine where the scheduler owns them.
     """
-    circus = psutil.Process(daemon_client.get_daemon_pid())
-    victims = [circus, *circus.children(recursive=True)]
+    try:
+        circus = psutil.Process(daemon_client.get_daemon_pid())
+        victims = [circus, *circus.children(recursive=True)]
+    except psutil.NoSuchProcess:  # a stale pid file: nothing left to kill
+        return 0
     killed = 0
     for process in victims:
         try:
