@@ -175,7 +175,6 @@ def print_restraint(node: orm.WorkflowNode) -> None:
         'Demo size, honestly: 230 atoms, 2 ps of NPT equilibration then 3 ps of pulling, a small model\n'
         'learned from CHGNet labels, d_max 4.5 Å (under half the equilibrated cell); the paper pulls the\n'
         '4833-atom sandwich for 150 ps on a PBE-trained model (here: the `paper` protocol, d_max 10 Å).\n'
-        'The lateral-cell guard allows 5 % here, 3 % in the paper protocol: a 230-atom box fluctuates more.\n'
     )
 
 
