@@ -27,11 +27,12 @@ import psutil
 from aiida import orm
 from aiida.engine import run_get_node
 
+import aiida_lisei
 from aiida_lisei.data.deep_potential import DeepPotentialData, model_metadata
 from aiida_lisei.workchains.sei_extraction import extract_sei
 from aiida_lisei.workchains.study import StudyWorkChain
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(aiida_lisei.__file__).resolve().parents[1]  # `verdi run` gives no usable __file__
 MODELS = ROOT / 'tests' / 'fixtures' / 'models'
 CODES = {'lmp': 'lmp', 'lmp_plumed': 'lisei-lmp-plumed', 'qeq': 'lisei-qeq'}
 PAPER_STEPS = 150_000  # 150 ps at 1 fs

@@ -126,7 +126,7 @@ def pytorch_stand_in():
     from aiida_lisei.data.deep_potential import DeepPotentialData
 
     return DeepPotentialData(
-        b'stand-in',
+        b'PK\x03\x04stand-in',  # starts as a TorchScript (zip) archive does
         type_map=['Li', 'P', 'S', 'Cl'],
         descriptor_type='dpa3',
         rcut=6.0,

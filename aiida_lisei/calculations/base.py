@@ -19,17 +19,20 @@ from aiida_lisei.common.validation import (
     safe_label,
     value_port_validator,
 )
+from aiida_lisei.data.deep_potential import check_model_file
 from aiida_lisei.science.guards import GUARDS, check_guard_thresholds, enforced_failure
 
 __all__ = (
     'LiseiCalcJob',
     'LiseiCalcJobProcessSpec',
     'check_code',
+    'check_model_node',
     'check_structure',
     'define_guard_exit_codes',
     'guard_exit_code',
     'validate_guards',
     'validate_label',
+    'validate_model',
     'validate_seed',
     'validate_structure',
     'validate_trajectory',
@@ -66,10 +69,21 @@ def check_code(code: Any, name: str, plugins: tuple[str, ...]) -> None:
     check_code_plugin(None if code is None else code.default_calc_job_plugin, name, plugins)
 
 
-#: Port validators: a finite, non-degenerate structure or trajectory; a safe system label.
+def check_model_node(model: Any) -> Any:
+    """Raise ``ValueError`` if a model given as a ``SinglefileData`` is empty or not a frozen model of its
+    suffix (:func:`~aiida_lisei.data.deep_potential.check_model_file`; a ``DeepPotentialData`` was checked
+    when stored); return it."""
+    if hasattr(model, 'filename') and isinstance(model.filename, str):
+        with model.open(mode='rb') as handle:
+            check_model_file(handle.read(8), model.filename)
+    return model
+
+
+#: Port validators: a finite, non-degenerate structure or trajectory; a safe system label; a model file.
 validate_structure = port_validator(check_structure, lambda node: node)
 validate_trajectory = port_validator(check_trajectory, lambda node: node)
 validate_label = value_port_validator(lambda value: safe_label(value, '`system_label`'))
+validate_model = port_validator(check_model_node, lambda node: node)
 
 
 class LiseiCalcJobProcessSpec(CalcJobProcessSpec):

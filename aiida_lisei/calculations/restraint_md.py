@@ -29,6 +29,7 @@ from aiida_lisei.calculations.base import (
     LiseiCalcJob,
     define_guard_exit_codes,
     validate_guards,
+    validate_model,
     validate_seed,
     validate_structure,
 )
@@ -160,6 +161,7 @@ class RestraintMdCalculation(LiseiCalcJob):
         spec.input(
             'model',
             valid_type=(DeepPotentialData, orm.SinglefileData),
+            validator=validate_model,
             help='Frozen DeePMD model (its compressed version is used when it has one).',
         )
         spec.input(

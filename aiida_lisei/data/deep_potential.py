@@ -38,8 +38,10 @@ __all__ = (
     'BACKEND_SUFFIXES',
     'COMPRESSED_FILENAME',
     'MODEL_FILENAME',
+    'MODEL_FILE_MAGIC',
     'DeepPotentialData',
     'backend_filenames',
+    'check_model_file',
     'ensemble_models',
     'model_filename',
     'model_metadata',
@@ -89,6 +91,26 @@ def model_metadata(parameters: Mapping[str, Any]) -> dict[str, Any]:
         'seed': descriptor.get('seed'),
         'training_steps': parameters.get('training', {}).get('numb_steps'),
     }
+
+
+#: How a model file of each suffix starts: a TensorFlow GraphDef (protobuf field 1, length-delimited) and a
+#: TorchScript archive (a zip).
+MODEL_FILE_MAGIC = {'.pb': b'\x0a', '.pth': b'PK\x03\x04'}
+
+
+def check_model_file(head: bytes, filename: str) -> None:
+    """Raise ``ValueError`` unless ``head``, the first bytes of ``filename``, can start a frozen DeePMD model
+    of its suffix (``.pb``: TensorFlow, ``.pth``: PyTorch): an empty or garbage file is refused before it is
+    stored or submitted, instead of failing in the engine."""
+    if not head:
+        raise ValueError(f'the model file `{filename}` is empty: give the file `dp freeze` wrote')
+    magic = MODEL_FILE_MAGIC.get(Path(filename).suffix)
+    if magic is not None and not head.startswith(magic):
+        kind = 'a TensorFlow GraphDef' if magic == MODEL_FILE_MAGIC['.pb'] else 'a TorchScript (zip) archive'
+        raise ValueError(
+            f'the model file `{filename}` does not start as {kind} does ({head[:4]!r}): not a frozen DeePMD '
+            'model; give the file `dp freeze` wrote'
+        )
 
 
 def _content(source: str | Path | bytes | IO[bytes]) -> bytes:
@@ -165,6 +187,8 @@ class DeepPotentialData(Data):
         missing = [name for name in _REQUIRED if self.base.attributes.get(name, None) is None]
         if missing:
             raise ValueError(f'missing attributes {missing}')
+        for name in self.base.repository.list_object_names():
+            check_model_file(self.base.repository.get_object_content(name, mode='rb')[:8], name)
         return True
 
     # -- attributes -----------------------------------------------------------------------------------------

@@ -72,7 +72,7 @@ def test_prepare_for_submission(dp_code, model, test_set, tmp_path):
 def test_pytorch_model_is_tested_with_the_pytorch_backend(dp_code, model, test_set, tmp_path):
     """A PyTorch model runs as ``dp --pt test -m model.pth`` (submission side; the bytes are a stand-in)."""
     attributes = {key: value for key, value in model.base.attributes.all.items() if key != 'compressed'}
-    pytorch = DeepPotentialData(b'stand-in', **{**attributes, 'deepmd_backend': 'pytorch'}).store()
+    pytorch = DeepPotentialData(b'PK\x03\x04stand-in', **{**attributes, 'deepmd_backend': 'pytorch'}).store()
     process = instantiate_process(
         get_manager().get_runner(), DpTestCalculation, code=dp_code, model=pytorch, test_set=test_set
     )

@@ -176,6 +176,13 @@ def test_lammps_without_plumed_is_refused(venv_code, small_sandwich, tiny_model)
         run_get_node(builder_for(lmp, small_sandwich, tiny_model))
 
 
+def test_garbage_model_file_is_refused(restraint_code, small_sandwich):
+    """A model given as a file that is no frozen model (here an HTML error page) is refused up front."""
+    garbage = orm.SinglefileData.from_string('<html>404 Not Found</html>', filename='model.pb')
+    with pytest.raises(ValueError, match='does not start as a TensorFlow GraphDef'):
+        builder_for(restraint_code, small_sandwich, garbage)
+
+
 def test_parse_installed_packages():
     """The package list of `lmp -h`: the block after its header; no header, no answer."""
     text = 'LAMMPS ...\n\nInstalled packages:\n\nKSPACE MANYBODY\nPLUMED QEQ\n\nList of individual styles\n'

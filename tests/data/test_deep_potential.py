@@ -57,6 +57,21 @@ def test_missing_metadata_is_refused():
         node.store()
 
 
+@pytest.mark.parametrize(
+    ('model', 'backend', 'message'),
+    [
+        (b'', 'tensorflow', 'the model file `model.pb` is empty'),
+        (b'<html>404</html>', 'tensorflow', r'`model.pb` does not start as a TensorFlow GraphDef'),
+        (b'\x0a\x49', 'pytorch', '`model.pth` does not start as a TorchScript'),
+    ],
+)
+def test_garbage_model_files_are_refused(model, backend, message):
+    """An empty file, an HTML error page saved as `.pb`, a TensorFlow graph named `.pth`: not stored."""
+    node = DeepPotentialData(model, deepmd_backend=backend, **METADATA)
+    with pytest.raises(ValueError, match=message):
+        node.store()
+
+
 def test_model_metadata_from_protocol():
     """The attributes are read from a DeePMD input (the paper protocol here)."""
     parameters = DpTrainWorkChain.get_protocol_inputs('paper')['dp_train']['parameters']
@@ -73,12 +88,13 @@ def test_backend_names_the_files(tmp_path):
     from aiida_lisei.data.deep_potential import model_filename, model_suffix
 
     node = DeepPotentialData(
-        b'pytorch bytes', compressed_model=b'compressed', deepmd_backend='pytorch', **METADATA
+        b'PK\x03\x04pytorch bytes', compressed_model=b'PK\x03\x04zip', deepmd_backend='pytorch', **METADATA
     ).store()
     assert sorted(node.base.repository.list_object_names()) == ['model.pth', 'model_compressed.pth']
     assert node.deepmd_backend == 'pytorch' and model_suffix(node) == '.pth'
     assert model_filename(node) == 'model_compressed.pth' and node.filename() == 'model.pth'
-    assert node.write_model(tmp_path).name == 'model.pth' and node.get_model_bytes() == b'pytorch bytes'
+    assert node.write_model(tmp_path).name == 'model.pth'
+    assert node.get_model_bytes() == b'PK\x03\x04pytorch bytes'
     tensorflow = DeepPotentialData(MODEL_FILE, **METADATA)
     assert tensorflow.filename() == 'model.pb' and model_suffix(tensorflow) == '.pb'
     assert model_suffix(orm.SinglefileData(MODEL_FILE)) == '.pb'
