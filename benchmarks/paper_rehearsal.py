@@ -1,16 +1,17 @@
 """Paper-size rehearsal: the study's ``rehearsal`` protocol at the paper's sizes, timed, with memory and disk.
 
 Runs ``lisei.study`` (protocol ``rehearsal``: the 4833-atom sandwich, 0.5 ps of NPT equilibration, 2 ps of
-moving-restraint DPMD in two segments, QEq and the nucleation analysis on every frame) with the four small
-test models (``tests/fixtures/models``: a rehearsal, not a result), then the SEI extraction of its last
-frame. Prints per step: wall time, the peak memory of its jobs (RSS, sampled every 0.2 s) and of this
-process (parsing and storing happen here), the disk of its jobs' working folders and of its output nodes
-in the repository; then extrapolates the restraint run to the paper's 150 ps, with this model and with the
+moving-restraint DPMD in two segments, QEq and the nucleation analysis on every frame) with four small
+models (``--models``: e.g. the demo's ensemble; default: the four test models of ``tests/fixtures/models``,
+which blow the sandwich up: a rehearsal, not a result), then the SEI extraction of its last frame.
+Prints per step: wall time, the peak memory of its jobs (RSS, sampled every 0.2 s) and of this process
+(parsing and storing happen here), the disk of its jobs' working folders and of its output nodes in the
+repository; then extrapolates the restraint run to the paper's 150 ps, with this model and with the
 paper-size network (``--dp-ms-per-step``: 142 ms/step at 4800 atoms on one core, compressed, design.md).
 
 Usage (the codes of ``aiida-lisei setup localhost`` on the profile, e.g. ``make profile`` first)::
 
-    .venv/bin/verdi -p lisei-demo run benchmarks/paper_rehearsal.py -- [--computer localhost] [--json F]
+    .venv/bin/verdi -p lisei-demo run benchmarks/paper_rehearsal.py -- [--models PK,PK,...] [--json F]
 """
 
 from __future__ import annotations
@@ -113,11 +114,19 @@ def main() -> None:
     parser.add_argument('--computer', default='localhost')
     parser.add_argument('--dp-ms-per-step', type=float, default=142.0, help='paper network, 4800 atoms (ms)')
     parser.add_argument('--json', type=Path, default=None)
+    parser.add_argument(
+        '--models',
+        default=None,
+        help='comma-separated PKs of DeepPotentialData (e.g. the demo ensemble); default: the test models',
+    )
     args = parser.parse_args()
 
     codes = {role: orm.load_code(f'{label}@{args.computer}') for role, label in CODES.items()}
     models = {}
-    for index in range(1, 5):
+    if args.models:
+        for index, pk in enumerate(args.models.split(','), start=1):
+            models[f'model_{index}'] = orm.load_node(int(pk))
+    for index in range(1, 5) if not models else ():
         metadata = model_metadata(json.loads((MODELS / f'input_{index}.json').read_text()))
         model = DeepPotentialData(MODELS / f'model_{index}.pb', deepmd_version='3.2.0', **metadata)
         models[f'model_{index}'] = model.store()
