@@ -47,11 +47,11 @@ class MemorySampler(threading.Thread):
         super().__init__(daemon=True)
         self.workdir, self.interval = os.path.realpath(workdir), interval
         self.samples: list[tuple[float, int, int]] = []  # (time, own RSS, jobs' RSS)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._own = psutil.Process()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             jobs = 0
             for process in psutil.process_iter(['cwd', 'memory_info']):
                 cwd = process.info.get('cwd')
@@ -61,7 +61,7 @@ class MemorySampler(threading.Thread):
             time.sleep(self.interval)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
     def peaks(self, start: float, end: float) -> tuple[int, int]:
