@@ -27,6 +27,7 @@ from pathlib import Path
 import psutil
 from aiida import orm
 from aiida.engine import run_get_node
+from aiida.manage.caching import disable_caching
 
 import aiida_lisei
 from aiida_lisei.data.deep_potential import DeepPotentialData, model_metadata
@@ -135,7 +136,8 @@ def main() -> None:
     sampler = MemorySampler(orm.load_computer(args.computer).get_workdir().split('{')[0])
     sampler.start()
     try:
-        _, study = run_get_node(builder)
+        with disable_caching():  # every step runs: a rehearsal measures, it does not reuse
+            _, study = run_get_node(builder)
         steps = {link.link_label: link.node for link in study.base.links.get_outgoing().all()}
         restraint, analysis = steps.get('restraint_md'), steps.get('nucleation_analysis')
         extraction_start = time.time()
