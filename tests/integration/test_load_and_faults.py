@@ -102,7 +102,7 @@ def test_many_jobs_survive_a_killed_worker_and_a_broker_restart(
     assert not failed, failed
     assert not twice, twice
     assert len(directories) == LOAD_JOBS
-    assert len(set(job_ids)) == LOAD_JOBS and all(job_ids), job_ids
+    assert all(job_ids), job_ids  # core.direct's job ids are pids: they may repeat once pids wrap around
     calcjobs = orm.QueryBuilder().append(orm.CalcJobNode, filters={'label': {'like': 'load-%'}}).count()
     assert calcjobs == LOAD_JOBS  # nothing submitted twice either
     logged = {os.path.realpath(directory) for directory in directories}
