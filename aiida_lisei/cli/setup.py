@@ -174,7 +174,10 @@ def cmd_localhost(
         poll_interval=1.0,
         description='this machine, registered by `aiida-lisei setup localhost`',
     )
-    configure_computer(computer, safe_interval=0)
+    # no login shell: every command (the scheduler's `ps` polls included) would run the user's shell start-up,
+    # e.g. `pyenv rehash` under a lock (seen here: warnings, and 60 s waits when the lock is stale); the codes
+    # carry what they need in their prepend text and absolute paths
+    configure_computer(computer, safe_interval=0, use_login_shell=False)
     kernel = find_plumed_kernel()
     register_codes(
         computer,

@@ -28,6 +28,7 @@ def test_setup_localhost(run_cli, unique_label, tmp_path):
     assert computer.get_default_mpiprocs_per_machine() == 2
     assert computer.get_minimum_job_poll_interval() == 1.0
     assert computer.get_configuration()['safe_interval'] == 0
+    assert computer.get_configuration()['use_login_shell'] is False  # no shell start-up on every poll
     expected = [name for name, spec in CODES.items() if any(map(which, spec.executables))]
     assert {'lisei-probe', 'lisei-chgnet', 'lisei-chgnet-md'} <= set(expected)
     for name in expected:
