@@ -72,7 +72,8 @@ def trajectory_species(
         return names
     sites = trajectory_site_indices(trajectory)
     kinds = {kind.name: kind.symbol for kind in structure.kinds}
-    site_kinds = [structure.sites[index].kind_name for index in sites]
+    all_sites = structure.sites  # read once: each `.sites` rebuilds every site from the stored attributes
+    site_kinds = [all_sites[index].kind_name for index in sites]
     species = [kinds[kind] for kind in site_kinds]
     for row, (name, kind, symbol) in enumerate(zip(names, site_kinds, species, strict=True)):
         if name not in (kind, symbol):

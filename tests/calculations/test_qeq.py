@@ -356,3 +356,20 @@ def test_parser_partial_outputs(calc_job_node) -> None:
     statistics = results['statistics'].get_dict()
     assert statistics['failed'] == {'1': 'boom'} and statistics['not_converged'] == [0]
     assert statistics['groups']['electrolyte_S']['mean'] == [-0.3, None]
+
+
+def test_trajectory_check_reads_the_sites_once(electrolyte, monkeypatch) -> None:
+    """Mapping rows to sites reads ``structure.sites`` once, not once per atom: every read rebuilds all the
+    sites from the stored attributes, so per-atom reads took minutes on the 4833-atom sandwich (found by
+    benchmarks/paper_rehearsal.py; 0.28 s there after the fix)."""
+    from aiida_lisei.calculations.qeq import check_trajectory
+
+    structure = grouped(electrolyte).store()
+    order = np.random.default_rng(3).permutation(len(electrolyte))
+    trajectory = trajectory_of(electrolyte, 2, order)
+    reads = []
+    read_sites = orm.StructureData.sites.fget
+    counted = property(lambda self: reads.append(1) or read_sites(self))
+    monkeypatch.setattr(orm.StructureData, 'sites', counted)
+    assert check_trajectory(trajectory, structure) is None
+    assert len(reads) <= 2, f'structure.sites read {len(reads)} times for {len(electrolyte)} atoms'
