@@ -120,6 +120,43 @@ def tiny_deep_potential():
 
 
 @pytest.fixture
+def test_set():
+    """The tiny tblite training set (8 bcc Li16 + 6 Li2S frames; ``fixtures/dp_training_set``), stored."""
+    from aiida_lisei.data.training_set import TrainingSetData
+
+    directory = FIXTURES / 'dp_training_set'
+    return TrainingSetData.from_deepmd_npy(sorted(p for p in directory.iterdir() if p.is_dir())).store()
+
+
+@pytest.fixture
+def parser_model():
+    """Return a factory: the frozen model of the ``dp_train`` parser fixture (Li P S Cl, se_e2_a, rcut 5 Å)
+    as an unstored ``DeepPotentialData`` with the given ``level_of_theory_key``."""
+    from aiida_lisei.data.deep_potential import DeepPotentialData
+
+    def factory(level_of_theory_key: str | None = None) -> DeepPotentialData:
+        return DeepPotentialData(
+            FIXTURES / 'parsers' / 'dp_train' / 'default' / 'frozen_model.pb',
+            type_map=['Li', 'P', 'S', 'Cl'],
+            descriptor_type='se_e2_a',
+            rcut=5.0,
+            sel=[36, 12, 16, 22],
+            neurons={'embedding': [4, 8], 'fitting': [16, 16]},
+            seed=1,
+            deepmd_version='3.2.0',
+            level_of_theory_key=level_of_theory_key,
+        )
+
+    return factory
+
+
+@pytest.fixture
+def model(test_set, parser_model):
+    """The parser fixture's frozen model, trained on ``test_set`` (its level of theory), stored."""
+    return parser_model(test_set.level_of_theory_key).store()
+
+
+@pytest.fixture
 def pytorch_stand_in():
     """An unstored PyTorch-backend ``DeepPotentialData`` (DPA-3 metadata) whose bytes are a stand-in: for the
     submission side only (file names, commands), no PyTorch model runs in the tested set."""

@@ -14,36 +14,12 @@ from aiida.manage import get_manager
 from aiida.plugins import CalculationFactory
 
 from aiida_lisei.data.deep_potential import DeepPotentialData
-from aiida_lisei.data.training_set import TrainingSetData
 
 DpTestCalculation = CalculationFactory('lisei.dp_test')
 DP = Path(sys.executable).parent / 'dp'
 TESTS = Path(__file__).parents[1]
 MODEL_FILE = TESTS / 'fixtures' / 'parsers' / 'dp_train' / 'default' / 'frozen_model.pb'
 THREADS = 'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 TF_CPP_MIN_LOG_LEVEL=2'
-
-
-@pytest.fixture
-def test_set() -> TrainingSetData:
-    """8 bcc Li16 + 6 Li2S tblite frames (stored)."""
-    directory = TESTS / 'fixtures' / 'dp_training_set'
-    return TrainingSetData.from_deepmd_npy(sorted(p for p in directory.iterdir() if p.is_dir())).store()
-
-
-@pytest.fixture
-def model(test_set) -> DeepPotentialData:
-    """The parser fixture's frozen model (trained on ``test_set``)."""
-    return DeepPotentialData(
-        MODEL_FILE,
-        type_map=['Li', 'P', 'S', 'Cl'],
-        descriptor_type='se_e2_a',
-        rcut=5.0,
-        sel=[36, 12, 16, 22],
-        neurons={'embedding': [4, 8], 'fitting': [16, 16]},
-        seed=1,
-        deepmd_version='3.2.0',
-        level_of_theory_key=test_set.level_of_theory_key,
-    ).store()
 
 
 @pytest.fixture

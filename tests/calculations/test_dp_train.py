@@ -17,7 +17,6 @@ from aiida.manage import get_manager
 from aiida.plugins import CalculationFactory
 
 from aiida_lisei.calculations.dp_train import build_input, check_parameters
-from aiida_lisei.data.deep_potential import DeepPotentialData
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.workchains.dp_train import DpTrainWorkChain
 
@@ -241,7 +240,7 @@ def test_parameters_checked_by_deepmd(dp_code, training_set, section, key, value
     assert check_parameters(demo_parameters()) == demo_parameters()  # the protocol's input passes
 
 
-def test_pytorch_backend_prepare_for_submission(dp_code, training_set, tmp_path):
+def test_pytorch_backend_prepare_for_submission(dp_code, training_set, tmp_path, parser_model):
     """``settings.backend = pytorch``: ``dp --pt`` train, freeze and compress, ``.pth`` files, the PyTorch
     checkpoint for a restart; the backend is refused when unknown or when ``init_model`` has the other one.
     Submission side only: DeePMD-kit's PyTorch backend does not run in the tested set (its wheel's ops are
@@ -277,15 +276,6 @@ def test_pytorch_backend_prepare_for_submission(dp_code, training_set, tmp_path)
     with pytest.raises(ValueError, match=r'no checkpoint `model\.ckpt\.pt`'):
         run_get_node(builder)
     del builder.restart_folder
-    builder.init_model = DeepPotentialData(
-        Path(__file__).parents[1] / 'fixtures' / 'parsers' / 'dp_train' / 'default' / 'frozen_model.pb',
-        type_map=['Li', 'P', 'S', 'Cl'],
-        descriptor_type='se_e2_a',
-        rcut=5.0,
-        sel=[36, 12, 16, 22],
-        neurons={'embedding': [4, 8], 'fitting': [16, 16]},
-        seed=1,
-        deepmd_version='3.2.0',
-    )
+    builder.init_model = parser_model()
     with pytest.raises(ValueError, match=r'`init_model` is a tensorflow model, `settings\.backend`'):
         run_get_node(builder)

@@ -57,19 +57,9 @@ def training_set() -> TrainingSetData:
 
 
 @pytest.fixture
-def model() -> DeepPotentialData:
+def model(parser_model) -> DeepPotentialData:
     """The fixture model of the parser tests, stored."""
-    return DeepPotentialData(
-        FIXTURES / 'parsers' / 'dp_train' / 'default' / 'frozen_model.pb',
-        type_map=['Li', 'P', 'S', 'Cl'],
-        descriptor_type='se_e2_a',
-        rcut=5.0,
-        sel=[36, 12, 16, 22],
-        neurons={'embedding': [4, 8], 'fitting': [16, 16]},
-        seed=1,
-        deepmd_version='3.2.0',
-        level_of_theory_key='tblite/GFN1-xTB/0000000000000000',
-    ).store()
+    return parser_model('tblite/GFN1-xTB/0000000000000000').store()
 
 
 def dry_run(run_cli, *args) -> dict:

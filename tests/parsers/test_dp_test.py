@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 from aiida.plugins import CalculationFactory, ParserFactory
 
-from aiida_lisei.data.deep_potential import DeepPotentialData
-from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.parsers.dp_test import error_summary, parse_test_log, read_detail
 
 DpTestCalculation = CalculationFactory('lisei.dp_test')
@@ -21,28 +19,6 @@ DpTestParser = ParserFactory('lisei.dp_test')
 FIXTURES = Path(__file__).parents[1] / 'fixtures' / 'parsers'
 TRAINING_SET = Path(__file__).parents[1] / 'fixtures' / 'dp_training_set'
 MODEL_FILE = FIXTURES / 'dp_train' / 'default' / 'frozen_model.pb'
-
-
-@pytest.fixture
-def test_set() -> TrainingSetData:
-    """The tiny tblite set (8 bcc Li16 + 6 Li2S frames), stored."""
-    return TrainingSetData.from_deepmd_npy(sorted(p for p in TRAINING_SET.iterdir() if p.is_dir())).store()
-
-
-@pytest.fixture
-def model(test_set) -> DeepPotentialData:
-    """The fixture model as a stored ``DeepPotentialData``."""
-    return DeepPotentialData(
-        MODEL_FILE,
-        type_map=['Li', 'P', 'S', 'Cl'],
-        descriptor_type='se_e2_a',
-        rcut=5.0,
-        sel=[36, 12, 16, 22],
-        neurons={'embedding': [4, 8], 'fitting': [16, 16]},
-        seed=1,
-        deepmd_version='3.2.0',
-        level_of_theory_key=test_set.level_of_theory_key,
-    ).store()
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import pytest
 from aiida import orm
 from ase.build import bulk
 
-from aiida_lisei.data.deep_potential import DeepPotentialData
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.workchains.concurrent_learning import ConcurrentLearningWorkChain
 from aiida_lisei.workchains.cp2k_label import Cp2kLabelWorkChain
@@ -177,19 +176,9 @@ def test_nucleation_analysis(code, small_sandwich, protocol, data_regression):
 
 
 @pytest.mark.parametrize('protocol', ['demo'])  # `paper` labels with VASP: needs a POTCAR family
-def test_model_validation(code, li16, protocol, data_regression):
+def test_model_validation(code, li16, protocol, data_regression, parser_model):
     """``lisei.model_validation`` of the fixture model."""
-    model = DeepPotentialData(
-        FIXTURES / 'parsers' / 'dp_train' / 'default' / 'frozen_model.pb',
-        type_map=['Li', 'P', 'S', 'Cl'],
-        descriptor_type='se_e2_a',
-        rcut=5.0,
-        sel=[36, 12, 16, 22],
-        neurons={'embedding': [4, 8], 'fitting': [16, 16]},
-        seed=1,
-        deepmd_version='3.2.0',
-        level_of_theory_key='tblite/GFN1-xTB/0000000000000000',
-    )
+    model = parser_model('tblite/GFN1-xTB/0000000000000000')
     builder = ModelValidationWorkChain.get_builder_from_protocol(
         code, code, code, model, li16, protocol=protocol, seed=3
     )
