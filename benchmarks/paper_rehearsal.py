@@ -109,6 +109,12 @@ def step_figures(step: orm.ProcessNode, sampler: MemorySampler) -> dict[str, flo
     }
 
 
+def test_model(index: int) -> DeepPotentialData:
+    """Test model ``index`` (1 to 4) of ``tests/fixtures/models`` with the metadata of its input file."""
+    metadata = model_metadata(json.loads((MODELS / f'input_{index}.json').read_text()))
+    return DeepPotentialData(MODELS / f'model_{index}.pb', deepmd_version='3.2.0', **metadata)
+
+
 def main() -> None:
     """Run the rehearsal, print the per-step table and the extrapolation; optionally write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -123,14 +129,11 @@ def main() -> None:
     args = parser.parse_args()
 
     codes = {role: orm.load_code(f'{label}@{args.computer}') for role, label in CODES.items()}
-    models = {}
     if args.models:
-        for index, pk in enumerate(args.models.split(','), start=1):
-            models[f'model_{index}'] = orm.load_node(int(pk))
-    for index in range(1, 5) if not models else ():
-        metadata = model_metadata(json.loads((MODELS / f'input_{index}.json').read_text()))
-        model = DeepPotentialData(MODELS / f'model_{index}.pb', deepmd_version='3.2.0', **metadata)
-        models[f'model_{index}'] = model.store()
+        pks = [int(pk) for pk in args.models.split(',')]
+        models = {f'model_{index}': orm.load_node(pk) for index, pk in enumerate(pks, start=1)}
+    else:
+        models = {f'model_{index}': test_model(index).store() for index in range(1, 5)}
     builder = StudyWorkChain.get_builder_from_protocol(codes, protocol='rehearsal', models=models)
 
     sampler = MemorySampler(orm.load_computer(args.computer).get_workdir().split('{')[0])

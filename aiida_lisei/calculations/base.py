@@ -8,6 +8,7 @@ from typing import Any
 
 from aiida.common.datastructures import CalcInfo, CodeInfo
 from aiida.engine import CalcJob, CalcJobProcessSpec, ExitCode, Process, ProcessSpec
+from aiida.orm import SinglefileData
 
 from aiida_lisei.common.exit_codes import invalidates_cache as status_invalidates_cache
 from aiida_lisei.common.seeds import check_seed
@@ -73,7 +74,7 @@ def check_model_node(model: Any) -> Any:
     """Raise ``ValueError`` if a model given as a ``SinglefileData`` is empty or not a frozen model of its
     suffix (:func:`~aiida_lisei.data.deep_potential.check_model_file`; a ``DeepPotentialData`` was checked
     when stored); return it."""
-    if hasattr(model, 'filename') and isinstance(model.filename, str):
+    if isinstance(model, SinglefileData):
         with model.open(mode='rb') as handle:
             check_model_file(handle.read(8), model.filename)
     return model

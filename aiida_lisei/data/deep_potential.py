@@ -187,8 +187,9 @@ class DeepPotentialData(Data):
         missing = [name for name in _REQUIRED if self.base.attributes.get(name, None) is None]
         if missing:
             raise ValueError(f'missing attributes {missing}')
-        for name in self.base.repository.list_object_names():
-            check_model_file(self.base.repository.get_object_content(name, mode='rb')[:8], name)
+        for name in self.base.repository.list_object_names():  # the first bytes only, not the whole model
+            with self.base.repository.open(name, mode='rb') as handle:
+                check_model_file(handle.read(8), name)
         return True
 
     # -- attributes -----------------------------------------------------------------------------------------
