@@ -397,14 +397,7 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
         schedule = [item for item in schedule if item]
         if not schedule:
             raise ValueError(f'the protocol schedule explores none of the given systems {sorted(structures)}')
-        train = DpTrainWorkChain.get_builder_from_protocol(
-            dp_code,
-            training_set,
-            protocol=inputs['train']['protocol'],
-            overrides=inputs['train'].get('overrides'),
-        )._inputs(prune=True)
-        for key in ('training_set', 'seed'):
-            train['dp_train'].pop(key)
+        train = cls._train_protocol_inputs(dp_code, training_set, inputs['train'])
         label = {
             system: cls._label_protocol_inputs(label_code, structure, inputs['label'], label_kwargs)
             for system, structure in structures.items()
@@ -431,6 +424,47 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
         if engine != 'tblite':  # the engine's settings (k-points, cell-dependent options) follow each system
             builder.label_overrides = {system: {engine: label[system][engine]} for system in structures}
         return builder
+
+    @classmethod
+    def get_refinement_inputs(
+        cls,
+        dp_code: orm.AbstractCode,
+        label_code: orm.AbstractCode,
+        training_set: TrainingSetData,
+        system: str,
+        structure: orm.StructureData,
+        protocol: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        **label_kwargs: Any,
+    ) -> dict[str, Any]:
+        """Return the ``refinement`` inputs of ``lisei.restraint_md`` that continue this protocol's learning
+        on the fly: its training set, labelling and training, ``fp_task_max`` and the system's lower trust
+        level (eV/Å; the upper one is the restraint's ``deviation_f_hi`` guard). No node is stored.
+
+        :param system: the label of the new frames in the training set (the restraint run's system).
+        :param structure: frames like the restraint run's (the labelling engine's settings follow its cell).
+        """
+        inputs = cls.get_protocol_inputs(protocol, overrides)
+        default_f_lo = inputs['selection'].get('f_lo', 0.10)
+        f_lo = inputs.get('trust_levels', {}).get(system, {}).get('f_lo', default_f_lo)
+        return {
+            'training_set': training_set,
+            'selection': orm.Dict({'fp_task_max': inputs['fp_task_max'], 'f_lo': f_lo, 'system': system}),
+            'label': cls._label_protocol_inputs(label_code, structure, inputs['label'], label_kwargs),
+            'train': cls._train_protocol_inputs(dp_code, training_set, inputs['train']),
+        }
+
+    @staticmethod
+    def _train_protocol_inputs(
+        code: orm.AbstractCode, training_set: TrainingSetData, protocol: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Return the ``lisei.dp_train`` inputs of a protocol, without the training set and the seed."""
+        train = DpTrainWorkChain.get_builder_from_protocol(
+            code, training_set, protocol=protocol['protocol'], overrides=protocol.get('overrides')
+        )._inputs(prune=True)
+        for key in ('training_set', 'seed'):
+            train['dp_train'].pop(key)
+        return train
 
     @staticmethod
     def _label_protocol_inputs(

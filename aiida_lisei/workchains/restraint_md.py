@@ -287,9 +287,10 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
             valid_type=orm.Int,
             default=lambda: orm.Int(0),
             serializer=orm.to_aiida_type,
-            help='Refinement on the fly: most rounds (0: off). A segment that fails the `deviation` guard '
-            'has its candidate frames labelled, the ensemble retrained on the extended set, and is run '
-            'again from its start with the new models.',
+            help='Refinement on the fly: most rounds (0: off), equilibration and segments together. '
+            'An equilibration or a segment that fails the `deviation` guard has its candidate frames '
+            'labelled, the ensemble retrained on the extended set, and is run again from its start with the '
+            'new models.',
         )
         spec.input(
             'refinement.training_set',
@@ -341,8 +342,16 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         spec.outline(
             cls.setup,
             if_(cls.should_equilibrate)(
-                cls.run_equilibration,
-                cls.inspect_equilibration,
+                while_(cls.should_run_equilibration)(
+                    cls.run_equilibration,
+                    cls.inspect_equilibration,
+                    if_(cls.should_refine)(
+                        cls.run_refinement_labelling,
+                        cls.inspect_refinement_labelling,
+                        cls.run_refinement_training,
+                        cls.inspect_refinement_training,
+                    ),
+                ),
             ),
             cls.resolve_restraint,
             while_(cls.should_run_process)(
@@ -502,11 +511,16 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         self.ctx.refine = False
         self.ctx.refinement_round = 0
         self.ctx.refinement_rounds = {}
+        self.ctx.equilibrated = False
         self._set_segment_end(0)
 
     def should_equilibrate(self) -> bool:
         """Return whether an NPT equilibration precedes the pull."""
         return 'code' in self.inputs.get('equilibration', {})
+
+    def should_run_equilibration(self) -> bool:
+        """Return whether the equilibration (again, after a refinement round) is to run."""
+        return not self.ctx.equilibrated
 
     def run_equilibration(self):
         """Run the unbiased NPT equilibration with the ensemble (seed derived from the run's seed)."""
@@ -533,11 +547,16 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
             )
         if 'guards' in node.outputs:
             guards = node.outputs.guards
-            self.out('equilibration.guards', guards)
             self.report(format_guard_report(guards.get_dict(), f'equilibration guards <PK={guards.pk}>'))
             failed_guard = guard_exit_code(self, guards.get_dict(), f'equilibration <{node.pk}>')
             if failed_guard is not None:
+                temperature = node.inputs.parameters['temperature']
+                if self._start_refinement(node, node.outputs.model_devi, temperature):
+                    return None  # the equilibration runs again with the retrained ensemble
+                self.out('equilibration.guards', guards)
                 return failed_guard
+            self.out('equilibration.guards', guards)
+        self.ctx.equilibrated = True
         structure = equilibrated_structure(
             self.ctx.inputs.structure, node.outputs.trajectory, metadata={'call_link_label': 'equilibrated'}
         )
@@ -620,7 +639,9 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         unless refinement on the fly is on, the `deviation` guard failed and the segment has candidate
         frames: then they are labelled, the ensemble retrained and the segment run again (next steps).
         """
-        if self._start_refinement(calculation):
+        deviation = calculation.outputs.model_deviation if 'model_deviation' in calculation.outputs else None
+        temperature = check_restraint_md_parameters(calculation.inputs.parameters.get_dict())['temperature']
+        if self._start_refinement(calculation, deviation, temperature):
             return ProcessHandlerReport(True)
         self.ctx.segments.append(calculation)
         self.report_error_handled(calculation, 'stopping: the run is not physical; its outputs are kept')
@@ -633,22 +654,27 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
 
     # -- refinement on the fly ---------------------------------------------------------------------------
 
-    def _start_refinement(self, calculation: orm.CalcJobNode) -> bool:
-        """Select the candidate frames of a segment that failed the `deviation` guard (seeded, as in
-        concurrent learning); return whether a refinement round starts."""
+    def _start_refinement(
+        self, calculation: orm.CalcJobNode, deviation: orm.ArrayData | None, temperature: float
+    ) -> bool:
+        """Select the candidate frames of an MD run (the equilibration or a segment) that failed the
+        `deviation` guard, seeded as in concurrent learning; return whether a refinement round starts.
+
+        :param deviation: the run's model deviation at its dumped frames (eV/Å).
+        :param temperature: the run's target temperature (K).
+        """
         refinement = self.inputs.refinement
         guards = calculation.outputs.guards if 'guards' in calculation.outputs else None
         if (
             refinement.max_rounds.value <= self.ctx.refinement_round
             or guards is None
             or 'deviation' not in guards['failed']
-            or 'model_deviation' not in calculation.outputs
+            or deviation is None
             or 'trajectory' not in calculation.outputs
         ):
             return False
         round_ = self.ctx.refinement_round + 1
         settings = refinement.selection.get_dict()
-        temperature = check_restraint_md_parameters(calculation.inputs.parameters.get_dict())['temperature']
         key = temperature_key(temperature)
         parameters = {
             'system': settings.get('system', 'sandwich'),
@@ -663,7 +689,7 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
             orm.Int(seed),
             **{
                 key: {
-                    'model_devi': calculation.outputs.model_deviation,
+                    'model_devi': deviation,
                     'trajectory': calculation.outputs.trajectory,
                 }
             },
@@ -681,12 +707,16 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         self.ctx.refine_candidates = selection['candidates']
         self.ctx.refine = True
         n_selected = selection['statistics']['n_selected']
-        self.report_error_handled(
-            calculation,
-            f'refinement round {round_}: labelling {n_selected} candidate frames, retraining the ensemble, '
-            'then running the segment again from its start',
+        self.report(
+            f'{calculation.process_label}<{calculation.pk}> failed the `deviation` guard; refinement round '
+            f'{round_}: labelling {n_selected} candidate frames, retraining the ensemble, then running the '
+            f'{self._refined_run()} again from its start'
         )
         return True
+
+    def _refined_run(self) -> str:
+        """Name the run a refinement round repeats."""
+        return 'segment' if self.ctx.equilibrated or not self.should_equilibrate() else 'equilibration'
 
     def should_refine(self) -> bool:
         """Return whether a refinement round was started by the last segment."""
@@ -773,7 +803,9 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
             }
         self.ctx.refine = False
         start = 'the start' if 'parent_folder' not in self.ctx.inputs else 'its restart files'
-        self.report(f'refinement round {round_}: segment runs again from {start} with the new ensemble')
+        self.report(
+            f'refinement round {round_}: {self._refined_run()} runs again from {start} with the new ensemble'
+        )
         return None
 
     def stitch(self):

@@ -49,7 +49,7 @@ STEP_KEYS: dict[str, set[str]] = {
     'initial_data': {'workflow', 'systems'},
     'concurrent_learning': {'systems', 'builder_kwargs'},
     'model_validation': {'system', 'builder_kwargs'},
-    'restraint_md': {'system'},
+    'restraint_md': {'system', 'refinement_rounds'},
     'nucleation_analysis': {'allow_failed_guards'},
     'electronic_structure': {'frame', 'region', 'relax'},
 }
@@ -86,6 +86,9 @@ def check_steps(steps: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f'step `{name}`: `systems` must be a non-empty list of atomic model names')
         if 'system' in STEP_KEYS[name] and not isinstance(settings.get('system'), str):
             raise ValueError(f'step `{name}`: `system` (an atomic model name) is required')
+        rounds = settings.get('refinement_rounds', 0)
+        if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 0:
+            raise ValueError(f'step `{name}`: `refinement_rounds` must be an integer >= 0, not {rounds!r}')
         if name == 'initial_data' and settings.get('workflow') not in INITIAL_DATA_WORKFLOWS:
             raise ValueError(
                 f'step `initial_data`: `workflow` must be one of {INITIAL_DATA_WORKFLOWS}, '
@@ -480,6 +483,32 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
             deviation_models=others,
             equilibration_code=codes.lmp,
         )
+        rounds = settings.get('refinement_rounds', 0)
+        if rounds and 'concurrent_learning' in self.ctx.running:
+            learning = self._settings('concurrent_learning')
+            builder.refinement = {
+                'max_rounds': orm.Int(rounds),
+                **ConcurrentLearningWorkChain.get_refinement_inputs(
+                    codes.dp,
+                    codes.label,
+                    self.ctx.training_set,
+                    settings['system'],
+                    self._system(settings['system']),
+                    protocol=learning['protocol'],
+                    overrides=learning.get('overrides'),
+                    **learning.get('builder_kwargs', {}),
+                ),
+            }
+            self.report(
+                f'restraint_md: refinement on the fly, at most {rounds} round(s), continuing the concurrent '
+                f'learning (protocol {learning["protocol"]}) from its training set '
+                f'<PK={self.ctx.training_set.pk}>'
+            )
+        elif rounds:
+            self.report(
+                'restraint_md: no refinement on the fly (`refinement_rounds` is set, but the models were '
+                'given: the study has no concurrent learning to continue)'
+            )
         return self._submit('restraint_md', builder)
 
     def inspect_restraint(self):

@@ -128,6 +128,27 @@ def test_protocols(aiida_code_installed):
         ConcurrentLearningWorkChain.get_builder_from_protocol(code, code, code, training_set, {'x': li16()})
 
 
+def test_refinement_inputs_continue_the_protocol(aiida_code_installed):
+    """The restraint run's refinement on the fly labels and trains as the learning did: the same engine and
+    network, the protocol's fp_task_max, the system's lower trust level."""
+    code = aiida_code_installed(label='stand-in', filepath_executable='/bin/true')
+    training_set = TrainingSetData.from_deepmd_npy(TRAINING_SET / 'bcc_li')
+    inputs = ConcurrentLearningWorkChain.get_refinement_inputs(
+        code, code, training_set, 'sandwich', li16(), protocol='demo_chgnet'
+    )
+    learning = ConcurrentLearningWorkChain.get_builder_from_protocol(
+        code, code, code, training_set, {'sandwich': li16()}, protocol='demo_chgnet'
+    )
+    assert inputs['training_set'] is training_set
+    assert inputs['selection'].get_dict() == {'fp_task_max': 16, 'f_lo': 0.25, 'system': 'sandwich'}
+    assert inputs['label']['engine'].value == 'chgnet' == learning.label.engine.value
+    train = inputs['train']['dp_train']
+    assert train['parameters'].get_dict() == learning.train.dp_train.parameters.get_dict()
+    assert 'training_set' not in train and 'seed' not in train
+    default = ConcurrentLearningWorkChain.get_refinement_inputs(code, code, training_set, 'x', li16())
+    assert default['selection']['f_lo'] == 0.10  # no trust level for the system: the restraint's default
+
+
 def calcjobs_below(node: orm.WorkflowNode) -> list[orm.CalcJobNode]:
     """Return every CalcJob called (at any depth, through CALL links) by ``node``."""
     calcjobs = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from aiida import orm
 from aiida.engine import run_get_node
 from ase.build import bulk
@@ -31,7 +32,24 @@ def _pruned(builder, *names: str) -> dict:
     return inputs
 
 
-def test_one_round_of_refinement(restraint_code, venv_code, small_sandwich):
+# the window [f_lo, deviation_f_hi) of the candidates; one frame at or above 0.5 eV/Å fails
+DEVIATION_ONLY = {
+    'deviation_f_hi': 0.5,
+    'deviation': 0.0,
+    'enabled': True,
+    'lateral_cell': 0.99,
+    'min_distance': 0.0,
+    'lost_atoms': 1000,
+    'temperature': 1e6,
+    'pressure': 1e9,
+    'energy_drift': 1e6,
+}
+
+
+@pytest.fixture
+def refinement_inputs(venv_code):
+    """Return a factory: a restraint builder with one round of refinement (CHGNet labels of bcc Li16,
+    two tiny models retrained for 40 steps) and the labelled training set it starts from."""
     chgnet = venv_code('lisei-chgnet', 'lisei.chgnet', prepend_text=THREADS)
     dp = venv_code('dp', 'lisei.dp_train', prepend_text=THREADS)
     rng = np.random.default_rng(3)
@@ -46,49 +64,47 @@ def test_one_round_of_refinement(restraint_code, venv_code, small_sandwich):
     assert label_node.is_finished_ok, label_node.exit_message
     training_set = labelled['training_set']
 
+    def factory(builder):
+        builder.refinement.max_rounds = orm.Int(1)
+        builder.refinement.training_set = training_set
+        builder.refinement.selection = orm.Dict({'fp_task_max': 3, 'f_lo': 0.02, 'system': 'sandwich'})
+        builder.refinement.label = _pruned(
+            LabelWorkChain.get_builder_from_protocol(chgnet, frames, system_label='x', engine='chgnet'),
+            'structures',
+            'system_label',
+            'tags',
+        )
+        train = _pruned(
+            DpTrainWorkChain.get_builder_from_protocol(
+                dp, training_set, overrides={'dp_train': {'parameters': {'training': {'numb_steps': 40}}}}
+            )
+        )
+        train['dp_train'].pop('training_set')
+        train['dp_train'].pop('seed', None)
+        builder.refinement.train = train
+        return builder, training_set
+
+    return factory
+
+
+def test_one_round_of_refinement(restraint_code, refinement_inputs, small_sandwich):
     overrides = {
         'md': {
             'parameters': {'n_steps': 60, 'thermo_stride': 10, 'dump_stride': 5, 'restart_stride': 0},
-            # the window [f_lo, deviation_f_hi) of the candidates; one frame at or above 0.5 eV/Å fails
-            'guards': {
-                'deviation_f_hi': 0.5,
-                'deviation': 0.0,
-                'enabled': True,
-                'lateral_cell': 0.99,
-                'min_distance': 0.0,
-                'lost_atoms': 1000,
-                'temperature': 1e6,
-                'pressure': 1e9,
-                'energy_drift': 1e6,
-            },
+            'guards': DEVIATION_ONLY,
         },
         'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 5},
     }
-    builder = RestraintMdWorkChain.get_builder_from_protocol(
-        restraint_code,
-        small_sandwich,
-        orm.SinglefileData(MODELS / 'model_1.pb'),
-        overrides=overrides,
-        seed=11,
-        deviation_models={'m2': orm.SinglefileData(MODELS / 'model_2.pb')},
-    )
-    builder.refinement.max_rounds = orm.Int(1)
-    builder.refinement.training_set = training_set
-    builder.refinement.selection = orm.Dict({'fp_task_max': 3, 'f_lo': 0.02, 'system': 'sandwich'})
-    builder.refinement.label = _pruned(
-        LabelWorkChain.get_builder_from_protocol(chgnet, frames, system_label='x', engine='chgnet'),
-        'structures',
-        'system_label',
-        'tags',
-    )
-    train = _pruned(
-        DpTrainWorkChain.get_builder_from_protocol(
-            dp, training_set, overrides={'dp_train': {'parameters': {'training': {'numb_steps': 40}}}}
+    builder, training_set = refinement_inputs(
+        RestraintMdWorkChain.get_builder_from_protocol(
+            restraint_code,
+            small_sandwich,
+            orm.SinglefileData(MODELS / 'model_1.pb'),
+            overrides=overrides,
+            seed=11,
+            deviation_models={'m2': orm.SinglefileData(MODELS / 'model_2.pb')},
         )
     )
-    train['dp_train'].pop('training_set')
-    train['dp_train'].pop('seed', None)
-    builder.refinement.train = train
     results, node = run_get_node(builder)
 
     segments = [child for child in node.called if child.process_label == 'RestraintMdCalculation']
@@ -111,3 +127,52 @@ def test_one_round_of_refinement(restraint_code, venv_code, small_sandwich):
     # one round only: the work chain ends with the second segment's verdict
     assert node.exit_status in (0, 456), node.exit_message
     assert node.exit_status == (second.exit_status or 0)
+
+
+def test_refinement_of_the_equilibration(restraint_code, venv_code, refinement_inputs, small_sandwich):
+    """The unbiased NPT equilibration fails the `deviation` guard: its candidate frames are labelled, the
+    ensemble retrained, the equilibration runs again with it, and the pull starts with the new models."""
+    overrides = {
+        'md': {
+            'parameters': {'n_steps': 20, 'thermo_stride': 10, 'dump_stride': 10, 'restart_stride': 0},
+            'guards': {'enabled': False},
+        },
+        # the NPT run deviates less than the pull (max ~0.42 eV/Å in 60 steps): a lower upper level
+        'equilibration': {
+            'parameters': {'n_steps': 60, 'stride': 5},
+            'guards': {**DEVIATION_ONLY, 'deviation_f_hi': 0.3},
+        },
+        'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 5},
+    }
+    builder, training_set = refinement_inputs(
+        RestraintMdWorkChain.get_builder_from_protocol(
+            restraint_code,
+            small_sandwich,
+            orm.SinglefileData(MODELS / 'model_1.pb'),
+            overrides=overrides,
+            seed=11,
+            deviation_models={'m2': orm.SinglefileData(MODELS / 'model_2.pb')},
+            equilibration_code=venv_code('lmp', 'lisei.exploration'),
+        )
+    )
+    results, node = run_get_node(builder)
+
+    links = {link.link_label: link.node for link in node.base.links.get_outgoing().all()}
+    equilibrations = [
+        link.node for link in node.base.links.get_outgoing(link_label_filter='equilibration').all()
+    ]
+    report = '\n'.join(log.message for log in orm.Log.collection.get_logs_for(node))
+    assert len(equilibrations) == 2, report
+    first, second = sorted(equilibrations, key=lambda child: child.ctime)
+    assert first.exit_status == 0 and 'deviation' in first.outputs.guards['failed']
+    new = results['refinement']['models']
+    assert sorted(new) == ['model_1', 'model_2']
+    driving, other = (second.inputs.models[name] for name in ('model_0000', 'model_0001'))
+    assert (driving.uuid, other.uuid) == (new['model_1'].uuid, new['model_2'].uuid)  # the new ensemble
+    assert 'the equilibration' in report and 'deviation' in report
+    assert links['refinement_01_label'].is_finished_ok
+    assert results['refinement']['training_set'].nframes > training_set.nframes
+    segment = next(child for child in node.called if child.process_label == 'RestraintMdCalculation')
+    assert segment.inputs.model.uuid == new['model_1'].uuid  # the pull with the retrained ensemble
+    assert node.exit_status in (0, *range(450, 460)), node.exit_message  # one round: the rerun's verdict
+    assert 'equilibration again from its start' in report

@@ -56,6 +56,9 @@ def test_protocols_check_their_steps():
         check_steps({'restraint_md': {'protocol': 'demo'}})
     with pytest.raises(ValueError, match='workflow'):
         check_steps({'initial_data': {'protocol': 'demo', 'systems': ['x'], 'workflow': 'lisei.nope'}})
+    with pytest.raises(ValueError, match='refinement_rounds'):
+        check_steps({'restraint_md': {'protocol': 'demo', 'system': 'sandwich', 'refinement_rounds': -1}})
+    assert demo['steps']['restraint_md']['refinement_rounds'] == 2  # the demo refines on the fly
 
 
 def test_bad_inputs_are_refused_before_anything_is_stored(aiida_code_installed, tiny_deep_potential):
