@@ -64,24 +64,12 @@ def test_every_guard_fails_on_the_blown_up_sandwich(blown_up_run):
     assert node.outputs.output_parameters['guards_failed'] == guards['failed']
 
 
-#: Thresholds that no guard fails on the blown-up run; each test puts one guard back to its default.
-LOOSE = {
-    'lateral_cell': 0.99,
-    'min_distance': 0.0,
-    'lost_atoms': 1000,
-    'temperature': 1e6,
-    'pressure': 1e9,
-    'energy_drift': 1e6,
-    'deviation': 1.0,
-}
-
-
 @pytest.mark.parametrize('guard', GUARDS, ids=lambda guard: guard.name)
 def test_each_failed_guard_ends_the_job_with_its_exit_code(
-    guard, blown_up_run, generate_calc_job_node, generate_parser
+    guard, blown_up_run, generate_calc_job_node, generate_parser, loose_guards
 ):
     """The parser, on the real run's files, with only ``guard`` at its default threshold."""
-    thresholds = {name: value for name, value in LOOSE.items() if name != guard.name}
+    thresholds = {name: value for name, value in loose_guards.items() if name != guard.name}
     thresholds['equilibration'] = 0.0  # as the run itself: means over the whole run
     retrieved = blown_up_run.outputs.retrieved
     files = {

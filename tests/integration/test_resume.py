@@ -130,6 +130,21 @@ def diagnose(node: orm.ProcessNode, daemon_client) -> str:
     )
 
 
+def kill_restart_and_await(daemon_client, node: orm.ProcessNode, timeout: float) -> None:
+    """Kill -9 every daemon process, start the daemon again and wait (s) until ``node`` terminates."""
+    try:
+        kill_daemon_hard(daemon_client)
+    finally:  # the later tests of the session need a daemon, whatever happened here
+        time.sleep(2)
+        daemon_client.start_daemon()
+    wait_for(
+        lambda: node.is_terminated,
+        timeout,
+        f'{node.process_label}<{node.pk}> did not finish after the restart',
+        explain=lambda: f'{process_tree(node)}\n{diagnose(node, daemon_client)}',
+    )
+
+
 def _call_label(node: orm.ProcessNode) -> str:
     """Return the ``CALL`` link label by which ``node`` was called."""
     return node.base.links.get_incoming(link_type=(LinkType.CALL_CALC, LinkType.CALL_WORK)).one().link_label
@@ -159,21 +174,64 @@ def test_restraint_md_survives_daemon_kill(
         return jobs if jobs and not jobs[-1].is_terminated and jobs[-1].get_job_id() else None
 
     before = wait_for(segment_running, 300, 'no segment started', 0.2)
-    try:
-        kill_daemon_hard(started_daemon_client)
-    finally:
-        time.sleep(2)
-        started_daemon_client.start_daemon()
-
-    wait_for(
-        lambda: node.is_terminated,
-        540,
-        f'{node.process_label}<{node.pk}> did not finish after the restart',
-        explain=lambda: f'{process_tree(node)}\n{diagnose(node, started_daemon_client)}',
-    )
+    kill_restart_and_await(started_daemon_client, node, 540)
     assert node.is_finished_ok, diagnose(node, started_daemon_client)
     segments = [job for _, job in calcjobs_below(node)]
     assert len(segments) == 3 and all(job.is_finished_ok for job in segments)  # nothing ran twice
     assert {job.pk for job in before} <= {job.pk for job in segments}
     time_ps = node.outputs.colvar.get_array('time')
     assert np.allclose(time_ps, np.arange(0, 601, 10) * 1e-3)  # one continuous series
+
+
+def test_study_survives_daemon_kill(
+    started_daemon_client, restraint_code, one_thread_code, small_sandwich, tiny_deep_potential
+) -> None:
+    """Kill -9 the daemon while ``lisei.study`` is two levels down (a restraint segment running, one done);
+    after a restart the study goes on to the analysis and finishes, no CalcJob ran twice."""
+    from aiida_lisei.workchains.study import STEPS, StudyWorkChain
+
+    codes = {
+        'lmp_plumed': restraint_code,
+        'lmp': one_thread_code('lmp', 'lisei.exploration'),
+        'qeq': one_thread_code('lisei-qeq', 'lisei.qeq'),
+    }
+    no_guards = {'enabled': False}  # the tiny Li-only models are not physical on the sandwich
+    restraint = {
+        'md': {
+            'parameters': {'n_steps': 300, 'thermo_stride': 10, 'dump_stride': 50, 'restart_stride': 50},
+            'guards': no_guards,
+        },
+        'equilibration': {'parameters': {'n_steps': 20, 'stride': 10}, 'guards': no_guards},
+        'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 10},
+        'segment_steps': 100,
+    }
+    steps = dict.fromkeys(STEPS)
+    steps['restraint_md'] = {'protocol': 'demo', 'system': 'sandwich', 'overrides': restraint}
+    steps['nucleation_analysis'] = {'protocol': 'demo', 'allow_failed_guards': True}
+    builder = StudyWorkChain.get_builder_from_protocol(
+        codes,
+        overrides={'steps': steps, 'paper_size_models': False},
+        structures={'sandwich': small_sandwich},
+        models={f'model_{index}': tiny_deep_potential(index) for index in (1, 2)},
+        seed=9,
+    )
+    node = submit(builder)
+
+    def second_segment_running():
+        jobs = [job for _, job in calcjobs_below(node) if job.process_label == 'RestraintMdCalculation']
+        return jobs if len(jobs) == 2 and not jobs[-1].is_terminated and jobs[-1].get_job_id() else None
+
+    before = wait_for(second_segment_running, 600, 'the second restraint segment never ran', 0.2)
+    kill_restart_and_await(started_daemon_client, node, 900)
+    assert node.is_finished_ok, f'{process_tree(node)}\n{diagnose(node, started_daemon_client)}'
+    pairs = calcjobs_below(node)
+    labels = Counter(
+        (caller.pk, job.base.attributes.get('process_label'), _call_label(job)) for caller, job in pairs
+    )
+    assert all(count == 1 for count in labels.values()), labels  # no CalcJob ran twice
+    assert all(job.is_finished_ok for _, job in pairs), process_tree(node)
+    segments = [job for _, job in pairs if job.process_label == 'RestraintMdCalculation']
+    assert len(segments) == 3 and {job.pk for job in before} <= {job.pk for job in segments}
+    called = {link.link_label for link in node.base.links.get_outgoing(link_type=LinkType.CALL_WORK).all()}
+    assert called == {'restraint_md', 'nucleation_analysis'}  # the study went on after the restart
+    assert 'summary' in node.outputs

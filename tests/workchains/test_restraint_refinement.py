@@ -32,18 +32,24 @@ def _pruned(builder, *names: str) -> dict:
     return inputs
 
 
-# the window [f_lo, deviation_f_hi) of the candidates; one frame at or above 0.5 eV/Å fails
-DEVIATION_ONLY = {
-    'deviation_f_hi': 0.5,
-    'deviation': 0.0,
-    'enabled': True,
-    'lateral_cell': 0.99,
-    'min_distance': 0.0,
-    'lost_atoms': 1000,
-    'temperature': 1e6,
-    'pressure': 1e9,
-    'energy_drift': 1e6,
-}
+@pytest.fixture
+def deviation_only(loose_guards) -> dict:
+    """Guards where only the deviation fails: one frame at or above 0.5 eV/Å (the candidates' window is
+    [f_lo, deviation_f_hi))."""
+    return {**loose_guards, 'deviation_f_hi': 0.5, 'deviation': 0.0, 'enabled': True}
+
+
+def _restraint_builder(restraint_code, small_sandwich, overrides: dict, **kwargs):
+    """The restraint run of the two tiny Li-only test models (they do not know the sandwich)."""
+    return RestraintMdWorkChain.get_builder_from_protocol(
+        restraint_code,
+        small_sandwich,
+        orm.SinglefileData(MODELS / 'model_1.pb'),
+        overrides=overrides,
+        seed=11,
+        deviation_models={'m2': orm.SinglefileData(MODELS / 'model_2.pb')},
+        **kwargs,
+    )
 
 
 @pytest.fixture
@@ -87,24 +93,15 @@ def refinement_inputs(venv_code):
     return factory
 
 
-def test_one_round_of_refinement(restraint_code, refinement_inputs, small_sandwich):
+def test_one_round_of_refinement(restraint_code, refinement_inputs, small_sandwich, deviation_only):
     overrides = {
         'md': {
             'parameters': {'n_steps': 60, 'thermo_stride': 10, 'dump_stride': 5, 'restart_stride': 0},
-            'guards': DEVIATION_ONLY,
+            'guards': deviation_only,
         },
         'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 5},
     }
-    builder, training_set = refinement_inputs(
-        RestraintMdWorkChain.get_builder_from_protocol(
-            restraint_code,
-            small_sandwich,
-            orm.SinglefileData(MODELS / 'model_1.pb'),
-            overrides=overrides,
-            seed=11,
-            deviation_models={'m2': orm.SinglefileData(MODELS / 'model_2.pb')},
-        )
-    )
+    builder, training_set = refinement_inputs(_restraint_builder(restraint_code, small_sandwich, overrides))
     results, node = run_get_node(builder)
 
     segments = [child for child in node.called if child.process_label == 'RestraintMdCalculation']
@@ -129,7 +126,9 @@ def test_one_round_of_refinement(restraint_code, refinement_inputs, small_sandwi
     assert node.exit_status == (second.exit_status or 0)
 
 
-def test_refinement_of_the_equilibration(restraint_code, venv_code, refinement_inputs, small_sandwich):
+def test_refinement_of_the_equilibration(
+    restraint_code, venv_code, refinement_inputs, small_sandwich, deviation_only
+):
     """The unbiased NPT equilibration fails the `deviation` guard: its candidate frames are labelled, the
     ensemble retrained, the equilibration runs again with it, and the pull starts with the new models."""
     overrides = {
@@ -140,20 +139,13 @@ def test_refinement_of_the_equilibration(restraint_code, venv_code, refinement_i
         # the NPT run deviates less than the pull (max ~0.42 eV/Å in 60 steps): a lower upper level
         'equilibration': {
             'parameters': {'n_steps': 60, 'stride': 5},
-            'guards': {**DEVIATION_ONLY, 'deviation_f_hi': 0.3},
+            'guards': {**deviation_only, 'deviation_f_hi': 0.3},
         },
         'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 5},
     }
+    lmp = venv_code('lmp', 'lisei.exploration')
     builder, training_set = refinement_inputs(
-        RestraintMdWorkChain.get_builder_from_protocol(
-            restraint_code,
-            small_sandwich,
-            orm.SinglefileData(MODELS / 'model_1.pb'),
-            overrides=overrides,
-            seed=11,
-            deviation_models={'m2': orm.SinglefileData(MODELS / 'model_2.pb')},
-            equilibration_code=venv_code('lmp', 'lisei.exploration'),
-        )
+        _restraint_builder(restraint_code, small_sandwich, overrides, equilibration_code=lmp)
     )
     results, node = run_get_node(builder)
 
