@@ -104,6 +104,14 @@ CODES: dict[str, CodeSpec] = {
         calc_job_plugin='lisei.dp_train',
         prepend_text=_GLIBC_TUNABLES,
     ),
+    'lisei-dp': CodeSpec(
+        executables=('lisei-dp',),
+        description='DeePMD-kit command line for the PyTorch backend (dp --pt) beside a torch other than the '
+        "one deepmd-kit's operators were built for: the pure-PyTorch path, no compression",
+        install='pip install aiida-lisei (console script lisei-dp) into the environment of --engine-dir',
+        calc_job_plugin='lisei.dp_train',
+        prepend_text=_GLIBC_TUNABLES,
+    ),
     'cp2k': CodeSpec(
         executables=_engine_executables('cp2k'),
         description='CP2K (PBE and GFN1-xTB labelling)',

@@ -28,7 +28,8 @@ LOSS_COLUMNS = ('rmse_trn', 'rmse_val')
 _VERSION = re.compile(r'Source:\s+v?(\S+)')
 _WALL_TIME = re.compile(r'wall time:\s+([0-9.eE+-]+)\s*s')
 _BATCH_TIME = re.compile(r'average training time:\s+([0-9.eE+-]+)\s*s/batch')
-_FINISHED = 'finished training'
+#: The last words of a complete training: TensorFlow backend, PyTorch backend.
+_FINISHED = ('finished training', 'Trained model has been saved to:')
 _NAN = re.compile(r'NaN detected at batch\s+(\d+)')
 
 
@@ -82,7 +83,7 @@ def parse_train_log(text: str) -> dict[str, Any]:
     """Return ``finished``, ``deepmd_version``, ``wall_time`` (s), ``time_per_batch`` (s), ``nan_step``
     (DeePMD >= 3 stops with "NaN detected at batch N") and DeePMD ``warnings`` (e.g. a ``sel`` smaller
     than the neighbours found) from the log of ``dp train``."""
-    result: dict[str, Any] = {'finished': _FINISHED in text, 'warnings': []}
+    result: dict[str, Any] = {'finished': any(words in text for words in _FINISHED), 'warnings': []}
     for key, pattern, kind in (
         ('deepmd_version', _VERSION, str),
         ('wall_time', _WALL_TIME, float),

@@ -22,6 +22,7 @@ from aiida_lisei.workchains.dp_train import DpTrainWorkChain
 
 DpTrainCalculation = CalculationFactory('lisei.dp_train')
 DP = Path(sys.executable).parent / 'dp'
+LISEI_DP = Path(sys.executable).parent / 'lisei-dp'
 TRAINING_SET = Path(__file__).parents[1] / 'fixtures' / 'dp_training_set'
 THREADS = 'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 '
 STEPS = 60
@@ -45,22 +46,29 @@ def training_set() -> TrainingSetData:
     return TrainingSetData.from_deepmd_npy(sorted(p for p in TRAINING_SET.iterdir() if p.is_dir())).store()
 
 
-@pytest.fixture(scope='module')
-def dp_code(tmp_path_factory) -> orm.InstalledCode:
-    """This environment's ``dp`` on a local core.direct computer, one thread."""
-    if not DP.is_file():
-        pytest.skip(f'{DP} not found')
+def _local_code(tmp_path_factory, executable: Path) -> orm.InstalledCode:
+    """``executable`` on a new local core.direct computer, one thread."""
+    if not executable.is_file():
+        pytest.skip(f'{executable} not found: install the package (pip install -e .)')
     computer = orm.Computer(
-        label=f'dp-local-{id(tmp_path_factory)}',
+        label=f'{executable.name}-local-{id(tmp_path_factory)}',
         hostname='localhost',
         transport_type='core.local',
         scheduler_type='core.direct',
-        workdir=str(tmp_path_factory.mktemp('dp_work')),
+        workdir=str(tmp_path_factory.mktemp(f'{executable.name}_work')),
     ).store()
     computer.configure(safe_interval=0)
     return orm.InstalledCode(
-        computer=computer, filepath_executable=str(DP), prepend_text=THREADS + 'TF_CPP_MIN_LOG_LEVEL=2'
+        computer=computer,
+        filepath_executable=str(executable),
+        prepend_text=THREADS + 'TF_CPP_MIN_LOG_LEVEL=2',
     ).store()
+
+
+@pytest.fixture(scope='module')
+def dp_code(tmp_path_factory) -> orm.InstalledCode:
+    """This environment's ``dp`` on a local core.direct computer, one thread."""
+    return _local_code(tmp_path_factory, DP)
 
 
 def train(dp_code, training_set, seed: int, numb_steps: int = STEPS, **inputs):
@@ -279,3 +287,25 @@ def test_pytorch_backend_prepare_for_submission(dp_code, training_set, tmp_path,
     builder.init_model = parser_model()
     with pytest.raises(ValueError, match=r'`init_model` is a tensorflow model, `settings\.backend`'):
         run_get_node(builder)
+
+
+@pytest.mark.slow
+def test_pytorch_backend_real_run(tmp_path_factory, training_set):
+    """``settings.backend = pytorch`` for real, through ``lisei-dp`` (DeePMD-kit's pure-PyTorch path: its
+    wheel's operators are built for torch 2.11, the runtime is 2.13): ``dp --pt`` trains and freezes a
+    ``.pth`` model, recorded as a PyTorch ``DeepPotentialData``, and ``dp --pt test`` evaluates it."""
+    from aiida_lisei.calculations.dp_test import DpTestCalculation
+    from aiida_lisei.data.training_set import TrainingSetData
+
+    code = _local_code(tmp_path_factory, LISEI_DP)
+    node = train(code, training_set, 3, numb_steps=20, settings={'backend': 'pytorch'})
+    model = node.outputs.model
+    assert model.deepmd_backend == 'pytorch' and not model.compressed and model.training_steps == 20
+    assert model.filename() == 'model.pth'
+    assert model.base.repository.get_object_content('model.pth', 'rb')[:4] == b'PK\x03\x04'  # TorchScript
+    assert node.outputs.learning_curve.get_array('step')[-1] == 20
+    assert 'model.ckpt.pt' not in node.outputs.retrieved.base.repository.list_object_names()
+    test_set = TrainingSetData.from_deepmd_npy(TRAINING_SET / 'bcc_li').store()
+    results, tested = run_get_node(DpTestCalculation, code=code, model=model, test_set=test_set)
+    assert tested.is_finished_ok, (tested.exit_status, tested.exit_message)
+    assert 0 < results['output_parameters']['rmse_f'] < 5.0  # eV/Å: a finite, trained model
