@@ -94,7 +94,8 @@ DEFAULT_EXPLORATION_PARAMETERS: dict[str, Any] = {
     'stride': 10,  # steps between model-deviation rows, dumped frames and thermo lines
     'thermostat_damping': 100.0,  # fs
     'barostat_damping': 1000.0,  # fs
-    'pressure_coupling': 'iso',  # 'iso', 'aniso' or 'xy' (x and y each at P, z fixed: slabs; npt only)
+    'pressure_coupling': 'iso',  # 'iso', 'aniso', 'xy' or 'xy_coupled' (PRESSURE_COUPLINGS; npt only)
+    'barostat_drag': 0.0,  # LAMMPS `drag` of fix npt: damps the box's oscillations (equilibration only)
     'short_range_repulsion': None,  # Å, {'inner', 'outer'}: ZBL under the model (DP-ZBL); None: the model
 }
 
@@ -107,6 +108,7 @@ DEFAULT_RESTRAINT_MD_PARAMETERS: dict[str, Any] = {
     'timestep': 1.0,  # fs
     'thermostat_damping': 100.0,  # fs
     'barostat_damping': 1000.0,  # fs
+    'pressure_coupling': 'xy',  # x and y at P, z fixed: 'xy' (each on its own) or 'xy_coupled' (square)
     'thermo_stride': 100,  # steps between thermo lines
     'dump_stride': 1000,  # steps between dumped frames (id type x y z ix iy iz)
     'restart_stride': 10000,  # steps between periodic restart files (restart.<step>), 0: none
@@ -137,12 +139,17 @@ DEFAULT_MINIMIZE_PARAMETERS: dict[str, Any] = {
 BOX_COUPLINGS: dict[str, str] = {'iso': 'iso {P}', 'aniso': 'aniso {P}', 'tri': 'tri {P}'}
 
 #: Barostat keywords of ``fix npt`` per pressure coupling (``{P}`` bar, ``{damp}`` ps): ``xy`` couples x and y
-#: independently and keeps z fixed, as the paper's sandwich runs (SI §4) and any slab with vacuum need.
+#: independently and keeps z fixed, as the paper's sandwich runs (SI §4: "1 bar along the x and y directions")
+#: and any slab with vacuum need; ``xy_coupled`` sets the pressure on the lateral area (x and y scaled
+#: together, a square cell stays square; z fixed): the paper does not say which (docs/paper_gaps.md).
 PRESSURE_COUPLINGS: dict[str, str] = {
     'iso': 'iso {P} {P} {damp}',
     'aniso': 'aniso {P} {P} {damp}',
     'xy': 'x {P} {P} {damp} y {P} {P} {damp} couple none',
+    'xy_coupled': 'x {P} {P} {damp} y {P} {P} {damp} couple xy',
 }
+#: The pressure couplings of a run with z fixed (the sandwich's moving-restraint MD).
+LATERAL_COUPLINGS = ('xy', 'xy_coupled')
 
 #: Fraction of ``max_wallclock_seconds`` after which LAMMPS stops the run itself (``timer timeout``).
 TIMEOUT_FRACTION = 0.9
@@ -213,6 +220,9 @@ def check_exploration_parameters(parameters: Mapping[str, Any]) -> dict[str, Any
             f'`pressure_coupling` must be one of {sorted(PRESSURE_COUPLINGS)}, '
             f'got {full["pressure_coupling"]!r}'
         )
+    drag = full['barostat_drag']
+    if not is_number(drag) or not 0 <= drag <= 2:
+        raise ValueError(f'`barostat_drag` must be a number from 0 (none) to 2 (LAMMPS: 0.2-2), got {drag!r}')
     for name in ('n_steps', 'stride'):
         positive_integer(full[name], f'`{name}`')
     if 'stride' in parameters:  # a stride asked for that is longer than the run (not the default's)
@@ -260,6 +270,11 @@ def check_restraint_md_parameters(parameters: Mapping[str, Any]) -> dict[str, An
     full = complete_parameters(parameters, DEFAULT_RESTRAINT_MD_PARAMETERS)
     if full['ensemble'] not in ('npt', 'nvt'):
         raise ValueError(f"`ensemble` must be 'npt' or 'nvt', got {full['ensemble']!r}")
+    if full['pressure_coupling'] not in LATERAL_COUPLINGS:
+        raise ValueError(
+            f'`pressure_coupling` must be one of {list(LATERAL_COUPLINGS)} (z is fixed), '
+            f'got {full["pressure_coupling"]!r}'
+        )
     for name in ('n_steps', 'thermo_stride', 'dump_stride'):
         positive_integer(full[name], f'`{name}`')
     restart = full['restart_stride']
@@ -370,8 +385,11 @@ def _integrator_line(p: Mapping[str, Any], barostat: str) -> str:
     thermostat = f'temp {temperature} {temperature} {t_damp}'
     if p['ensemble'] == 'nvt':
         return f'fix md all nvt {thermostat}'
-    return f'fix md all npt {thermostat} ' + barostat.format(
-        P=p['pressure'], damp=p['barostat_damping'] / 1000.0
+    drag = p.get('barostat_drag', 0.0)
+    return (
+        f'fix md all npt {thermostat} '
+        + barostat.format(P=p['pressure'], damp=p['barostat_damping'] / 1000.0)
+        + (f' drag {drag}' if drag else '')
     )
 
 
@@ -478,7 +496,7 @@ def generate_restraint_md_script(
         '# the restraint before the integrator: its virial reaches the barostat',
         f'fix {RESTRAINT_FIX_ID} all plumed plumedfile {plumed_file} outfile {plumed_log}',
         f'fix_modify {RESTRAINT_FIX_ID} energy yes virial yes',
-        _integrator_line(p, PRESSURE_COUPLINGS['xy']),
+        _integrator_line(p, PRESSURE_COUPLINGS[p['pressure_coupling']]),
         f'thermo_style custom {" ".join(THERMO_COLUMNS)}',
         'thermo_modify lost error flush yes norm no',
         f'thermo {p["thermo_stride"]}',

@@ -129,6 +129,7 @@ def test_local_engine_reads_the_standard_script() -> None:
         ({'n_steps': 10, 'dump_stride': 2.5}, 'dump_stride'),
         ({'n_steps': 10, 'restart_stride': -1}, 'restart_stride'),
         ({'n_steps': 10, 'kappa': 500.0}, 'unknown parameters'),
+        ({'n_steps': 10, 'pressure_coupling': 'iso'}, r"pressure_coupling.*\['xy', 'xy_coupled'\]"),
     ],
 )
 def test_check_parameters_refuses(parameters: dict, message: str) -> None:
@@ -172,3 +173,33 @@ def test_restraint_script_with_an_ensemble_writes_the_model_deviation():
         'pair_style deepmd model.pb deviation_m1.pb deviation_m2.pb out_file model_devi.out out_freq 50'
         in lines_of(script)
     )
+
+
+def test_lateral_couplings_and_the_barostat_drag() -> None:
+    """``xy_coupled`` scales x and y together (z fixed) in the pull and the equilibration; ``barostat_drag``
+    damps the box's oscillation of an exploration (not offered in the pull); a drag out of range is
+    refused."""
+    from aiida_lisei.formats.lammps import check_exploration_parameters, generate_exploration_script
+
+    pull = lines_of(
+        generate_restraint_md_script({'n_steps': 10, 'pressure_coupling': 'xy_coupled'}, 'm.pb', TYPE_MAP, 1)
+    )
+    assert 'fix md all npt temp 300.0 300.0 0.1 x 1.0 1.0 1.0 y 1.0 1.0 1.0 couple xy' in pull
+    parameters = {
+        'ensemble': 'npt',
+        'temperature': 300.0,
+        'pressure': 1.0,
+        'n_steps': 100,
+        'pressure_coupling': 'xy_coupled',
+        'barostat_drag': 1.0,
+    }
+    equilibration = lines_of(generate_exploration_script(parameters, ['a.pb', 'b.pb'], TYPE_MAP, 1))
+    assert (
+        'fix md all npt temp 300.0 300.0 0.1 x 1.0 1.0 1.0 y 1.0 1.0 1.0 couple xy drag 1.0' in equilibration
+    )
+    plain = lines_of(generate_exploration_script({**parameters, 'barostat_drag': 0.0}, ['a.pb'], TYPE_MAP, 1))
+    assert not any('drag' in line for line in plain)
+    with pytest.raises(ValueError, match='barostat_drag'):
+        check_exploration_parameters({**parameters, 'barostat_drag': 5.0})
+    with pytest.raises(ValueError, match='unknown parameters'):
+        check_restraint_md_parameters({'n_steps': 10, 'barostat_drag': 1.0})
