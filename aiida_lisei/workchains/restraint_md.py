@@ -238,6 +238,12 @@ def validate_refinement(inputs: dict[str, Any], _ctx: Any = None) -> str | None:
     ]
     if not inputs.get('md', {}).get('deviation_models'):
         missing.append('md.deviation_models (the ensemble: its deviation picks the frames)')
+    fine_tune = refinement.get('fine_tune')
+    if fine_tune is not None and fine_tune.value:
+        md = inputs.get('md', {})
+        models = [md.get('model'), *md.get('deviation_models', {}).values()]
+        if not all(isinstance(model, DeepPotentialData) for model in models if model is not None):
+            return 'refinement.fine_tune needs every model of the ensemble as a DeepPotentialData'
     if missing:
         return f'refinement.max_rounds = {rounds.value} needs {", ".join(missing)}'
     return None
@@ -305,6 +311,14 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
             serializer=orm.to_aiida_type,
             help='Candidate selection: fp_task_max (frames per round), f_lo (eV/Å; the upper level is the '
             "guard's deviation_f_hi), system (label of the new frames in the training set).",
+        )
+        spec.input(
+            'refinement.fine_tune',
+            valid_type=orm.Bool,
+            default=lambda: orm.Bool(False),
+            serializer=orm.to_aiida_type,
+            help='Start each retrained model from the one it replaces (`dp train --init-frz-model`, as '
+            'DP-GEN reuses models) instead of from random weights; needs `DeepPotentialData` models.',
         )
         spec.expose_inputs(
             LabelWorkChain,
@@ -765,22 +779,28 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
     def run_refinement_training(self):
         """Retrain the ensemble (as many models as it had) on the extended set, seeds from the run's seed."""
         round_ = self.ctx.refinement_round
-        n_models = 1 + len(self.ctx.inputs.get('deviation_models', {}))
+        others = self.ctx.inputs.get('deviation_models', {})
+        current = [self.ctx.inputs.model, *(others[name] for name in sorted(others))]  # model_1 drives
         futures = {}
-        for index in range(1, n_models + 1):
+        for index, model in enumerate(current, start=1):
             inputs = AttributeDict(self.exposed_inputs(DpTrainWorkChain, namespace='refinement.train'))
             inputs.dp_train = {
                 **inputs.dp_train,
                 'training_set': self.ctx.refined_training_set,
                 'seed': orm.Int(derive_seed(self.ctx.inputs.seed.value, 'refine', round_, 'train', index)),
             }
+            if self.inputs.refinement.fine_tune.value:
+                inputs.dp_train['init_model'] = model
             inputs.metadata = {
                 **inputs.get('metadata', {}),
                 'call_link_label': f'refinement_{round_:02d}_train_{index}',
             }
             futures[f'refinement_train_{index}'] = self.submit(DpTrainWorkChain, **inputs)
         pks = ', '.join(str(node.pk) for node in futures.values())
-        self.report(f'refinement round {round_}: training {n_models} models <PK={pks}>')
+        start = (
+            'fine-tuned from the current ones' if self.inputs.refinement.fine_tune.value else 'from scratch'
+        )
+        self.report(f'refinement round {round_}: training {len(futures)} models, {start} <PK={pks}>')
         return ToContext(**futures)
 
     def inspect_refinement_training(self):

@@ -488,6 +488,7 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
             learning = self._settings('concurrent_learning')
             builder.refinement = {
                 'max_rounds': orm.Int(rounds),
+                'fine_tune': orm.Bool(True),  # the learning's models go on learning (init from each)
                 **ConcurrentLearningWorkChain.get_refinement_inputs(
                     codes.dp,
                     codes.label,

@@ -168,3 +168,14 @@ def test_refinement_of_the_equilibration(
     assert segment.inputs.model.uuid == new['model_1'].uuid  # the pull with the retrained ensemble
     assert node.exit_status in (0, *range(450, 460)), node.exit_message  # one round: the rerun's verdict
     assert 'equilibration again from its start' in report
+
+
+def test_fine_tuning_needs_deep_potential_models(restraint_code, refinement_inputs, small_sandwich):
+    """``refinement.fine_tune`` starts each retrained model from the one it replaces: it needs the models as
+    ``DeepPotentialData`` (their network and type map), and is refused before submission otherwise."""
+    builder, _ = refinement_inputs(_restraint_builder(restraint_code, small_sandwich, {}))
+    builder.refinement.fine_tune = True
+    with pytest.raises(
+        ValueError, match='fine_tune needs every model of the ensemble as a DeepPotentialData'
+    ):
+        run_get_node(builder)
