@@ -95,7 +95,7 @@ DEFAULT_EXPLORATION_PARAMETERS: dict[str, Any] = {
     'thermostat_damping': 100.0,  # fs
     'barostat_damping': 1000.0,  # fs
     'pressure_coupling': 'iso',  # 'iso', 'aniso', 'xy' or 'xy_coupled' (PRESSURE_COUPLINGS; npt only)
-    'barostat_drag': 0.0,  # LAMMPS `drag` of fix npt: damps the box's oscillations (equilibration only)
+    'barostat_drag': 0.0,  # LAMMPS `drag` of fix npt: damps the box's oscillation and the thermostat's too
     'short_range_repulsion': None,  # Å, {'inner', 'outer'}: ZBL under the model (DP-ZBL); None: the model
 }
 
