@@ -217,6 +217,15 @@ def restraint_code(venv_code) -> orm.InstalledCode:
 
 
 @pytest.fixture
+def aiida_localhost(aiida_localhost):
+    """aiida-core's localhost computer, configured without a login shell (as `aiida-lisei setup localhost`):
+    a login shell runs the user's start-up files for every scheduler command, and a `pyenv rehash` lock left
+    by a daemon killed mid-command (the daemon-kill tests) made each command wait 60 s."""
+    aiida_localhost.configure(use_login_shell=False)
+    return aiida_localhost
+
+
+@pytest.fixture
 def venv_code(aiida_code_installed):
     """Return a factory: this environment's console script ``name`` as an installed code on localhost."""
 

@@ -92,3 +92,11 @@ def test_run_local(probe_code: orm.InstalledCode) -> None:
         'aiida.out',
         'probe.json',
     ]
+
+
+def test_the_test_localhost_has_no_login_shell(aiida_localhost):
+    """Jobs of the tests run without the user's shell start-up (see the ``aiida_localhost`` fixture)."""
+    from aiida import orm
+
+    params = aiida_localhost.get_authinfo(orm.User.collection.get_default()).get_auth_params()
+    assert params['use_login_shell'] is False
