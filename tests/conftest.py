@@ -132,22 +132,9 @@ def test_set():
 def parser_model():
     """Return a factory: the frozen model of the ``dp_train`` parser fixture (Li P S Cl, se_e2_a, rcut 5 Å)
     as an unstored ``DeepPotentialData`` with the given ``level_of_theory_key``."""
-    from aiida_lisei.data.deep_potential import DeepPotentialData
+    from fixture_models import parser_fixture_model
 
-    def factory(level_of_theory_key: str | None = None) -> DeepPotentialData:
-        return DeepPotentialData(
-            FIXTURES / 'parsers' / 'dp_train' / 'default' / 'frozen_model.pb',
-            type_map=['Li', 'P', 'S', 'Cl'],
-            descriptor_type='se_e2_a',
-            rcut=5.0,
-            sel=[36, 12, 16, 22],
-            neurons={'embedding': [4, 8], 'fitting': [16, 16]},
-            seed=1,
-            deepmd_version='3.2.0',
-            level_of_theory_key=level_of_theory_key,
-        )
-
-    return factory
+    return parser_fixture_model
 
 
 @pytest.fixture

@@ -197,21 +197,10 @@ def _cp2k_md_inputs() -> dict[str, Any]:
 
 @cache
 def _dp_test_inputs() -> dict[str, Any]:
-    from aiida_lisei.data.deep_potential import DeepPotentialData
+    from fixture_models import parser_fixture_model
 
     test_set = _training_set()
-    model = DeepPotentialData(
-        PARSERS / 'dp_train' / 'default' / 'frozen_model.pb',
-        type_map=['Li', 'P', 'S', 'Cl'],
-        descriptor_type='se_e2_a',
-        rcut=5.0,
-        sel=[36, 12, 16, 22],
-        neurons={'embedding': [4, 8], 'fitting': [16, 16]},
-        seed=1,
-        deepmd_version='3.2.0',
-        level_of_theory_key=test_set.level_of_theory_key,
-    ).store()
-    return {'test_set': test_set, 'model': model}
+    return {'test_set': test_set, 'model': parser_fixture_model(test_set.level_of_theory_key).store()}
 
 
 @cache
