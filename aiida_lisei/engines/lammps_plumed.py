@@ -66,7 +66,12 @@ from typing import IO, Any
 import numpy as np
 
 from aiida_lisei.engines.probe import find_plumed_kernel
-from aiida_lisei.formats.plumed import PLUMED_ENERGY_UNITS, PLUMED_LENGTH_UNITS, PLUMED_TIME_UNITS
+from aiida_lisei.formats.plumed import (
+    LAUNCHER_ERROR,
+    PLUMED_ENERGY_UNITS,
+    PLUMED_LENGTH_UNITS,
+    PLUMED_TIME_UNITS,
+)
 
 __all__ = (
     'ROUTES',
@@ -768,7 +773,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lammps_args=lammps_args,
         )
     except (RestraintRunError, ValueError) as exception:
-        print(f'lisei-lmp-plumed: ERROR: {exception}', file=sys.stderr, flush=True)
+        print(f'{LAUNCHER_ERROR} {exception}', file=sys.stderr, flush=True)
         return 1
     per_call = 1e3 * summary.restraint_seconds / max(summary.calls, 1)
     print(

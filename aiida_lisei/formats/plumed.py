@@ -42,6 +42,7 @@ from aiida_lisei.science.restraint_cv import (
 __all__ = (
     'COLVAR_FMT',
     'CV_LABEL',
+    'LAUNCHER_ERROR',
     'PLUMED_ENERGY_UNITS',
     'PLUMED_LENGTH_UNITS',
     'PLUMED_TIME_UNITS',
@@ -60,6 +61,9 @@ __all__ = (
 
 #: PLUMED's MD-unit conversions for LAMMPS' ``units metal`` (as ``src/PLUMED/fix_plumed.cpp`` sets them):
 #: eV → kJ/mol, Å → nm, ps → ps.
+#: How ``lisei-lmp-plumed`` starts the line it writes to stderr when it stops before or outside LAMMPS.
+LAUNCHER_ERROR = 'lisei-lmp-plumed: ERROR:'
+
 PLUMED_ENERGY_UNITS = 96.48530749925792
 PLUMED_LENGTH_UNITS = 0.1
 PLUMED_TIME_UNITS = 1.0

@@ -21,7 +21,7 @@ from aiida_lisei.formats.lammps import (
     parse_model_devi,
     summarize_log,
 )
-from aiida_lisei.formats.plumed import CV_LABEL, RESTRAINT_LABEL, read_colvar
+from aiida_lisei.formats.plumed import CV_LABEL, LAUNCHER_ERROR, RESTRAINT_LABEL, read_colvar
 from aiida_lisei.parsers.base import LiseiParser, OutputFileError, array_data, measure_guards
 from aiida_lisei.science.guards import GuardResult, first_failure, guards_summary
 from aiida_lisei.science.restraint_cv import check_restraint_parameters
@@ -66,6 +66,9 @@ class RestraintMdParser(LiseiParser):
         """Parse the log, COLVAR and dump; attach the outputs; return an exit code on failure."""
         calc = RestraintMdCalculation
         files = self.retrieved_names()
+        launcher_error = self._launcher_error()
+        if launcher_error is not None and calc._LOG_FILE not in files:
+            return self.exit_codes.ERROR_RESTRAINT.format(error=launcher_error)
         log = self.parse_file(calc._LOG_FILE, parse_log)
         summary = summarize_log(log)
 
@@ -156,6 +159,12 @@ class RestraintMdParser(LiseiParser):
             )
         return None
 
+    def _launcher_error(self) -> str | None:
+        """The error line ``lisei-lmp-plumed`` wrote to stderr (the scheduler's stderr file) when it stopped
+        before or outside LAMMPS (no PLUMED kernel, no numba for the fast route), else ``None``."""
+        stderr = self.read(self.node.get_option('scheduler_stderr'), required=False) or ''
+        return next((line for line in stderr.splitlines() if line.startswith(LAUNCHER_ERROR)), None)
+
     def _guard_thresholds(self) -> dict[str, Any]:
         return self.node.inputs.guards.get_dict() if 'guards' in self.node.inputs else {}
 
@@ -202,6 +211,9 @@ class RestraintMdParser(LiseiParser):
         restraint_errors = [
             line for line in text.splitlines() if 'restraint callback' in line or 'PLUMED' in line
         ]
+        launcher_error = self._launcher_error()
+        if launcher_error is not None:
+            restraint_errors.append(launcher_error)
         if restraint_errors and not log.completed:
             return self.exit_codes.ERROR_RESTRAINT.format(error=restraint_errors[-1].strip())
         if log.errors:

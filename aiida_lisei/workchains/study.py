@@ -1,11 +1,13 @@
 """``lisei.study``: the whole study as one work chain, so that the graph has one node that *is* the study.
 
-Atomic models -> initial data -> concurrent learning -> validation -> moving-restraint DPMD -> charges and
-nucleation analysis. Each step is its own work chain, run with the builder its ``get_builder_from_protocol``
-makes from the step's protocol (the ``steps`` input: protocol name, overrides, systems) and the outputs of
-the steps before it, so every step is cached and resumable on its own. A step whose result is given as an
-input (``structures``, ``training_set``, ``models``) is skipped. A restraint run that fails its physics
-guards ends the study with the guard's exit code (450-456), and no analysis presents it as a result.
+Atomic models -> initial data -> concurrent learning -> moving-restraint DPMD (refining the ensemble on
+the fly where it is asked to) -> validation of the models that drove it -> charges and nucleation analysis
+-> gaps of the SEI and the bulk. Each step is its own work chain, run with the builder its
+``get_builder_from_protocol`` makes from the step's protocol (the ``steps`` input: protocol name,
+overrides, systems) and the outputs of the steps before it, so every step is cached and resumable on its
+own. A step whose result is given as an input (``structures``, ``training_set``, ``models``) is skipped.
+A restraint run that fails its physics guards ends the study with the guard's exit code (450-456), and no
+analysis presents it as a result.
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ STEPS: dict[str, tuple[str, ...]] = {
     'atomic_models': (),
     'initial_data': ('md_engine', 'label'),
     'concurrent_learning': ('dp', 'lmp', 'label'),
-    'model_validation': ('lmp', 'dp', 'label'),
     'restraint_md': ('lmp_plumed',),
+    'model_validation': ('lmp', 'dp', 'label'),
     'nucleation_analysis': ('qeq',),
     'electronic_structure': ('electronic_structure', 'lmp'),
 }
@@ -48,8 +50,8 @@ STEP_KEYS: dict[str, set[str]] = {
     'atomic_models': set(),
     'initial_data': {'workflow', 'systems'},
     'concurrent_learning': {'systems', 'builder_kwargs'},
-    'model_validation': {'system', 'builder_kwargs'},
     'restraint_md': {'system', 'refinement_rounds'},
+    'model_validation': {'system', 'builder_kwargs'},
     'nucleation_analysis': {'allow_failed_guards'},
     'electronic_structure': {'frame', 'region', 'relax'},
 }
@@ -151,8 +153,8 @@ def validate_inputs(inputs: dict[str, Any], _ctx: Any = None) -> str | None:
 
 
 class StudyWorkChain(ProtocolMixin, WorkChain):
-    """The whole study: atomic models -> initial data -> concurrent learning -> validation -> restraint MD ->
-    nucleation analysis, each step a work chain of its own, every number traceable to the study's inputs."""
+    """The whole study: atomic models -> initial data -> concurrent learning -> restraint MD -> validation ->
+    nucleation analysis -> gaps, each step a work chain of its own, every number traceable to its inputs."""
 
     _protocol_file = 'study'
 
@@ -243,8 +245,8 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
             if_(cls.should_run('atomic_models'))(cls.run_atomic_models, cls.inspect_atomic_models),
             if_(cls.should_run('initial_data'))(cls.run_initial_data, cls.inspect_initial_data),
             if_(cls.should_run('concurrent_learning'))(cls.run_learning, cls.inspect_learning),
-            if_(cls.should_run('model_validation'))(cls.run_validation, cls.inspect_validation),
             if_(cls.should_run('restraint_md'))(cls.run_restraint, cls.inspect_restraint),
+            if_(cls.should_run('model_validation'))(cls.run_validation, cls.inspect_validation),
             if_(cls.should_run('nucleation_analysis'))(cls.run_analysis, cls.inspect_analysis),
             if_(cls.should_run('electronic_structure'))(
                 cls.run_electronic_structure, cls.inspect_electronic_structure
@@ -434,7 +436,8 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
         return self.ctx.models[driver], {name: self.ctx.models[name] for name in others}
 
     def run_validation(self):
-        """Validate the first model on the step's system (NPT DPMD, labelled frames, RMSE, parity plot)."""
+        """Validate the models that drove the restraint run (the refined ensemble where the run refined it,
+        else the learning's) on the step's system: NPT DPMD, labelled frames, RMSE, parity plot."""
         settings = self._settings('model_validation')
         codes = self.inputs.codes
         model, others = self._ensemble()
@@ -518,6 +521,15 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
         for name in ('trajectory', 'colvar', 'guards'):
             if name in node.outputs:
                 self.out(name, node.outputs[name])
+        if 'refinement' in node.outputs and 'models' in node.outputs.refinement:
+            self.ctx.models = dict(sorted(node.outputs.refinement.models.items()))
+            self.ctx.training_set = node.outputs.refinement.training_set
+            pks = ', '.join(str(model.pk) for model in self.ctx.models.values())
+            self.report(
+                f'restraint_md refined the ensemble: its models <PK={pks}> and '
+                f'training set <PK={self.ctx.training_set.pk}> ({self.ctx.training_set.nframes} frames) are '
+                "the study's from here on (validation, SEI relaxation, outputs)"
+            )
         guard = next((guard for guard in GUARDS if guard.status == node.exit_status), None)
         if guard is not None:
             self.ctx.sound = False

@@ -6,7 +6,6 @@ The final energy LAMMPS reports is checked against DeePMD-kit's Python evaluatio
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,16 +13,12 @@ import pytest
 from aiida import orm
 from aiida.engine import run_get_node
 from aiida.plugins import CalculationFactory
+from local_codes import ONE_THREAD, VENV_BIN
 
 from aiida_lisei.formats.lammps import check_minimize_parameters, generate_minimize_script, parse_minimization
 
 DpMinimizeCalculation = CalculationFactory('lisei.dp_minimize')
 TINY_MODEL = Path(__file__).parents[1] / 'fixtures' / 'models' / 'model_1.pb'
-VENV_BIN = Path(sys.executable).parent
-ONE_THREAD = (
-    'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 '
-    'TF_CPP_MIN_LOG_LEVEL=2'
-)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from aiida.engine import run_get_node
 from aiida.engine.utils import instantiate_process
 from aiida.manage import get_manager
 from aiida.plugins import CalculationFactory
+from local_codes import ONE_THREAD
 
 from aiida_lisei.data.deep_potential import DeepPotentialData
 
@@ -19,7 +20,6 @@ DpTestCalculation = CalculationFactory('lisei.dp_test')
 DP = Path(sys.executable).parent / 'dp'
 TESTS = Path(__file__).parents[1]
 MODEL_FILE = TESTS / 'fixtures' / 'parsers' / 'dp_train' / 'default' / 'frozen_model.pb'
-THREADS = 'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 TF_CPP_MIN_LOG_LEVEL=2'
 
 
 @pytest.fixture
@@ -27,7 +27,7 @@ def dp_code(aiida_code_installed) -> orm.InstalledCode:
     """This environment's ``dp`` on localhost, one thread."""
     if not DP.is_file():
         pytest.skip(f'{DP} not found')
-    return aiida_code_installed(label='dp-test', filepath_executable=str(DP), prepend_text=THREADS)
+    return aiida_code_installed(label='dp-test', filepath_executable=str(DP), prepend_text=ONE_THREAD)
 
 
 def test_prepare_for_submission(dp_code, model, test_set, tmp_path):

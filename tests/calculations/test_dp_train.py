@@ -15,6 +15,7 @@ from aiida.engine import run_get_node
 from aiida.engine.utils import instantiate_process
 from aiida.manage import get_manager
 from aiida.plugins import CalculationFactory
+from local_codes import local_code
 
 from aiida_lisei.calculations.dp_train import build_input, check_parameters
 from aiida_lisei.data.training_set import TrainingSetData
@@ -24,7 +25,6 @@ DpTrainCalculation = CalculationFactory('lisei.dp_train')
 DP = Path(sys.executable).parent / 'dp'
 LISEI_DP = Path(sys.executable).parent / 'lisei-dp'
 TRAINING_SET = Path(__file__).parents[1] / 'fixtures' / 'dp_training_set'
-THREADS = 'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 '
 STEPS = 60
 
 
@@ -46,29 +46,10 @@ def training_set() -> TrainingSetData:
     return TrainingSetData.from_deepmd_npy(sorted(p for p in TRAINING_SET.iterdir() if p.is_dir())).store()
 
 
-def _local_code(tmp_path_factory, executable: Path) -> orm.InstalledCode:
-    """``executable`` on a new local core.direct computer, one thread."""
-    if not executable.is_file():
-        pytest.skip(f'{executable} not found: install the package (pip install -e .)')
-    computer = orm.Computer(
-        label=f'{executable.name}-local-{id(tmp_path_factory)}',
-        hostname='localhost',
-        transport_type='core.local',
-        scheduler_type='core.direct',
-        workdir=str(tmp_path_factory.mktemp(f'{executable.name}_work')),
-    ).store()
-    computer.configure(safe_interval=0)
-    return orm.InstalledCode(
-        computer=computer,
-        filepath_executable=str(executable),
-        prepend_text=THREADS + 'TF_CPP_MIN_LOG_LEVEL=2',
-    ).store()
-
-
 @pytest.fixture(scope='module')
 def dp_code(tmp_path_factory) -> orm.InstalledCode:
     """This environment's ``dp`` on a local core.direct computer, one thread."""
-    return _local_code(tmp_path_factory, DP)
+    return local_code(tmp_path_factory, DP)
 
 
 def train(dp_code, training_set, seed: int, numb_steps: int = STEPS, **inputs):
@@ -297,7 +278,7 @@ def test_pytorch_backend_real_run(tmp_path_factory, training_set):
     from aiida_lisei.calculations.dp_test import DpTestCalculation
     from aiida_lisei.data.training_set import TrainingSetData
 
-    code = _local_code(tmp_path_factory, LISEI_DP)
+    code = local_code(tmp_path_factory, LISEI_DP)
     node = train(code, training_set, 3, numb_steps=20, settings={'backend': 'pytorch'})
     model = node.outputs.model
     assert model.deepmd_backend == 'pytorch' and not model.compressed and model.training_steps == 20

@@ -14,6 +14,7 @@ from aiida.engine.utils import instantiate_process
 from aiida.manage import get_manager
 from aiida.plugins import CalculationFactory
 from ase.build import bulk
+from local_codes import ONE_THREAD
 
 from aiida_lisei.formats.lammps import check_exploration_parameters, generate_exploration_script, parse_log
 
@@ -21,10 +22,6 @@ ExplorationCalculation = CalculationFactory('lisei.exploration')
 
 LMP = Path(sys.executable).parent / 'lmp'
 MODELS = sorted((Path(__file__).parents[1] / 'fixtures' / 'models').glob('model_*.pb'))
-THREADS = (
-    'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 '
-    'TF_CPP_MIN_LOG_LEVEL=2'
-)
 
 
 @pytest.fixture
@@ -36,7 +33,7 @@ def lmp_code(aiida_code_installed) -> orm.InstalledCode:
         label='lmp',
         filepath_executable=str(LMP),
         default_calc_job_plugin='lisei.exploration',
-        prepend_text=THREADS,
+        prepend_text=ONE_THREAD,
     )
 
 

@@ -13,6 +13,7 @@ from aiida.common.folders import Folder
 from aiida.engine import run_get_node
 from aiida.engine.utils import instantiate_process
 from aiida.manage import get_manager
+from local_codes import ONE_THREAD, VENV_BIN
 
 from aiida_lisei.calculations.restraint_md import RestraintMdCalculation
 from aiida_lisei.engines.lammps_packages import installed_packages, parse_installed_packages
@@ -188,6 +189,23 @@ def test_parse_installed_packages():
     text = 'LAMMPS ...\n\nInstalled packages:\n\nKSPACE MANYBODY\nPLUMED QEQ\n\nList of individual styles\n'
     assert parse_installed_packages(text) == {'KSPACE', 'MANYBODY', 'PLUMED', 'QEQ'}
     assert parse_installed_packages('bash: lmp: command not found') is None
+
+
+def test_launcher_error_is_the_exit_message(aiida_code_installed, small_sandwich, tiny_model):
+    """A launcher that stops before LAMMPS runs (here: the PLUMED route with a kernel path that does not
+    exist) ends with 412 ``ERROR_RESTRAINT`` and the launcher's own message from stderr, not with "stopped
+    at step 0 without an error message"."""
+    code = aiida_code_installed(
+        label='lisei-lmp-plumed-no-kernel',
+        filepath_executable=str(VENV_BIN / 'lisei-lmp-plumed'),
+        default_calc_job_plugin='lisei.restraint_md',
+        prepend_text=f'{ONE_THREAD}\nexport PLUMED_KERNEL=/nonexistent/libplumedKernel.so',
+    )
+    builder = builder_for(code, small_sandwich, tiny_model)
+    builder.settings = orm.Dict({'cmdline': ['--route', 'plumed']})
+    _, node = run_get_node(builder)
+    assert node.exit_status == RestraintMdCalculation.exit_codes.ERROR_RESTRAINT.status
+    assert 'lisei-lmp-plumed: ERROR: PLUMED kernel not found' in node.exit_message
 
 
 def test_real_run(restraint_code, small_sandwich, tiny_model):

@@ -7,15 +7,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 from aiida.engine import run_get_node
 from aiida.tools.archive import create_archive
+from local_codes import VENV_BIN
 
 from aiida_lisei.workchains.atomic_models import AtomicModelsWorkChain
-
-VENV_BIN = Path(sys.executable).parent
 
 #: Rerun of the imported work chain's inputs with caching on; prints which calcfunctions came from the cache.
 RERUN = """

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from aiida import orm
 from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
+from local_codes import VENV_BIN
 
 from aiida_lisei.cli.computers import scheduler_options
 from aiida_lisei.data.training_set import TrainingSetData
@@ -19,7 +19,6 @@ from aiida_lisei.formats.dpgen import machine_computers
 
 EXAMPLES = Path(__file__).parents[1] / 'fixtures' / 'dpgen_examples'
 CP2K_EXAMPLE = EXAMPLES / 'run__dp2.x-lammps-cp2k__methane__param-ch4.json'
-VENV_BIN = Path(sys.executable).parent
 
 
 def methane_project(root: Path, example: Path = CP2K_EXAMPLE) -> Path:

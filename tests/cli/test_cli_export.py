@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import dpdata
@@ -14,6 +13,7 @@ import pytest
 from aiida import orm
 from aiida.common.links import LinkType
 from aiida.plugins.entry_point import format_entry_point_string
+from local_codes import VENV_BIN
 
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.formats.lammps import parse_log
@@ -21,7 +21,6 @@ from aiida_lisei.formats.lammps import parse_log
 FIXTURES = Path(__file__).parents[1] / 'fixtures'
 MODELS = FIXTURES / 'models'
 EXPLORATIONS = FIXTURES / 'parsers' / 'exploration'
-VENV_BIN = Path(sys.executable).parent
 #: One thread for DeePMD-kit and LAMMPS (2 cores shared), TensorFlow quiet.
 ENV = {
     **os.environ,

@@ -17,15 +17,12 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from local_codes import VENV_BIN
 
-#: The venv's ``bin``: ``verdi`` (started by the daemon client) and ``lisei-probe`` live there.
-VENV_BIN = Path(sys.executable).parent
 os.environ['PATH'] = os.pathsep.join([str(VENV_BIN), os.environ.get('PATH', '')])
 
 PG_HOST = os.environ.get('LISEI_PG_HOST', '127.0.0.1')

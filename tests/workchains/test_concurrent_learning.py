@@ -10,6 +10,7 @@ from aiida import orm
 from aiida.engine import run_get_node
 from aiida.manage.caching import enable_caching
 from ase.build import bulk
+from local_codes import ONE_THREAD
 
 from aiida_lisei.data.training_set import TrainingSetData
 from aiida_lisei.science.selection import PAPER_TRUST_TABLE, TrustLevels, TrustTable
@@ -22,10 +23,6 @@ from aiida_lisei.workchains.concurrent_learning import (
 from aiida_lisei.workchains.label import LabelWorkChain
 
 TRAINING_SET = Path(__file__).parents[1] / 'fixtures' / 'dp_training_set'
-THREADS = (
-    'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 '
-    'TF_CPP_MIN_LOG_LEVEL=2'
-)
 
 
 def li16(amplitude: float = 0.0, seed: int = 7) -> orm.StructureData:
@@ -180,8 +177,8 @@ def test_real_run_and_cached_rerun(venv_code):
     (model_devi_skip).
     """
     tblite = venv_code('lisei-tblite', 'lisei.tblite')
-    dp = venv_code('dp', 'lisei.dp_train', prepend_text=THREADS)
-    lmp = venv_code('lmp', 'lisei.exploration', prepend_text=THREADS)
+    dp = venv_code('dp', 'lisei.dp_train', prepend_text=ONE_THREAD)
+    lmp = venv_code('lmp', 'lisei.exploration', prepend_text=ONE_THREAD)
     initial = LabelWorkChain.get_builder_from_protocol(
         tblite,
         [li16(0.05, seed) for seed in range(4)],

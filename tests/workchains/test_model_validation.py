@@ -10,6 +10,7 @@ import pytest
 from aiida import orm
 from aiida.engine import run_get_node
 from ase.build import bulk
+from local_codes import ONE_THREAD
 
 from aiida_lisei.common.seeds import derive_seed
 from aiida_lisei.data.deep_potential import DeepPotentialData, ensemble_models
@@ -27,10 +28,6 @@ from aiida_lisei.workchains.model_validation import (
 TESTS = Path(__file__).parents[1]
 MODELS = TESTS / 'fixtures' / 'models'
 DOCS = TESTS.parent / 'docs' / 'model_validation.md'
-THREADS = (
-    'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1 '
-    'TF_CPP_MIN_LOG_LEVEL=2'
-)
 
 
 def li16() -> orm.StructureData:
@@ -234,7 +231,7 @@ def test_failed_md_gives_501(aiida_code_installed, stand_in):
 @pytest.mark.slow
 def test_labels_at_another_level_than_the_model_give_504(venv_code):
     """Same engine, other settings: caught after labelling (the key is known only then), before dp test."""
-    lmp = venv_code('lmp', 'lisei.exploration', prepend_text=THREADS)
+    lmp = venv_code('lmp', 'lisei.exploration', prepend_text=ONE_THREAD)
     tblite = venv_code('lisei-tblite', 'lisei.tblite')
     model = fixture_model(1, 'tblite/GFN1-xTB/0000000000000000')
     # 40 steps of a Li-only model without virials: its guards are reported, not enforced
@@ -257,8 +254,8 @@ def test_labels_at_another_level_than_the_model_give_504(venv_code):
 @pytest.mark.slow
 def test_real_run(venv_code):
     """NPT DPMD of Li16 with a tiny model, 4 random frames labelled by tblite, dp test, comparison, PNG."""
-    lmp = venv_code('lmp', 'lisei.exploration', prepend_text=THREADS)
-    dp = venv_code('dp', 'lisei.dp_test', prepend_text=THREADS)
+    lmp = venv_code('lmp', 'lisei.exploration', prepend_text=ONE_THREAD)
+    dp = venv_code('dp', 'lisei.dp_test', prepend_text=ONE_THREAD)
     tblite = venv_code('lisei-tblite', 'lisei.tblite')
     overrides = {
         'n_frames': 4,
@@ -345,12 +342,14 @@ def test_real_run(venv_code):
 def test_md_that_fails_its_guards_ends_the_validation(venv_code, small_sandwich):
     """The Li-only tiny model on the sandwich (P, S, Cl unseen): the NPT DPMD falls apart, a guard fails,
     the validation stops with its code (450-456) before labelling, the trajectory and guards kept."""
-    lmp = venv_code('lmp', 'lisei.exploration', prepend_text=THREADS)
+    lmp = venv_code('lmp', 'lisei.exploration', prepend_text=ONE_THREAD)
     overrides = {
         'n_frames': 2,
         'md': {'parameters': {'n_steps': 200, 'stride': 20, 'pressure_coupling': 'aniso'}},
     }
-    dp = venv_code('dp', 'lisei.dp_test', prepend_text=THREADS)  # never reached: the MD stops the validation
+    dp = venv_code(
+        'dp', 'lisei.dp_test', prepend_text=ONE_THREAD
+    )  # never reached: the MD stops the validation
     tblite = venv_code('lisei-tblite', 'lisei.tblite')
     builder = ModelValidationWorkChain.get_builder_from_protocol(
         lmp, dp, tblite, fixture_model(), small_sandwich, overrides=overrides, seed=5

@@ -15,6 +15,7 @@ import pytest
 from aiida import orm
 from aiida.engine import run_get_node
 from ase.build import bulk
+from local_codes import ONE_THREAD
 
 from aiida_lisei.common.seeds import derive_seed
 from aiida_lisei.workchains.dp_train import DpTrainWorkChain
@@ -22,7 +23,6 @@ from aiida_lisei.workchains.label import LabelWorkChain
 from aiida_lisei.workchains.restraint_md import RestraintMdWorkChain
 
 MODELS = Path(__file__).parents[1] / 'fixtures' / 'models'
-THREADS = 'export OMP_NUM_THREADS=1 DP_INTRA_OP_PARALLELISM_THREADS=1 DP_INTER_OP_PARALLELISM_THREADS=1'
 
 
 def _pruned(builder, *names: str) -> dict:
@@ -56,8 +56,8 @@ def _restraint_builder(restraint_code, small_sandwich, overrides: dict, **kwargs
 def refinement_inputs(venv_code):
     """Return a factory: a restraint builder with one round of refinement (CHGNet labels of bcc Li16,
     two tiny models retrained for 40 steps) and the labelled training set it starts from."""
-    chgnet = venv_code('lisei-chgnet', 'lisei.chgnet', prepend_text=THREADS)
-    dp = venv_code('dp', 'lisei.dp_train', prepend_text=THREADS)
+    chgnet = venv_code('lisei-chgnet', 'lisei.chgnet', prepend_text=ONE_THREAD)
+    dp = venv_code('dp', 'lisei.dp_train', prepend_text=ONE_THREAD)
     rng = np.random.default_rng(3)
     frames = {}
     for index in range(3):

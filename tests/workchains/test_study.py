@@ -59,6 +59,11 @@ def test_protocols_check_their_steps():
     with pytest.raises(ValueError, match='refinement_rounds'):
         check_steps({'restraint_md': {'protocol': 'demo', 'system': 'sandwich', 'refinement_rounds': -1}})
     assert demo['steps']['restraint_md']['refinement_rounds'] == 2  # the demo refines on the fly
+    # the validation judges the models that drove the restraint run (refined on the fly where they were)
+    order = list(STEPS)
+    assert order.index('concurrent_learning') < order.index('restraint_md') < order.index('model_validation')
+    outline = str(StudyWorkChain.spec().get_outline().get_description())
+    assert outline.index('run_restraint') < outline.index('run_validation') < outline.index('run_analysis')
 
 
 def test_bad_inputs_are_refused_before_anything_is_stored(aiida_code_installed, tiny_deep_potential):
