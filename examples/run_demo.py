@@ -125,7 +125,7 @@ def print_learning(node: orm.WorkflowNode) -> None:
 
 def print_validation(node: orm.WorkflowNode) -> None:
     """The validation's guards, RMSEs beside the paper's, and the parity plot."""
-    others = sorted(model.pk for model in node.inputs.get('ensemble', {}).values())
+    others = sorted(model.pk for model in node.inputs.ensemble.values()) if 'ensemble' in node.inputs else []
     print(
         f'\nValidation on the demo sandwich <PK={node.pk}> of the models that drove the restraint run '
         f'(model <PK={node.inputs.model.pk}>; deviation with {others})'

@@ -83,7 +83,7 @@ def model_metadata(parameters: Mapping[str, Any]) -> dict[str, Any]:
         'descriptor_type': descriptor['type'],
         'rcut': float(descriptor['rcut']),
         'rcut_smth': float(descriptor.get('rcut_smth', descriptor['rcut'])),
-        'sel': descriptor['sel'] if isinstance(descriptor['sel'], str) else list(descriptor['sel']),
+        'sel': descriptor['sel'] if isinstance(descriptor['sel'], (str, int)) else list(descriptor['sel']),
         'neurons': {
             'embedding': list(descriptor.get('neuron', [])),
             'fitting': list(model.get('fitting_net', {}).get('neuron', [])),
@@ -130,7 +130,7 @@ class DeepPotentialData(Data):
     :param type_map: element symbols in type order.
     :param descriptor_type: DeePMD descriptor, e.g. ``se_e2_a``.
     :param rcut: cut-off radius (Å); ``rcut_smth`` (Å) where the smoothing starts (default ``rcut``).
-    :param sel: maximum number of neighbours of each type within ``rcut``.
+    :param sel: maximum number of neighbours of each type within ``rcut`` (DPA descriptors: one number).
     :param neurons: ``{'embedding': [...], 'fitting': [...]}`` layer sizes.
     :param seed: the random seed of the training.
     :param deepmd_version: DeePMD-kit version that trained the model, e.g. ``3.2.0``.
@@ -146,7 +146,7 @@ class DeepPotentialData(Data):
         type_map: Sequence[str],
         descriptor_type: str,
         rcut: float,
-        sel: Sequence[int] | str,
+        sel: Sequence[int] | int | str,
         neurons: Mapping[str, Sequence[int]],
         seed: int | None,
         deepmd_version: str,
@@ -167,7 +167,7 @@ class DeepPotentialData(Data):
             'descriptor_type': str(descriptor_type),
             'rcut': float(rcut),
             'rcut_smth': float(rcut if rcut_smth is None else rcut_smth),
-            'sel': sel if isinstance(sel, str) else [int(value) for value in sel],
+            'sel': sel if isinstance(sel, (str, int)) else [int(value) for value in sel],
             'neurons': {name: [int(value) for value in layers] for name, layers in neurons.items()},
             'seed': None if seed is None else int(seed),
             'training_steps': None if training_steps is None else int(training_steps),
@@ -210,8 +210,9 @@ class DeepPotentialData(Data):
         return self.base.attributes.get('rcut')
 
     @property
-    def sel(self) -> list[int] | str:
-        """Maximum number of neighbours of each type within ``rcut``."""
+    def sel(self) -> list[int] | int | str:
+        """Maximum number of neighbours of each type within ``rcut`` (one number over all types for the DPA
+        descriptors, ``'auto'`` where DeePMD-kit counts them)."""
         return self.base.attributes.get('sel')
 
     @property

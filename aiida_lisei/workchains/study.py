@@ -441,12 +441,27 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
         settings = self._settings('model_validation')
         codes = self.inputs.codes
         model, others = self._ensemble()
+        structure = self._system(settings['system'])
+        restraint = self.ctx.get('restraint_md')
+        if (
+            restraint is not None
+            and settings['system'] == self._settings('restraint_md')['system']
+            and 'equilibration' in restraint.outputs
+            and 'structure' in restraint.outputs.equilibration
+        ):
+            # the NPT run starts where the restraint run's equilibration left the system (its lateral cell
+            # relaxed to the model's), not from the built cell
+            structure = restraint.outputs.equilibration.structure
+            self.report(
+                f'model_validation starts from the equilibrated `{settings["system"]}` <PK={structure.pk}> '
+                f'of the restraint run <PK={restraint.pk}>'
+            )
         builder = ModelValidationWorkChain.get_builder_from_protocol(
             codes.lmp,
             codes.dp,
             codes.label,
             model,
-            self._system(settings['system']),
+            structure,
             protocol=settings['protocol'],
             overrides=settings.get('overrides'),
             ensemble=others,

@@ -1,10 +1,11 @@
 """DeePMD-kit's PyTorch backend end to end, for real, in ``.venv-pytorch`` (``make pytorch``: torch as the
 deepmd-kit wheel was built against, so LAMMPS's DeePMD plugin can load a ``.pth`` model).
 
-``dp --pt`` trains and freezes two ``.pth`` models and ``dp --pt test`` evaluates one; LAMMPS runs an
-exploration with both (the model deviation of the pair) and a moving-restraint segment (LAMMPS + PLUMED,
-``lisei-lmp-plumed``) driven by one with the other as its deviation. The energy LAMMPS reports at step 0 is
-checked against DeePMD-kit's Python inference of the same model on the same structure.
+``dp --pt`` trains and freezes two ``.pth`` models (``se_e2_a``, and DPA-1 of the DPA family, which exists
+only in the PyTorch backend) and ``dp --pt test`` evaluates them; LAMMPS runs an exploration with both (the
+model deviation of the pair) and a moving-restraint segment (LAMMPS + PLUMED, ``lisei-lmp-plumed``) driven
+by DPA-1 with the other as its deviation. The energy LAMMPS reports at step 0 is checked against
+DeePMD-kit's Python inference of the same model on the same structure.
 """
 
 from __future__ import annotations
@@ -63,28 +64,44 @@ def pytorch_code(tmp_path_factory):
     return factory
 
 
+#: A small DPA-1 descriptor (attention over neighbours and a type embedding; PyTorch backend): the DPA family.
+DPA1_DESCRIPTOR = {
+    'type': 'dpa1',
+    'sel': 60,
+    'rcut': 5.0,
+    'rcut_smth': 0.5,
+    'neuron': [8, 16],
+    'axis_neuron': 4,
+    'tebd_dim': 8,
+    'attn': 16,
+    'attn_layer': 1,
+    'type_one_side': True,
+}
+
+
 @pytest.fixture(scope='module')
 def pytorch_models(pytorch_code) -> dict[str, orm.Data]:
-    """Two ``.pth`` models trained for real with ``dp --pt`` (20 steps, seeds 1 and 2) on the GFN1-xTB
-    fixture set of bcc Li16 and Li2S (type map Li P S Cl)."""
+    """Two PyTorch models trained for real with ``dp --pt`` (20 steps) on the GFN1-xTB fixture set of bcc
+    Li16 and Li2S (type map Li P S Cl): ``se_e2_a`` (seed 1) and DPA-1 (seed 2), each frozen to ``.pth``."""
     code = pytorch_code('dp')
     training_set = TrainingSetData.from_deepmd_npy(sorted(p for p in TRAINING_SET.iterdir() if p.is_dir()))
     parameters = DpTrainWorkChain.get_builder_from_protocol(
         code, training_set, overrides={'dp_train': {'parameters': {'training': {'numb_steps': 20}}}}
     ).dp_train.parameters.get_dict()
     parameters['training'].update(disp_freq=10, save_freq=20)
+    dpa1 = {**parameters, 'model': {**parameters['model'], 'descriptor': DPA1_DESCRIPTOR}}
     models = {}
-    for seed in (1, 2):
+    for name, seed, inputs in (('se_e2_a', 1, parameters), ('dpa1', 2, dpa1)):
         _, node = run_get_node(
             DpTrainCalculation,
             code=code,
             training_set=training_set,
-            parameters=orm.Dict(parameters),
+            parameters=orm.Dict(inputs),
             seed=orm.Int(seed),
             settings=orm.Dict({'backend': 'pytorch'}),
         )
         assert node.is_finished_ok, (node.exit_status, node.exit_message)
-        models[f'seed_{seed}'] = node.outputs.model
+        models[name] = node.outputs.model
     return models
 
 
@@ -110,26 +127,31 @@ def evaluate(model, atoms) -> dict:
 
 
 def test_models_are_pytorch_and_dp_test_runs(pytorch_code, pytorch_models):
-    """Both models are PyTorch ``.pth`` files (TorchScript archives), and ``dp --pt test`` evaluates one."""
-    for model in pytorch_models.values():
-        assert model.deepmd_backend == 'pytorch' and model.filename() == 'model.pth'
-        assert model.base.repository.get_object_content('model.pth', 'rb')[:4] == b'PK\x03\x04'
+    """Both models are PyTorch ``.pth`` files (TorchScript archives) that say their descriptor, and ``dp --pt
+    test`` evaluates each."""
     test_set = TrainingSetData.from_deepmd_npy(TRAINING_SET / 'bcc_li').store()
-    results, node = run_get_node(
-        DpTestCalculation, code=pytorch_code('dp'), model=pytorch_models['seed_1'], test_set=test_set
-    )
-    assert node.is_finished_ok, (node.exit_status, node.exit_message)
-    assert 0 < results['output_parameters']['rmse_f'] < 5.0  # eV/Å: finite, a model that learned something
+    for descriptor, model in pytorch_models.items():
+        assert model.deepmd_backend == 'pytorch' and model.filename() == 'model.pth'
+        assert model.descriptor_type == {'dpa1': 'se_atten'}.get(descriptor, descriptor)  # DeePMD's name
+        assert model.base.repository.get_object_content('model.pth', 'rb')[:4] == b'PK\x03\x04'
+        results, node = run_get_node(
+            DpTestCalculation, code=pytorch_code('dp'), model=model, test_set=test_set
+        )
+        assert node.is_finished_ok, (node.exit_status, node.exit_message)
+        assert (
+            0 < results['output_parameters']['rmse_f'] < 5.0
+        )  # eV/Å: finite, a model that learned something
+    assert pytorch_models['dpa1'].sel == 60  # DPA-1 counts its neighbours over all types
 
 
 def test_exploration_with_pytorch_models(pytorch_code, pytorch_models):
-    """LAMMPS explores bcc Li16 with the two ``.pth`` models: the pair disagrees (deviation > 0), and the
-    step-0 energy of the driving model equals DeePMD-kit's Python inference of it."""
+    """LAMMPS explores bcc Li16 with the two ``.pth`` models, DPA-1 driving: the pair disagrees (deviation
+    > 0), and the step-0 energy of the driving model equals DeePMD-kit's Python inference of it."""
     atoms = bulk('Li', 'bcc', a=3.42, cubic=True).repeat(2)
     builder = ExplorationCalculation.get_builder()
     builder.code = pytorch_code('lmp')
     builder.structure = orm.StructureData(ase=atoms)
-    builder.models = pytorch_models
+    builder.models = {'m1': pytorch_models['dpa1'], 'm2': pytorch_models['se_e2_a']}
     builder.parameters = orm.Dict({'temperature': 300, 'n_steps': 20, 'stride': 10})
     builder.seed = orm.Int(5)
     _, node = run_get_node(builder)
@@ -142,20 +164,21 @@ def test_exploration_with_pytorch_models(pytorch_code, pytorch_models):
     assert np.all(np.isfinite(deviation.get_array('max_devi_f')))
     assert deviation.get_array('max_devi_f').max() > 0  # two seeds, two models
     log = parse_log(node.outputs.retrieved.base.repository.get_object_content('log.lammps'))
-    reference = evaluate(pytorch_models['seed_1'], atoms)
+    reference = evaluate(pytorch_models['dpa1'], atoms)
     assert float(log.thermo['PotEng'][0]) == pytest.approx(reference['energy'], abs=1e-4 * len(atoms))
 
 
 def test_restraint_segment_with_pytorch_models(pytorch_code, pytorch_models, small_sandwich):
-    """A moving-restraint segment (LAMMPS + PLUMED) of the 88-atom sandwich driven by a ``.pth`` model,
-    the other as its deviation: COLVAR, frames and the ensemble's deviation at every dumped step."""
+    """A moving-restraint segment (LAMMPS + PLUMED) of the 88-atom sandwich driven by the DPA-1 ``.pth``
+    model, the ``se_e2_a`` one as its deviation: COLVAR, frames and the ensemble's deviation at every dumped
+    step."""
     kernel = find_plumed_kernel()
     assert kernel is not None, 'no PLUMED kernel: make plumed-kernel'
     builder = RestraintMdCalculation.get_builder()
     builder.code = pytorch_code('lisei-lmp-plumed', prepend_text=f'export PLUMED_KERNEL={kernel}')
     builder.structure = small_sandwich
-    builder.model = pytorch_models['seed_1']
-    builder.deviation_models = {'seed_2': pytorch_models['seed_2']}
+    builder.model = pytorch_models['dpa1']
+    builder.deviation_models = {'se_e2_a': pytorch_models['se_e2_a']}
     builder.parameters = orm.Dict(
         {'n_steps': 20, 'thermo_stride': 10, 'dump_stride': 10, 'restart_stride': 20}
     )
@@ -168,7 +191,7 @@ def test_restraint_segment_with_pytorch_models(pytorch_code, pytorch_models, sma
     assert node.is_finished_ok, (node.exit_status, node.exit_message)
 
     script = node.base.repository.get_object_content('input.lammps')
-    assert 'pair_style deepmd model.pth deviation_seed_2.pth' in script
+    assert 'pair_style deepmd model.pth deviation_se_e2_a.pth' in script
     assert results['colvar'].get_array('time').tolist() == pytest.approx([0.0, 0.01, 0.02])
     assert results['trajectory'].get_stepids().tolist() == [0, 10, 20]
     deviation = results['model_deviation']
