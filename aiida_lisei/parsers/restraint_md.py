@@ -162,7 +162,8 @@ class RestraintMdParser(LiseiParser):
     def _launcher_error(self) -> str | None:
         """The error line ``lisei-lmp-plumed`` wrote to stderr (the scheduler's stderr file) when it stopped
         before or outside LAMMPS (no PLUMED kernel, no numba for the fast route), else ``None``."""
-        stderr = self.read(self.node.get_option('scheduler_stderr'), required=False) or ''
+        filename = self.node.get_option('scheduler_stderr')
+        stderr = (self.read(filename, required=False) if filename else None) or ''
         return next((line for line in stderr.splitlines() if line.startswith(LAUNCHER_ERROR)), None)
 
     def _guard_thresholds(self) -> dict[str, Any]:
