@@ -59,11 +59,11 @@ __all__ = (
     'write_plumed_input',
 )
 
-#: PLUMED's MD-unit conversions for LAMMPS' ``units metal`` (as ``src/PLUMED/fix_plumed.cpp`` sets them):
-#: eV → kJ/mol, Å → nm, ps → ps.
 #: How ``lisei-lmp-plumed`` starts the line it writes to stderr when it stops before or outside LAMMPS.
 LAUNCHER_ERROR = 'lisei-lmp-plumed: ERROR:'
 
+#: PLUMED's MD-unit conversions for LAMMPS' ``units metal`` (as ``src/PLUMED/fix_plumed.cpp`` sets them):
+#: eV → kJ/mol, Å → nm, ps → ps.
 PLUMED_ENERGY_UNITS = 96.48530749925792
 PLUMED_LENGTH_UNITS = 0.1
 PLUMED_TIME_UNITS = 1.0

@@ -120,7 +120,7 @@ class RestraintMdParser(LiseiParser):
         self.out('output_parameters', orm.Dict(summary))
         return (
             exit_code
-            or self._exit_code(log, files, restart is not None, parameters['n_steps'], guards)
+            or self._exit_code(log, files, restart is not None, parameters['n_steps'], guards, launcher_error)
             or self._truncated(log, frames, colvar, parameters)
         )
 
@@ -200,8 +200,10 @@ class RestraintMdParser(LiseiParser):
         has_restart: bool,
         n_steps: int,
         guards: list[GuardResult] | None,
+        launcher_error: str | None,
     ) -> ExitCode | None:
-        """Decide the exit code once the outputs are attached."""
+        """Decide the exit code once the outputs are attached (``launcher_error``: see
+        :meth:`_launcher_error`)."""
         calc = RestraintMdCalculation
         failure = lammps_failure(log)
         if failure is not None:
@@ -212,7 +214,6 @@ class RestraintMdParser(LiseiParser):
         restraint_errors = [
             line for line in text.splitlines() if 'restraint callback' in line or 'PLUMED' in line
         ]
-        launcher_error = self._launcher_error()
         if launcher_error is not None:
             restraint_errors.append(launcher_error)
         if restraint_errors and not log.completed:
