@@ -18,6 +18,12 @@ same inputs draw the same frames and a rerun with caching enabled reuses every f
 
 As in DP-GEN, ``fp_task_max`` (and the accuracy thresholds that scale it) apply to the pool of all
 explorations of a system in an iteration; unlike DP-GEN, the draw is seeded.
+
+Training reuse (DP-GEN's ``training_reuse_*``): with ``training_reuse`` given, from its ``from_iteration`` on
+every model starts from the same model of the previous iteration (``dp train --init-frz-model``) and trains
+``numb_steps`` steps from ``start_lr`` with the loss prefactors ``start_pref_e`` and ``start_pref_f``
+(:func:`reused_training_parameters`). Unlike DP-GEN, old and new frames are drawn by system size (no
+``training_reuse_old_ratio``).
 """
 
 from __future__ import annotations
@@ -32,7 +38,14 @@ from aiida.engine import ToContext, WorkChain, calcfunction, if_, while_
 from aiida_lisei.calculations.base import check_code, check_structure
 from aiida_lisei.calculations.exploration import ExplorationCalculation
 from aiida_lisei.common.seeds import check_seed, derive_seed
-from aiida_lisei.common.validation import fraction, positive_integer, safe_label
+from aiida_lisei.common.validation import (
+    dict_port_validator,
+    finite_number,
+    fraction,
+    positive_integer,
+    positive_number,
+    safe_label,
+)
 from aiida_lisei.data.deep_potential import DeepPotentialData
 from aiida_lisei.data.training_set import TrainingSetData, merge
 from aiida_lisei.formats.lammps import check_exploration_parameters
@@ -50,6 +63,7 @@ __all__ = (
     'check_schedule',
     'extend_training_set',
     'extract_candidates',
+    'reused_training_parameters',
     'schedule_entry',
     'summarize_iteration',
     'temperature_key',
@@ -60,6 +74,14 @@ __all__ = (
 SCHEDULE_KEYS = ('system', 'temperatures')
 #: Selection settings the ``selection`` input may hold (trust levels and fp_task_max have their own inputs).
 SELECTION_KEYS = ('fp_task_min', 'model_devi_skip', 'fp_accurate_threshold', 'fp_accurate_soft_threshold')
+#: Keys of ``training_reuse``: where each goes in DeePMD's input (``from_iteration`` is the workchain's).
+TRAINING_REUSE_KEYS = {
+    'from_iteration': None,
+    'numb_steps': ('training', 'numb_steps'),
+    'start_lr': ('learning_rate', 'start_lr'),
+    'start_pref_e': ('loss', 'start_pref_e'),
+    'start_pref_f': ('loss', 'start_pref_f'),
+}
 
 
 def temperature_key(temperature: float) -> str:
@@ -159,6 +181,43 @@ def summarize_iteration(iteration: orm.Int, **kwargs: Any) -> orm.Dict:
             'temperatures': temperatures,
         }
     return orm.Dict({'iteration': iteration.value, 'systems': systems})
+
+
+def check_training_reuse(reuse: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``reuse`` if it is valid; raise ``ValueError`` for unknown keys, a ``from_iteration`` below 2
+    (the first iteration has no models to start from) or a value out of range."""
+    unknown = set(reuse) - set(TRAINING_REUSE_KEYS)
+    if unknown:
+        raise ValueError(f'unknown training_reuse keys {sorted(unknown)}; known: {list(TRAINING_REUSE_KEYS)}')
+    positive_integer(reuse.get('from_iteration'), 'training_reuse.from_iteration', minimum=2)
+    if 'numb_steps' in reuse:
+        positive_integer(reuse['numb_steps'], 'training_reuse.numb_steps')
+    if 'start_lr' in reuse:
+        positive_number(reuse['start_lr'], 'training_reuse.start_lr')
+    for key in ('start_pref_e', 'start_pref_f'):
+        if key in reuse and finite_number(reuse[key], f'training_reuse.{key}') < 0:
+            raise ValueError(f'training_reuse.{key} must be >= 0, got {reuse[key]!r}')
+    return dict(reuse)
+
+
+def reused_training_parameters(parameters: Mapping[str, Any], reuse: Mapping[str, Any]) -> dict[str, Any]:
+    """Return DeePMD's training input for a model that continues an earlier one (DP-GEN's training reuse).
+
+    ``numb_steps``, ``start_lr`` and the energy and force prefactors of ``reuse`` replace those of
+    ``parameters``; ``learning_rate.decay_steps`` is scaled with ``numb_steps`` so
+    the rate still drops as often over the shorter run. Keys ``reuse`` does not give are kept.
+    """
+    result = {key: dict(value) if isinstance(value, Mapping) else value for key, value in parameters.items()}
+    for key, path in TRAINING_REUSE_KEYS.items():
+        if path is None or reuse.get(key) is None:
+            continue
+        section, name = path
+        result.setdefault(section, {})[name] = reuse[key]
+    old_steps = parameters.get('training', {}).get('numb_steps')
+    old_decay = parameters.get('learning_rate', {}).get('decay_steps')
+    if reuse.get('numb_steps') and old_steps and old_decay:
+        result['learning_rate']['decay_steps'] = max(1, round(old_decay * reuse['numb_steps'] / old_steps))
+    return result
 
 
 def validate_schedule(schedule: orm.List, _ctx: Any = None) -> str | None:
@@ -305,6 +364,16 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
             help='Models in the ensemble (the first drives the MD).',
         )
         spec.input('seed', valid_type=orm.Int, serializer=orm.to_aiida_type, help='Root of all seeds.')
+        spec.input(
+            'training_reuse',
+            valid_type=orm.Dict,
+            required=False,
+            serializer=orm.to_aiida_type,
+            validator=dict_port_validator(check_training_reuse),
+            help="DP-GEN's training reuse: from iteration `from_iteration` (>= 2) on, each model starts from "
+            'the same model of the previous iteration and trains `numb_steps` steps from `start_lr`, with '
+            "`start_pref_e` and `start_pref_f` (each optional: the training parameters' otherwise).",
+        )
         spec.expose_inputs(
             DpTrainWorkChain,
             namespace='train',
@@ -416,6 +485,8 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
             builder[name] = orm.Int(inputs[name])
         builder.converged_accuracy = orm.Float(inputs['converged_accuracy'])
         builder.seed = orm.Int(inputs['seed'] if seed is None else seed)
+        if 'training_reuse' in inputs:
+            builder.training_reuse = orm.Dict(inputs['training_reuse'])
         builder.train._update(train)
         builder.explore.code = lmp_code
         builder.explore.parameters = orm.Dict(inputs['explore']['parameters'])
@@ -435,6 +506,7 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
         structure: orm.StructureData,
         protocol: str | None = None,
         overrides: dict[str, Any] | None = None,
+        fine_tune: bool = False,
         **label_kwargs: Any,
     ) -> dict[str, Any]:
         """Return the ``refinement`` inputs of ``lisei.restraint_md`` that continue this protocol's learning
@@ -443,15 +515,23 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
 
         :param system: the label of the new frames in the training set (the restraint run's system).
         :param structure: frames like the restraint run's (the labelling engine's settings follow its cell).
+        :param fine_tune: each model starts from the one it replaces; with the protocol's ``training_reuse``
+            it trains as a reused model of the learning does (its steps, learning rate and prefactors).
         """
         inputs = cls.get_protocol_inputs(protocol, overrides)
         default_f_lo = inputs['selection'].get('f_lo', 0.10)
         f_lo = inputs.get('trust_levels', {}).get(system, {}).get('f_lo', default_f_lo)
+        train = cls._train_protocol_inputs(dp_code, training_set, inputs['train'])
+        if fine_tune and 'training_reuse' in inputs:
+            parameters = train['dp_train']['parameters'].get_dict()
+            reused = reused_training_parameters(parameters, check_training_reuse(inputs['training_reuse']))
+            train['dp_train']['parameters'] = orm.Dict(reused)
         return {
             'training_set': training_set,
             'selection': orm.Dict({'fp_task_max': inputs['fp_task_max'], 'f_lo': f_lo, 'system': system}),
             'label': cls._label_protocol_inputs(label_code, structure, inputs['label'], label_kwargs),
-            'train': cls._train_protocol_inputs(dp_code, training_set, inputs['train']),
+            'train': train,
+            'fine_tune': orm.Bool(fine_tune),
         }
 
     @staticmethod
@@ -507,6 +587,7 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
         """Train the ensemble on the current training set, one seed per model."""
         self.ctx.iteration += 1
         self.ctx.entry = schedule_entry(self.ctx.schedule, self.ctx.iteration)
+        reuse = self._training_reuse()
         futures = {}
         for index in range(1, self.inputs.num_models.value + 1):
             inputs = AttributeDict(self.exposed_inputs(DpTrainWorkChain, namespace='train'))
@@ -515,14 +596,18 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
                 'training_set': self.ctx.training_set,
                 'seed': orm.Int(derive_seed(self.inputs.seed.value, 'train', self.ctx.iteration, index)),
             }
+            if reuse is not None:
+                inputs.dp_train['init_model'] = self.ctx.models[f'model_{index}']
+                inputs.dp_train['parameters'] = reuse
             inputs.metadata = {
                 **inputs.get('metadata', {}),
                 'call_link_label': f'{self._prefix()}_train_{index}',
             }
             futures[f'train_{index}'] = self.submit(DpTrainWorkChain, **inputs)
         pks = ', '.join(str(node.pk) for node in futures.values())
+        start = 'from scratch' if reuse is None else f"from iteration {self.ctx.iteration - 1}'s models"
         self.report(
-            f'iteration {self.ctx.iteration}: training {len(futures)} models on '
+            f'iteration {self.ctx.iteration}: training {len(futures)} models {start} on '
             f'{self.ctx.training_set.nframes} frames <PK={pks}>'
         )
         return ToContext(**futures)
@@ -722,6 +807,16 @@ class ConcurrentLearningWorkChain(ProtocolMixin, WorkChain):
         )
 
     # -- helpers ----------------------------------------------------------------------------------------
+
+    def _training_reuse(self) -> orm.Dict | None:
+        """Return the training parameters of this iteration's models if they continue the previous
+        iteration's (``training_reuse``), else ``None`` (from scratch)."""
+        if 'training_reuse' not in self.inputs:
+            return None
+        reuse = self.inputs.training_reuse.get_dict()
+        if self.ctx.iteration < reuse['from_iteration']:
+            return None
+        return orm.Dict(reused_training_parameters(self.inputs.train.dp_train.parameters.get_dict(), reuse))
 
     def _prefix(self) -> str:
         """Return the call-link prefix of the current iteration, e.g. ``iteration_02``."""

@@ -108,17 +108,24 @@ PARAM_RULES: dict[str, Rule] = {
     'training_iter0_model_path': _unsupported(
         'no initial models', 'train from scratch (every model has its own seed)'
     ),
-    'training_init_model': _default((False,), 'models are trained from scratch', 'train from scratch'),
+    'training_init_model': _default(
+        (False,),
+        'the first iteration trains from scratch',
+        'train from scratch first (`training_reuse` continues the models later)',
+    ),
     'training_init_frozen_model': _unsupported('no initial frozen models', 'train from scratch'),
     'training_finetune_model': _unsupported('no fine-tuning', 'train from scratch'),
-    'training_reuse_iter': _unsupported(
-        'models are not continued from the previous iteration', 'train from scratch in every iteration'
+    'training_reuse_iter': _mapped(
+        '`training_reuse.from_iteration` (+ 1: DP-GEN counts iterations from 0): from then on each model '
+        "starts from the previous iteration's"
     ),
-    'training_reuse_old_ratio': _unsupported('no reuse of old models', 'train from scratch'),
-    'training_reuse_numb_steps': _unsupported('no reuse of old models', 'train from scratch'),
-    'training_reuse_start_lr': _unsupported('no reuse of old models', 'train from scratch'),
-    'training_reuse_start_pref_e': _unsupported('no reuse of old models', 'train from scratch'),
-    'training_reuse_start_pref_f': _unsupported('no reuse of old models', 'train from scratch'),
+    'training_reuse_old_ratio': _ignored(
+        "old and new frames are drawn by system size (DeePMD's prob_sys_size), no old-data ratio"
+    ),
+    'training_reuse_numb_steps': _mapped('`training_reuse.numb_steps`'),
+    'training_reuse_start_lr': _mapped('`training_reuse.start_lr`'),
+    'training_reuse_start_pref_e': _mapped('`training_reuse.start_pref_e`'),
+    'training_reuse_start_pref_f': _mapped('`training_reuse.start_pref_f`'),
     'model_devi_activation_func': _unsupported(
         'one network for all models', 'the ensemble differs by its seeds (`seed`)'
     ),
@@ -539,6 +546,15 @@ def builder_from_dpgen_param(
     }
     if 'fp_accurate_soft_threshold' in param:
         overrides['selection']['fp_accurate_soft_threshold'] = param['fp_accurate_soft_threshold']
+    if param.get('training_reuse_iter') is not None:
+        overrides['training_reuse'] = {
+            'from_iteration': max(2, param['training_reuse_iter'] + 1),
+            **{
+                key: param[f'training_reuse_{key}']
+                for key in ('numb_steps', 'start_lr', 'start_pref_e', 'start_pref_f')
+                if param.get(f'training_reuse_{key}') is not None
+            },
+        }
     if explore := _explore_parameters(param):
         overrides['explore'] = {'parameters': explore}
     builder = ConcurrentLearningWorkChain.get_builder_from_protocol(

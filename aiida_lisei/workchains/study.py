@@ -506,7 +506,6 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
             learning = self._settings('concurrent_learning')
             builder.refinement = {
                 'max_rounds': orm.Int(rounds),
-                'fine_tune': orm.Bool(True),  # the learning's models go on learning (init from each)
                 **ConcurrentLearningWorkChain.get_refinement_inputs(
                     codes.dp,
                     codes.label,
@@ -515,6 +514,7 @@ class StudyWorkChain(ProtocolMixin, WorkChain):
                     self._system(settings['system']),
                     protocol=learning['protocol'],
                     overrides=learning.get('overrides'),
+                    fine_tune=True,  # the learning's models go on learning (init from each)
                     **learning.get('builder_kwargs', {}),
                 ),
             }

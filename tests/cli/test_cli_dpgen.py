@@ -90,9 +90,9 @@ def test_import_refuses_in_one_message(run_cli, tmp_path):
     assert result.exit_code == 1
     assert result.output.count('cannot be imported') == 1
     for text in (
-        'unsupported DP-GEN keys or values (11)',
+        'unsupported DP-GEN keys or values (5)',
         'model_devi_plumed = True: no PLUMED in the explorations',
-        'training_reuse_stop_batch: no reuse of old models; instead: train from scratch',
+        'training_init_model = True: the first iteration trains from scratch',
         'model_devi_jobs[0-2].template: no LAMMPS or PLUMED input templates; instead: schedule entries',
         'fp_pp_path/fp_pp_files',  # VASP without a POTCAR family is in the same message
     ):

@@ -17,6 +17,8 @@ from aiida_lisei.science.selection import PAPER_TRUST_TABLE, TrustLevels, TrustT
 from aiida_lisei.workchains.concurrent_learning import (
     ConcurrentLearningWorkChain,
     check_schedule,
+    check_training_reuse,
+    reused_training_parameters,
     schedule_entry,
     temperature_key,
 )
@@ -142,8 +144,43 @@ def test_refinement_inputs_continue_the_protocol(aiida_code_installed):
     train = inputs['train']['dp_train']
     assert train['parameters'].get_dict() == learning.train.dp_train.parameters.get_dict()
     assert 'training_set' not in train and 'seed' not in train
+    assert inputs['fine_tune'].value is False
     default = ConcurrentLearningWorkChain.get_refinement_inputs(code, code, training_set, 'x', li16())
     assert default['selection']['f_lo'] == 0.10  # no trust level for the system: the restraint's default
+    # fine-tuning continues the models as the learning's training reuse does
+    tuned = ConcurrentLearningWorkChain.get_refinement_inputs(
+        code, code, training_set, 'sandwich', li16(), protocol='demo_chgnet', fine_tune=True
+    )
+    assert tuned['fine_tune'].value is True
+    reuse = learning.training_reuse.get_dict()
+    tuned_parameters = tuned['train']['dp_train']['parameters'].get_dict()
+    assert tuned_parameters['training']['numb_steps'] == reuse['numb_steps']
+    assert tuned_parameters['learning_rate']['start_lr'] == reuse['start_lr']
+
+
+def test_training_reuse_parameters():
+    """DP-GEN's training reuse replaces steps, learning rate and prefactors, scales decay_steps, and is
+    checked: from_iteration >= 2, known keys, positive values."""
+    parameters = {
+        'learning_rate': {'start_lr': 1e-3, 'stop_lr': 1e-5, 'decay_steps': 100},
+        'loss': {'start_pref_e': 0.02, 'start_pref_f': 1000},
+        'training': {'numb_steps': 2000},
+    }
+    reuse = {'from_iteration': 2, 'numb_steps': 500, 'start_lr': 1e-4, 'start_pref_f': 100}
+    reused = reused_training_parameters(parameters, check_training_reuse(reuse))
+    assert reused['training']['numb_steps'] == 500 and reused['learning_rate']['start_lr'] == 1e-4
+    assert reused['learning_rate']['decay_steps'] == 25  # still 20 drops over the run
+    assert reused['loss'] == {'start_pref_e': 0.02, 'start_pref_f': 100}
+    assert parameters['training']['numb_steps'] == 2000  # the input is not changed
+    for bad, message in (
+        ({'numb_steps': 10}, 'from_iteration must be an integer >= 2'),
+        ({'from_iteration': 1}, 'from_iteration must be an integer >= 2'),
+        ({'from_iteration': 2, 'start_lr': 0}, 'start_lr must be a positive number'),
+        ({'from_iteration': 2, 'start_pref_e': -1}, 'start_pref_e must be >= 0'),
+        ({'from_iteration': 2, 'old_ratio': 0.9}, 'unknown training_reuse keys'),
+    ):
+        with pytest.raises(ValueError, match=message):
+            check_training_reuse(bad)
 
 
 def calcjobs_below(node: orm.WorkflowNode) -> list[orm.CalcJobNode]:
@@ -174,7 +211,7 @@ def test_real_run_and_cached_rerun(venv_code):
 
     Trust levels [1e-6, 1e3] eV/Å make every frame a candidate, so each iteration draws fp_task_max = 3
     labels from the pool of both temperatures whatever the (barely trained) models predict; step 0 is skipped
-    (model_devi_skip).
+    (model_devi_skip). The second iteration reuses the first one's models (DP-GEN's training reuse).
     """
     tblite = venv_code('lisei-tblite', 'lisei.tblite')
     dp = venv_code('dp', 'lisei.dp_train', prepend_text=ONE_THREAD)
@@ -201,6 +238,7 @@ def test_real_run_and_cached_rerun(venv_code):
         'selection': {'model_devi_skip': 1},  # step 0 (the perfect lattice) has no deviation
         'fp_task_max': 3,
         'max_iterations': 2,
+        'training_reuse': {'from_iteration': 2, 'numb_steps': 10, 'start_lr': 1e-4},
     }
     builder = ConcurrentLearningWorkChain.get_builder_from_protocol(
         dp, lmp, tblite, training_set, {'bcc_lithium': li16()}, overrides=overrides, seed=11
@@ -210,6 +248,15 @@ def test_real_run_and_cached_rerun(venv_code):
 
     assert sorted(results['models']) == [f'model_{index}' for index in range(1, 5)]
     assert len({model.seed for model in results['models'].values()}) == 4
+    trainings = {link.link_label: link.node for link in node.base.links.get_outgoing().all()}
+    for index in range(1, 5):  # iteration 2 starts each model from iteration 1's and trains 10 steps
+        first = trainings[f'iteration_01_train_{index}'].outputs.model
+        calculation = trainings[f'iteration_02_train_{index}'].called[0]
+        assert calculation.inputs.init_model.uuid == first.uuid
+        assert 'init_model' not in trainings[f'iteration_01_train_{index}'].called[0].inputs
+        assert calculation.outputs.output_parameters['steps_done'] == 10
+        assert calculation.inputs.parameters['learning_rate']['start_lr'] == 1e-4
+    assert results['models']['model_1'].uuid == trainings['iteration_02_train_1'].outputs.model.uuid
     iterations = results['iterations']
     assert sorted(iterations) == ['iteration_01', 'iteration_02']
     labelled = 0

@@ -121,6 +121,14 @@ def codes(aiida_code_installed) -> dict[str, orm.InstalledCode]:
 def test_param_json_is_mapped(tmp_path, codes):
     """Every supported key lands where docs/dpgen.md says; per-system trust levels by label."""
     param = dpgen_param(tmp_path)
+    param.update(  # DP-GEN's training reuse from its iteration 1 (our second)
+        {
+            'training_reuse_iter': 1,
+            'training_reuse_old_ratio': 0.9,
+            'training_reuse_stop_batch': 1000,
+            'training_reuse_start_lr': 1e-4,
+        }
+    )
     path = tmp_path / 'param.json'
     path.write_text(json.dumps(param))
     structures = {name: orm.StructureData(ase=bulk('Li', 'bcc', a=3.42, cubic=True)) for name in SYSTEMS}
@@ -158,6 +166,7 @@ def test_param_json_is_mapped(tmp_path, codes):
     assert parameters['model']['fitting_net'] == {'neuron': [240, 240, 240], 'resnet_dt': True}
     assert 'seed' not in parameters['training'] and 'systems' not in parameters['training']['training_data']
     assert builder.label.engine.value == 'tblite'
+    assert builder.training_reuse.get_dict() == {'from_iteration': 2, 'numb_steps': 1000, 'start_lr': 1e-4}
 
 
 def test_structures_are_read_from_sys_configs(tmp_path, codes):
@@ -180,7 +189,6 @@ def test_unsupported_keys_are_refused_with_a_list(tmp_path, codes):
             'model_devi_plumed': True,
             'ratio_failed': 0.1,
             'fp_style': 'gaussian',
-            'training_reuse_stop_batch': 1000,
         }
     )
     param['model_devi_jobs'][0]['template'] = {'lmp': 'in.lammps'}
@@ -195,14 +203,13 @@ def test_unsupported_keys_are_refused_with_a_list(tmp_path, codes):
         'model_devi_plumed = True: no PLUMED in the explorations',
         'lisei.restraint_md',
         'ratio_failed: no abort on a fraction of failed labels',
-        'training_reuse_stop_batch: no reuse of old models; instead: train from scratch',
         'model_devi_jobs[0].template: no LAMMPS or PLUMED input templates',
         'model_devi_jobs[1].press: several pressures',
         'model_devi_jobs[2].press: npt needs a pressure',
         "fp_style = 'gaussian'",
     ):
         assert text in message, message
-    assert len(info.value.problems) == 8
+    assert len(info.value.problems) == 7
 
 
 def test_comments_and_old_names_are_accepted(tmp_path, codes):
@@ -292,13 +299,7 @@ EXPECTED = {
     'run__deprecated__param-mg-vasp-ucloud.json': None,
     'run__deprecated__param-mg-vasp.json': None,
     'run__dp-lammps-enhance_sampling__param.json': {
-        'training_init_model',
-        'training_reuse_iter',
-        'training_reuse_old_ratio',
-        'training_reuse_stop_batch',
-        'training_reuse_start_lr',
-        'training_reuse_start_pref_e',
-        'training_reuse_start_pref_f',
+        'training_init_model',  # its training_reuse_* keys are mapped
         'model_devi_plumed',
         'model_devi_jobs[0-2].template',
         'model_devi_jobs[0-2].rev_mat',
