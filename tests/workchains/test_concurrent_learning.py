@@ -147,15 +147,28 @@ def test_refinement_inputs_continue_the_protocol(aiida_code_installed):
     assert inputs['fine_tune'].value is False
     default = ConcurrentLearningWorkChain.get_refinement_inputs(code, code, training_set, 'x', li16())
     assert default['selection']['f_lo'] == 0.10  # no trust level for the system: the restraint's default
-    # fine-tuning continues the models as the learning's training reuse does
+    # fine-tuning continues the models as the learning's training reuse does, where it has one
     tuned = ConcurrentLearningWorkChain.get_refinement_inputs(
         code, code, training_set, 'sandwich', li16(), protocol='demo_chgnet', fine_tune=True
     )
     assert tuned['fine_tune'].value is True
-    reuse = learning.training_reuse.get_dict()
     tuned_parameters = tuned['train']['dp_train']['parameters'].get_dict()
-    assert tuned_parameters['training']['numb_steps'] == reuse['numb_steps']
-    assert tuned_parameters['learning_rate']['start_lr'] == reuse['start_lr']
+    assert tuned_parameters == learning.train.dp_train.parameters.get_dict()  # the protocol has no reuse
+    reuse = {'from_iteration': 2, 'numb_steps': 500, 'start_lr': 5e-4}
+    reused = ConcurrentLearningWorkChain.get_refinement_inputs(
+        code,
+        code,
+        training_set,
+        'sandwich',
+        li16(),
+        protocol='demo_chgnet',
+        overrides={'training_reuse': reuse},
+        fine_tune=True,
+    )
+    reused_parameters = reused['train']['dp_train']['parameters'].get_dict()
+    assert reused_parameters['training']['numb_steps'] == 500
+    assert reused_parameters['learning_rate']['start_lr'] == 5e-4
+    assert reused_parameters['learning_rate']['decay_steps'] == 25  # 2000 steps / 20 drops -> 500 / 20
 
 
 def test_training_reuse_parameters():
