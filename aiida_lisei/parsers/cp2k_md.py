@@ -86,7 +86,11 @@ class Cp2kMdParser(Cp2kBaseParser):
         self.out('output_parameters', orm.Dict(parameters))
 
         stopped = self.walltime_or_abort(results)
-        if stopped is not None:
+        # CP2K's own walltime stop can follow the MD's last step: nothing is missing, nothing to continue
+        finished_md = (
+            results['walltime_exceeded'] and self._reached_last_step(parameters) and structure is not None
+        )
+        if stopped is not None and not (finished_md and stopped == self.exit_codes.ERROR_OUT_OF_WALLTIME):
             return stopped
         if not results['scf_converged'] and results['n_scf_steps']:
             if parameters['run_type'] != 'MD':
@@ -95,9 +99,14 @@ class Cp2kMdParser(Cp2kBaseParser):
             self.logger.warning('an SCF of the MD did not converge (`scf_converged` false)')
         if _MAX_STEPS_REACHED in text:
             return self.exit_codes.ERROR_MAXIMUM_NUMBER_OPTIMIZATION_STEPS_REACHED
-        if not results['completed'] or structure is None:  # no frame: a continuation with no step left
+        if not (results['completed'] or finished_md) or structure is None:  # no frame: no step left
             return self.exit_codes.ERROR_OUTPUT_INCOMPLETE
         return None
+
+    def _reached_last_step(self, parameters: dict[str, Any]) -> bool:
+        """Whether an MD wrote the frame of its last step (``MOTION/MD/STEPS``, counted from step 0)."""
+        steps = self.node.inputs.parameters.get_dict().get('MOTION', {}).get('MD', {}).get('STEPS')
+        return parameters['run_type'] == 'MD' and steps is not None and parameters.get('steps', -1) >= steps
 
     def _read(self, name: str) -> str | None:
         """Return the text of a retrieved file, or ``None`` if it is absent."""
