@@ -90,7 +90,7 @@ class Cp2kMdParser(Cp2kBaseParser):
         finished_md = (
             results['walltime_exceeded'] and self._reached_last_step(parameters) and structure is not None
         )
-        if stopped is not None and not (finished_md and stopped == self.exit_codes.ERROR_OUT_OF_WALLTIME):
+        if stopped is not None and not finished_md:  # CP2K's walltime message comes first: stopped is 400
             return stopped
         if not results['scf_converged'] and results['n_scf_steps']:
             if parameters['run_type'] != 'MD':

@@ -204,8 +204,8 @@ def reused_training_parameters(parameters: Mapping[str, Any], reuse: Mapping[str
     """Return DeePMD's training input for a model that continues an earlier one (DP-GEN's training reuse).
 
     ``numb_steps``, ``start_lr`` and the energy and force prefactors of ``reuse`` replace those of
-    ``parameters``; ``learning_rate.decay_steps`` is scaled with ``numb_steps`` so
-    the rate still drops as often over the shorter run. Keys ``reuse`` does not give are kept.
+    ``parameters``; ``learning_rate.decay_steps`` is scaled with ``numb_steps`` so the rate still drops as
+    often over the shorter run. Keys ``reuse`` does not give are kept.
     """
     result = {key: dict(value) if isinstance(value, Mapping) else value for key, value in parameters.items()}
     for key, path in TRAINING_REUSE_KEYS.items():

@@ -27,7 +27,7 @@ from typing import Any
 from aiida import orm
 
 from aiida_lisei.data.training_set import TrainingSetData
-from aiida_lisei.workchains.concurrent_learning import ConcurrentLearningWorkChain
+from aiida_lisei.workchains.concurrent_learning import TRAINING_REUSE_KEYS, ConcurrentLearningWorkChain
 
 __all__ = (
     'DEEPMD_RENAMES',
@@ -551,8 +551,8 @@ def builder_from_dpgen_param(
             'from_iteration': max(2, param['training_reuse_iter'] + 1),
             **{
                 key: param[f'training_reuse_{key}']
-                for key in ('numb_steps', 'start_lr', 'start_pref_e', 'start_pref_f')
-                if param.get(f'training_reuse_{key}') is not None
+                for key in TRAINING_REUSE_KEYS
+                if key != 'from_iteration' and param.get(f'training_reuse_{key}') is not None
             },
         }
     if explore := _explore_parameters(param):
