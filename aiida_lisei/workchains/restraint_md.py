@@ -294,9 +294,9 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
             default=lambda: orm.Int(0),
             serializer=orm.to_aiida_type,
             help='Refinement on the fly: most rounds (0: off), equilibration and segments together. '
-            'An equilibration or a segment that fails the `deviation` guard has its candidate frames '
-            'labelled, the ensemble retrained on the extended set, and is run again from its start with the '
-            'new models.',
+            'An equilibration or a segment that fails a guard has its candidate frames (deviation within the '
+            'trust window) labelled, the ensemble retrained on the extended set, and is run again from its '
+            'start with the new models.',
         )
         spec.input(
             'refinement.training_set',
@@ -650,8 +650,8 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         """A segment failed a physics guard: stop, keep and stitch what ran, and fail with the guard's code.
 
         Not restarted: the same model on the same system would do it again (see the docs for the way out),
-        unless refinement on the fly is on, the `deviation` guard failed and the segment has candidate
-        frames: then they are labelled, the ensemble retrained and the segment run again (next steps).
+        unless refinement on the fly is on and the segment has candidate frames (the ensemble's deviation
+        within the trust window): then they are labelled, the ensemble retrained and the segment run again.
         """
         deviation = calculation.outputs.model_deviation if 'model_deviation' in calculation.outputs else None
         temperature = check_restraint_md_parameters(calculation.inputs.parameters.get_dict())['temperature']
@@ -671,8 +671,12 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
     def _start_refinement(
         self, calculation: orm.CalcJobNode, deviation: orm.ArrayData | None, temperature: float
     ) -> bool:
-        """Select the candidate frames of an MD run (the equilibration or a segment) that failed the
-        `deviation` guard, seeded as in concurrent learning; return whether a refinement round starts.
+        """Select the candidate frames of an MD run (the equilibration or a segment) that failed a guard,
+        seeded as in concurrent learning; return whether a refinement round starts.
+
+        Any failed guard starts a round, not only `deviation`: a cell that drifts or atoms that come too
+        close while the ensemble disagrees on some frames is the model's error where it is uncertain. A run
+        with no frame in the candidate window is not refined (the model is confident there, or too far off).
 
         :param deviation: the run's model deviation at its dumped frames (eV/Å).
         :param temperature: the run's target temperature (K).
@@ -682,7 +686,7 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         if (
             refinement.max_rounds.value <= self.ctx.refinement_round
             or guards is None
-            or 'deviation' not in guards['failed']
+            or not guards['failed']
             or deviation is None
             or 'trajectory' not in calculation.outputs
         ):
@@ -722,7 +726,8 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         self.ctx.refine = True
         n_selected = selection['statistics']['n_selected']
         self.report(
-            f'{calculation.process_label}<{calculation.pk}> failed the `deviation` guard; refinement round '
+            f'{calculation.process_label}<{calculation.pk}> failed the guard(s) {", ".join(guards["failed"])}; '
+            f'refinement round '
             f'{round_}: labelling {n_selected} candidate frames, retraining the ensemble, then running the '
             f'{self._refined_run()} again from its start'
         )

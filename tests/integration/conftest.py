@@ -12,6 +12,7 @@ If the services do not answer, every test here is skipped with the reason, unles
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -185,14 +186,14 @@ def daemon_client(aiida_profile):
     if it still runs, SIGKILL circus and its workers, so that no daemon outlives the session."""
     from aiida.engine.daemon import get_daemon_client
     from aiida.engine.daemon.client import DaemonException
-    from daemon_helpers import kill_daemon_hard
+    from daemon_helpers import daemon_processes, kill_processes
 
     client = get_daemon_client(aiida_profile.name)
     try:
         yield client
     finally:
-        try:
+        # taken before the stop: a circus that removed its pid file but still runs (seen) is killed too
+        processes = daemon_processes(client)
+        with contextlib.suppress(DaemonException):
             client.stop_daemon(wait=True, timeout=120)
-        except DaemonException:
-            if client.get_daemon_pid() is not None:
-                kill_daemon_hard(client)
+        kill_processes(processes)

@@ -15,11 +15,23 @@ def kill_daemon_hard(daemon_client) -> int:
     The jobs of ``core.direct`` are not among them: their submission shell exits at once, so they are
     children of init, as on a real machine where the scheduler owns them.
     """
+    return kill_processes(daemon_processes(daemon_client))
+
+
+def daemon_processes(daemon_client) -> list[psutil.Process]:
+    """Return the daemon's circus process and all its descendants (none when it does not run)."""
+    pid = daemon_client.get_daemon_pid()
+    if pid is None:
+        return []
     try:
-        circus = psutil.Process(daemon_client.get_daemon_pid())
-        victims = [circus, *circus.children(recursive=True)]
-    except psutil.NoSuchProcess:  # a stale pid file: nothing left to kill
-        return 0
+        circus = psutil.Process(pid)
+        return [circus, *circus.children(recursive=True)]
+    except psutil.NoSuchProcess:  # a stale pid file: nothing left
+        return []
+
+
+def kill_processes(victims: list[psutil.Process]) -> int:
+    """SIGKILL the processes still alive among ``victims``; return how many were killed."""
     killed = 0
     for process in victims:
         try:
@@ -46,4 +58,11 @@ def wait_for(condition, timeout: float, message: str, interval: float = 1.0, exp
 def daemon_workers(daemon_client) -> list[psutil.Process]:
     """Return the daemon's worker processes (``verdi ... daemon worker``), children of circus."""
     circus = psutil.Process(daemon_client.get_daemon_pid())
-    return [process for process in circus.children(recursive=True) if 'worker' in ' '.join(process.cmdline())]
+    workers = []
+    for process in circus.children(recursive=True):
+        try:
+            if 'worker' in ' '.join(process.cmdline()):
+                workers.append(process)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):  # a killed worker circus has not reaped yet
+            pass
+    return workers

@@ -1,9 +1,9 @@
 """Refinement on the fly in ``lisei.restraint_md``, end to end on the 88-atom test sandwich (real engines).
 
 The ensemble (two tiny test models trained on bcc Li only) does not know the sandwich: its first segment
-fails the `deviation` guard. One round of refinement: the segment's candidate frames are selected (seeded),
-labelled with CHGNet, added to a CHGNet training set of bcc Li16, two models are retrained, and the segment
-runs again from its start with them.
+fails a guard (`min_distance` made strict; the equilibration's test fails `deviation`). One round of
+refinement: the segment's candidate frames are selected (seeded), labelled with CHGNet, added to a CHGNet
+training set of bcc Li16, two models are retrained, and the segment runs again from its start with them.
 """
 
 from __future__ import annotations
@@ -93,11 +93,14 @@ def refinement_inputs(venv_code):
     return factory
 
 
-def test_one_round_of_refinement(restraint_code, refinement_inputs, small_sandwich, deviation_only):
+def test_one_round_of_refinement(restraint_code, refinement_inputs, small_sandwich, loose_guards):
+    """A segment fails `min_distance` (5 Å: every frame), not `deviation`: a round starts all the same,
+    on the frames whose deviation lies in the window [f_lo, deviation_f_hi)."""
+    guards = {**loose_guards, 'min_distance': 5.0, 'deviation_f_hi': 0.5, 'enabled': True}
     overrides = {
         'md': {
             'parameters': {'n_steps': 60, 'thermo_stride': 10, 'dump_stride': 5, 'restart_stride': 0},
-            'guards': deviation_only,
+            'guards': guards,
         },
         'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 5},
     }
@@ -106,7 +109,8 @@ def test_one_round_of_refinement(restraint_code, refinement_inputs, small_sandwi
 
     segments = [child for child in node.called if child.process_label == 'RestraintMdCalculation']
     first, second = segments
-    assert first.exit_status == 456, first.exit_message  # the deviation guard: refinement starts
+    assert first.exit_status == 451, first.exit_message  # the min_distance guard: refinement starts
+    assert 'deviation' not in first.outputs.guards['failed']
     links = {link.link_label: link.node for link in node.base.links.get_outgoing().all()}
     selection = links['refinement_01_select']
     assert selection.inputs.seed.value == derive_seed(11, 'refine', 1)
@@ -121,9 +125,10 @@ def test_one_round_of_refinement(restraint_code, refinement_inputs, small_sandwi
     assert second.inputs.model.uuid == new['model_1'].uuid  # resumed with the retrained ensemble
     assert second.inputs.deviation_models['model_2'].uuid == new['model_2'].uuid
     assert 'parent_folder' not in second.inputs  # the first segment again, from the start
-    # one round only: the work chain ends with the second segment's verdict
-    assert node.exit_status in (0, 456), node.exit_message
-    assert node.exit_status == (second.exit_status or 0)
+    report = '\n'.join(log.message for log in orm.Log.collection.get_logs_for(node))
+    assert 'failed the guard(s) min_distance; refinement round 1' in report
+    # one round only: the work chain ends with the second segment's verdict (5 Å fails it again)
+    assert node.exit_status == second.exit_status == 451, node.exit_message
 
 
 def test_refinement_of_the_equilibration(
