@@ -43,16 +43,24 @@ def kill_processes(victims: list[psutil.Process]) -> int:
     return killed
 
 
-def wait_for(condition, timeout: float, message: str, interval: float = 1.0, explain=None):
-    """Poll ``condition()`` until it returns a truthy value; fail with ``message`` (and ``explain()``, the
-    state of what was waited for) after ``timeout`` (s)."""
+def wait_until(condition, timeout: float, interval: float = 1.0):
+    """Poll ``condition()`` for up to ``timeout`` s; return its first truthy value, or ``None``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(interval)
-    pytest.fail(f'timed out after {timeout:g} s: {message}' + (f'\n{explain()}' if explain else ''))
+    return None
+
+
+def wait_for(condition, timeout: float, message: str, interval: float = 1.0, explain=None):
+    """Poll ``condition()`` until it returns a truthy value; fail with ``message`` (and ``explain()``, the
+    state of what was waited for) after ``timeout`` (s)."""
+    value = wait_until(condition, timeout, interval)
+    if value is None:
+        pytest.fail(f'timed out after {timeout:g} s: {message}' + (f'\n{explain()}' if explain else ''))
+    return value
 
 
 def daemon_workers(daemon_client) -> list[psutil.Process]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from aiida import orm
 from aiida.engine import submit
-from daemon_helpers import daemon_workers, wait_for
+from daemon_helpers import daemon_workers, wait_for, wait_until
 
 pytestmark = [pytest.mark.production, pytest.mark.timeout(1500)]
 
@@ -59,16 +59,6 @@ def restart_broker() -> float:
     assert started.returncode == 0, started.stderr
     rabbitmqctl('await_startup')
     return time.monotonic() - start
-
-
-def wait_until(condition, timeout: float, interval: float = 1.0) -> bool:
-    """Poll ``condition()`` for up to ``timeout`` s; return whether it became true."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return False
 
 
 def repair_stuck_jobs(daemon_client) -> int:
