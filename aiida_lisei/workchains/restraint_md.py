@@ -715,10 +715,17 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         )
         self.ctx.refinement_rounds[f'round_{round_:02d}'] = selection['statistics']
         if 'candidates' not in selection:
+            counts = selection['statistics']['counts']
+            why = (
+                "the ensemble agrees on every frame: what failed is not the models' uncertainty (their "
+                'shared error, or the physics of the level of theory they learnt)'
+                if counts['failed'] == 0
+                else f'{counts["failed"]} frame(s) lie beyond it: the models are too far off for refinement'
+            )
             self.report(
                 f'refinement round {round_}: no frame of {calculation.process_label}<{calculation.pk}> lies '
-                f'in the candidate window [{parameters["f_lo"]}, {parameters["f_hi"]}) eV/Å: the model is '
-                'too far off for refinement'
+                f'in the candidate window [{parameters["f_lo"]}, {parameters["f_hi"]}) eV/Å '
+                f'({counts["accurate"]} below it); {why}'
             )
             return False
         self.ctx.refinement_round = round_
@@ -726,9 +733,9 @@ class RestraintMdWorkChain(LiseiBaseRestartWorkChain):
         self.ctx.refine = True
         n_selected = selection['statistics']['n_selected']
         self.report(
-            f'{calculation.process_label}<{calculation.pk}> failed the guard(s) {", ".join(guards["failed"])}; '
-            f'refinement round '
-            f'{round_}: labelling {n_selected} candidate frames, retraining the ensemble, then running the '
+            f'{calculation.process_label}<{calculation.pk}> failed the guard(s) '
+            f'{", ".join(guards["failed"])}; refinement round {round_}: labelling {n_selected} candidate '
+            f'frames, retraining the ensemble, then running the '
             f'{self._refined_run()} again from its start'
         )
         return True

@@ -131,6 +131,30 @@ def test_one_round_of_refinement(restraint_code, refinement_inputs, small_sandwi
     assert node.exit_status == second.exit_status == 451, node.exit_message
 
 
+def test_no_refinement_where_the_ensemble_agrees(
+    restraint_code, refinement_inputs, small_sandwich, loose_guards
+):
+    """A segment fails `min_distance` while every frame's deviation lies below the window: no round (the
+    failure is not the models' uncertainty), the work chain stops with the guard's code and says why."""
+    guards = {**loose_guards, 'min_distance': 5.0, 'deviation_f_hi': 100.0, 'enabled': True}
+    overrides = {
+        'md': {
+            'parameters': {'n_steps': 20, 'thermo_stride': 10, 'dump_stride': 5, 'restart_stride': 0},
+            'guards': guards,
+        },
+        'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 5},
+    }
+    builder, _ = refinement_inputs(_restraint_builder(restraint_code, small_sandwich, overrides))
+    builder.refinement.selection = orm.Dict({'fp_task_max': 3, 'f_lo': 50.0, 'system': 'sandwich'})
+    _, node = run_get_node(builder)
+
+    assert node.exit_status == 451, node.exit_message
+    segments = [child for child in node.called if child.process_label == 'RestraintMdCalculation']
+    assert len(segments) == 1  # not run again
+    report = '\n'.join(log.message for log in orm.Log.collection.get_logs_for(node))
+    assert 'lies in the candidate window [50.0, 100.0) eV/Å (5 below it); the ensemble agrees' in report
+
+
 def test_refinement_of_the_equilibration(
     restraint_code, venv_code, refinement_inputs, small_sandwich, deviation_only
 ):
