@@ -104,7 +104,8 @@ class ExplorationCalculation(LiseiCalcJob):
             serializer=orm.to_aiida_type,
             validator=validate_parameters,
             help='MD settings: ensemble, temperature (K), pressure (bar), n_steps, timestep (fs), stride, '
-            'thermostat_damping and barostat_damping (fs), pressure_coupling.',
+            'thermostat_damping and barostat_damping (fs), pressure_coupling, barostat (nose_hoover or '
+            'berendsen, equilibration only) and barostat_modulus (bar, Berendsen).',
         )
         spec.input(
             'seed',

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from ase import Atoms
 
 __all__ = (
+    'BAROSTATS',
     'DEFAULT_EXPLORATION_PARAMETERS',
     'DEFAULT_MINIMIZE_PARAMETERS',
     'DEFAULT_RESTRAINT_MD_PARAMETERS',
@@ -96,6 +97,11 @@ DEFAULT_EXPLORATION_PARAMETERS: dict[str, Any] = {
     'barostat_damping': 1000.0,  # fs
     'pressure_coupling': 'iso',  # 'iso', 'aniso', 'xy' or 'xy_coupled' (PRESSURE_COUPLINGS; npt only)
     'barostat_drag': 0.0,  # LAMMPS `drag` of fix npt: damps the box's oscillation and the thermostat's too
+    # 'nose_hoover' (fix npt: the NPT ensemble) or 'berendsen' (fix nvt + fix press/berendsen: the box relaxes
+    # to the target pressure without oscillating, but samples no ensemble and conserves no energy: for
+    # equilibration only)
+    'barostat': 'nose_hoover',
+    'barostat_modulus': 250000.0,  # bar, Berendsen only: bulk modulus setting its rate (Li6PS5Cl ~25 GPa)
     'short_range_repulsion': None,  # Å, {'inner', 'outer'}: ZBL under the model (DP-ZBL); None: the model
 }
 
@@ -150,6 +156,9 @@ PRESSURE_COUPLINGS: dict[str, str] = {
 }
 #: The pressure couplings of a run with z fixed (the sandwich's moving-restraint MD).
 LATERAL_COUPLINGS = ('xy', 'xy_coupled')
+#: Barostats of an NPT exploration: ``nose_hoover`` (``fix npt``, the NPT ensemble, conserves an energy) or
+#: ``berendsen`` (``fix nvt`` + ``fix press/berendsen``: relaxes the box without oscillating; equilibration).
+BAROSTATS = ('nose_hoover', 'berendsen')
 
 #: Fraction of ``max_wallclock_seconds`` after which LAMMPS stops the run itself (``timer timeout``).
 TIMEOUT_FRACTION = 0.9
@@ -223,6 +232,14 @@ def check_exploration_parameters(parameters: Mapping[str, Any]) -> dict[str, Any
     drag = full['barostat_drag']
     if not is_number(drag) or not 0 <= drag <= 2:
         raise ValueError(f'`barostat_drag` must be a number from 0 (none) to 2 (LAMMPS: 0.2-2), got {drag!r}')
+    if full['barostat'] not in BAROSTATS:
+        raise ValueError(f'`barostat` must be one of {list(BAROSTATS)}, got {full["barostat"]!r}')
+    if full['barostat'] == 'berendsen':
+        if full['ensemble'] != 'npt':
+            raise ValueError("`barostat` 'berendsen' needs `ensemble` 'npt' (a pressure to relax to)")
+        if drag:
+            raise ValueError("`barostat_drag` applies to 'nose_hoover' only: set it to 0 with 'berendsen'")
+        positive_number(full['barostat_modulus'], '`barostat_modulus`')
     for name in ('n_steps', 'stride'):
         positive_integer(full[name], f'`{name}`')
     if 'stride' in parameters:  # a stride asked for that is longer than the run (not the default's)
@@ -380,17 +397,20 @@ def _velocity_line(temperature: float, seed: int) -> str:
 
 
 def _integrator_line(p: Mapping[str, Any], barostat: str) -> str:
-    """``fix md`` of NVT or NPT (``barostat``: pressure keywords with ``{P}``, ``{damp}``); dampings in fs."""
+    """``fix md`` of NVT or NPT (``barostat``: pressure keywords with ``{P}``, ``{damp}``); dampings in fs.
+    With ``p['barostat'] == 'berendsen'``: Nosé-Hoover NVT and ``fix md_press press/berendsen``, two lines."""
     temperature, t_damp = p['temperature'], p['thermostat_damping'] / 1000.0
     thermostat = f'temp {temperature} {temperature} {t_damp}'
     if p['ensemble'] == 'nvt':
         return f'fix md all nvt {thermostat}'
+    pressure = barostat.format(P=p['pressure'], damp=p['barostat_damping'] / 1000.0)
+    if p.get('barostat', 'nose_hoover') == 'berendsen':
+        return (
+            f'fix md all nvt {thermostat}\n'
+            f'fix md_press all press/berendsen {pressure} modulus {p["barostat_modulus"]}'
+        )
     drag = p.get('barostat_drag', 0.0)
-    return (
-        f'fix md all npt {thermostat} '
-        + barostat.format(P=p['pressure'], damp=p['barostat_damping'] / 1000.0)
-        + (f' drag {drag}' if drag else '')
-    )
+    return f'fix md all npt {thermostat} ' + pressure + (f' drag {drag}' if drag else '')
 
 
 def _timeout_line(seconds: int | None, every: int) -> list[str]:

@@ -302,4 +302,5 @@ def measure_guards(
         pressure=parameters['pressure'] if parameters['ensemble'] == 'npt' else None,
         work=work,
         deviation=(deviation['step'], deviation['max_devi_f']) if deviation is not None else None,
+        conserves_energy=parameters.get('barostat', 'nose_hoover') != 'berendsen',
     )

@@ -303,6 +303,7 @@ def evaluate_guards(
     pressure: float | None,
     work: tuple[np.ndarray, np.ndarray] | None = None,
     deviation: tuple[np.ndarray, np.ndarray] | None = None,
+    conserves_energy: bool = True,
 ) -> list[GuardResult]:
     """Measure every guard of :data:`GUARDS` on a run's outputs and return the results in that order.
 
@@ -318,6 +319,7 @@ def evaluate_guards(
     :param pressure: target lateral pressure (bar); ``None`` (NVT) does not evaluate the pressure guard.
     :param work: ``(time ps, accumulated work eV)`` of the restraint, subtracted from the conserved energy.
     :param deviation: ``(step, max_devi_f eV/Å)`` of the ensemble at the dump stride.
+    :param conserves_energy: ``False`` (a Berendsen barostat) does not evaluate the energy-drift guard.
     """
     limits = check_guard_thresholds(thresholds)
     thermo = {name: np.asarray(values) for name, values in thermo.items()}
@@ -366,7 +368,11 @@ def evaluate_guards(
         )
     else:
         results.append(GuardResult('pressure', None, limits['pressure'], None, None, 'no pressure in thermo'))
-    results.append(_energy_drift(thermo, work, len(symbols), limits['energy_drift']))
+    if conserves_energy:
+        results.append(_energy_drift(thermo, work, len(symbols), limits['energy_drift']))
+    else:
+        detail = 'Berendsen barostat: no conserved energy'
+        results.append(GuardResult('energy_drift', None, limits['energy_drift'], None, None, detail))
     results.append(_deviation(deviation, limits['deviation_f_hi'], limits['deviation']))
     return results
 

@@ -217,6 +217,28 @@ def test_real_runs_align_and_are_deterministic(lmp_code, bcc_li, models):
     )
 
 
+def test_berendsen_barostat_moves_the_box_without_an_energy_guard(lmp_code, bcc_li, models):
+    """A real NPT run with the Berendsen barostat (the equilibration's option): LAMMPS accepts the fixes, the
+    box moves, and the energy-drift guard says it is not evaluated (Berendsen conserves no energy)."""
+    parameters = {
+        'ensemble': 'npt',
+        'temperature': 300,
+        'pressure': 1.0,
+        'n_steps': 100,
+        'stride': 20,
+        'barostat': 'berendsen',
+        'barostat_damping': 100.0,
+        'barostat_modulus': 120000.0,  # bar, bcc Li's bulk modulus (12 GPa)
+    }
+    _, node = run_get_node(builder_for(lmp_code, bcc_li, models, parameters))
+    assert node.is_finished_ok, (node.exit_status, node.exit_message)
+    volumes = [abs(np.linalg.det(cell)) for cell in node.outputs.trajectory.get_cells()]
+    assert np.ptp(volumes) > 0.01 * volumes[0], volumes  # the barostat acts (the tiny models push hard)
+    guards = node.outputs.guards['guards']
+    assert guards['energy_drift']['passed'] is None
+    assert 'Berendsen' in guards['energy_drift']['detail']
+
+
 def test_deep_potential_models(lmp_code, bcc_li, tmp_path):
     """``DeepPotentialData`` models are accepted: their ``model.pb`` is copied, their type map used."""
     from aiida_lisei.data.deep_potential import DeepPotentialData

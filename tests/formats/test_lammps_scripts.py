@@ -203,3 +203,36 @@ def test_lateral_couplings_and_the_barostat_drag() -> None:
         check_exploration_parameters({**parameters, 'barostat_drag': 5.0})
     with pytest.raises(ValueError, match='unknown parameters'):
         check_restraint_md_parameters({'n_steps': 10, 'barostat_drag': 1.0})
+
+
+def test_berendsen_equilibration_script() -> None:
+    """``barostat: berendsen`` writes Nosé-Hoover NVT and ``press/berendsen`` with the modulus (bar), with the
+    same pressure keywords as ``fix npt``; it needs NPT and no drag; the pull has no such parameter."""
+    from aiida_lisei.formats.lammps import check_exploration_parameters, generate_exploration_script
+
+    parameters = {
+        'ensemble': 'npt',
+        'temperature': 300.0,
+        'pressure': 1.0,
+        'n_steps': 100,
+        'pressure_coupling': 'xy_coupled',
+        'barostat': 'berendsen',
+    }
+    lines = lines_of(generate_exploration_script(parameters, ['a.pb', 'b.pb'], TYPE_MAP, 1))
+    assert 'fix md all nvt temp 300.0 300.0 0.1' in lines
+    assert 'fix md_press all press/berendsen x 1.0 1.0 1.0 y 1.0 1.0 1.0 couple xy modulus 250000.0' in lines
+    assert not any('fix md all npt' in line for line in lines)
+    stiff = {**parameters, 'barostat_modulus': 1e6}
+    stiff = lines_of(generate_exploration_script(stiff, ['a.pb'], TYPE_MAP, 1))
+    assert any(line.endswith('modulus 1000000.0') for line in stiff)
+    refused = [
+        ({**parameters, 'barostat': 'parrinello'}, 'one of'),
+        ({**parameters, 'ensemble': 'nvt', 'pressure': None}, "needs `ensemble` 'npt'"),
+        ({**parameters, 'barostat_drag': 1.0}, 'nose_hoover'),
+        ({**parameters, 'barostat_modulus': 0}, 'barostat_modulus'),
+    ]
+    for bad, message in refused:
+        with pytest.raises(ValueError, match=message):
+            check_exploration_parameters(bad)
+    with pytest.raises(ValueError, match='unknown parameters'):
+        check_restraint_md_parameters({'n_steps': 10, 'barostat': 'berendsen'})
