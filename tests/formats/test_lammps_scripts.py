@@ -18,6 +18,14 @@ from aiida_lisei.formats.lammps import (
 )
 
 TYPE_MAP = ('Li', 'P', 'S', 'Cl')
+#: An exploration as the sandwich's equilibration: NPT, x and y scaled together, z fixed.
+LATERAL_EQUILIBRATION = {
+    'ensemble': 'npt',
+    'temperature': 300.0,
+    'pressure': 1.0,
+    'n_steps': 100,
+    'pressure_coupling': 'xy_coupled',
+}
 
 
 def lines_of(script: str) -> list[str]:
@@ -185,14 +193,7 @@ def test_lateral_couplings_and_the_barostat_drag() -> None:
         generate_restraint_md_script({'n_steps': 10, 'pressure_coupling': 'xy_coupled'}, 'm.pb', TYPE_MAP, 1)
     )
     assert 'fix md all npt temp 300.0 300.0 0.1 x 1.0 1.0 1.0 y 1.0 1.0 1.0 couple xy' in pull
-    parameters = {
-        'ensemble': 'npt',
-        'temperature': 300.0,
-        'pressure': 1.0,
-        'n_steps': 100,
-        'pressure_coupling': 'xy_coupled',
-        'barostat_drag': 1.0,
-    }
+    parameters = {**LATERAL_EQUILIBRATION, 'barostat_drag': 1.0}
     equilibration = lines_of(generate_exploration_script(parameters, ['a.pb', 'b.pb'], TYPE_MAP, 1))
     assert (
         'fix md all npt temp 300.0 300.0 0.1 x 1.0 1.0 1.0 y 1.0 1.0 1.0 couple xy drag 1.0' in equilibration
@@ -210,14 +211,7 @@ def test_berendsen_equilibration_script() -> None:
     same pressure keywords as ``fix npt``; it needs NPT and no drag; the pull has no such parameter."""
     from aiida_lisei.formats.lammps import check_exploration_parameters, generate_exploration_script
 
-    parameters = {
-        'ensemble': 'npt',
-        'temperature': 300.0,
-        'pressure': 1.0,
-        'n_steps': 100,
-        'pressure_coupling': 'xy_coupled',
-        'barostat': 'berendsen',
-    }
+    parameters = {**LATERAL_EQUILIBRATION, 'barostat': 'berendsen'}
     lines = lines_of(generate_exploration_script(parameters, ['a.pb', 'b.pb'], TYPE_MAP, 1))
     assert 'fix md all nvt temp 300.0 300.0 0.1' in lines
     assert 'fix md_press all press/berendsen x 1.0 1.0 1.0 y 1.0 1.0 1.0 couple xy modulus 250000.0' in lines

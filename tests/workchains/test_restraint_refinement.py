@@ -39,6 +39,17 @@ def deviation_only(loose_guards) -> dict:
     return {**loose_guards, 'deviation_f_hi': 0.5, 'deviation': 0.0, 'enabled': True}
 
 
+def _segment_overrides(guards: dict, n_steps: int) -> dict:
+    """Protocol overrides of one short segment (a frame every 5 steps) with these guards."""
+    return {
+        'md': {
+            'parameters': {'n_steps': n_steps, 'thermo_stride': 10, 'dump_stride': 5, 'restart_stride': 0},
+            'guards': guards,
+        },
+        'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 5},
+    }
+
+
 def _restraint_builder(restraint_code, small_sandwich, overrides: dict, **kwargs):
     """The restraint run of the two tiny Li-only test models (they do not know the sandwich)."""
     return RestraintMdWorkChain.get_builder_from_protocol(
@@ -97,13 +108,7 @@ def test_one_round_of_refinement(restraint_code, refinement_inputs, small_sandwi
     """A segment fails `min_distance` (5 Å: every frame), not `deviation`: a round starts all the same,
     on the frames whose deviation lies in the window [f_lo, deviation_f_hi)."""
     guards = {**loose_guards, 'min_distance': 5.0, 'deviation_f_hi': 0.5, 'enabled': True}
-    overrides = {
-        'md': {
-            'parameters': {'n_steps': 60, 'thermo_stride': 10, 'dump_stride': 5, 'restart_stride': 0},
-            'guards': guards,
-        },
-        'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 5},
-    }
+    overrides = _segment_overrides(guards, n_steps=60)
     builder, training_set = refinement_inputs(_restraint_builder(restraint_code, small_sandwich, overrides))
     results, node = run_get_node(builder)
 
@@ -137,13 +142,7 @@ def test_no_refinement_where_the_ensemble_agrees(
     """A segment fails `min_distance` while every frame's deviation lies below the window: no round (the
     failure is not the models' uncertainty), the work chain stops with the guard's code and says why."""
     guards = {**loose_guards, 'min_distance': 5.0, 'deviation_f_hi': 100.0, 'enabled': True}
-    overrides = {
-        'md': {
-            'parameters': {'n_steps': 20, 'thermo_stride': 10, 'dump_stride': 5, 'restart_stride': 0},
-            'guards': guards,
-        },
-        'restraint': {'d_max': 5.0, 'anode_layers': 2, 'colvar_stride': 5},
-    }
+    overrides = _segment_overrides(guards, n_steps=20)
     builder, _ = refinement_inputs(_restraint_builder(restraint_code, small_sandwich, overrides))
     builder.refinement.selection = orm.Dict({'fp_task_max': 3, 'f_lo': 50.0, 'system': 'sandwich'})
     _, node = run_get_node(builder)
