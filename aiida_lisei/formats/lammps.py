@@ -79,6 +79,7 @@ __all__ = (
     'restart_filename',
     'summarize_log',
     'timeout_seconds',
+    'uses_berendsen',
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -159,6 +160,12 @@ LATERAL_COUPLINGS = ('xy', 'xy_coupled')
 #: Barostats of an NPT exploration: ``nose_hoover`` (``fix npt``, the NPT ensemble, conserves an energy) or
 #: ``berendsen`` (``fix nvt`` + ``fix press/berendsen``: relaxes the box without oscillating; equilibration).
 BAROSTATS = ('nose_hoover', 'berendsen')
+
+
+def uses_berendsen(parameters: Mapping[str, Any]) -> bool:
+    """Return whether MD ``parameters`` relax the box with the Berendsen barostat (no conserved energy)."""
+    return parameters.get('barostat') == 'berendsen'
+
 
 #: Fraction of ``max_wallclock_seconds`` after which LAMMPS stops the run itself (``timer timeout``).
 TIMEOUT_FRACTION = 0.9
@@ -404,7 +411,7 @@ def _integrator_line(p: Mapping[str, Any], barostat: str) -> str:
     if p['ensemble'] == 'nvt':
         return f'fix md all nvt {thermostat}'
     pressure = barostat.format(P=p['pressure'], damp=p['barostat_damping'] / 1000.0)
-    if p.get('barostat', 'nose_hoover') == 'berendsen':
+    if uses_berendsen(p):
         return (
             f'fix md all nvt {thermostat}\n'
             f'fix md_press all press/berendsen {pressure} modulus {p["barostat_modulus"]}'

@@ -38,7 +38,7 @@ from aiida.engine import ExitCode
 from aiida.parsers import Parser
 
 from aiida_lisei.formats.cp2k import Cp2kOutputError, parse_cp2k_output
-from aiida_lisei.formats.lammps import DumpFrames, LammpsLog
+from aiida_lisei.formats.lammps import DumpFrames, LammpsLog, uses_berendsen
 from aiida_lisei.science.guards import GuardResult, evaluate_guards
 
 __all__ = (
@@ -302,5 +302,5 @@ def measure_guards(
         pressure=parameters['pressure'] if parameters['ensemble'] == 'npt' else None,
         work=work,
         deviation=(deviation['step'], deviation['max_devi_f']) if deviation is not None else None,
-        conserves_energy=parameters.get('barostat', 'nose_hoover') != 'berendsen',
+        conserves_energy=not uses_berendsen(parameters),
     )

@@ -216,8 +216,8 @@ def test_berendsen_equilibration_script() -> None:
     assert 'fix md all nvt temp 300.0 300.0 0.1' in lines
     assert 'fix md_press all press/berendsen x 1.0 1.0 1.0 y 1.0 1.0 1.0 couple xy modulus 250000.0' in lines
     assert not any('fix md all npt' in line for line in lines)
-    stiff = {**parameters, 'barostat_modulus': 1e6}
-    stiff = lines_of(generate_exploration_script(stiff, ['a.pb'], TYPE_MAP, 1))
+    stiff_parameters = {**parameters, 'barostat_modulus': 1e6}
+    stiff = lines_of(generate_exploration_script(stiff_parameters, ['a.pb'], TYPE_MAP, 1))
     assert any(line.endswith('modulus 1000000.0') for line in stiff)
     refused = [
         ({**parameters, 'barostat': 'parrinello'}, 'one of'),
