@@ -177,13 +177,16 @@ def format_guard_report(guards: dict[str, Any], heading: str) -> str:
 
 def format_guard_table(guards: dict[str, Any]) -> str:
     """Return the guards (a ``guards`` output's dict, ``science.guards.guards_summary``) as a text table:
-    guard, value, limit, verdict, first failing step, and what was measured."""
+    guard, value, limit, verdict, first failing step, the segment a stitched run's row comes from
+    (``science.guards.combine_guard_summaries``: the first that failed it, else the worst), what was seen."""
     verdicts = {True: 'pass', False: 'FAIL', None: 'n/a'}
+    n_segments = guards.get('n_segments')
     rows = []
     for definition in GUARDS:
         result = guards['guards'].get(definition.name)
         if result is None:
             continue
+        segment = [] if n_segments is None else [f'{result["segment"]}/{n_segments}']
         rows.append(
             [
                 definition.name,
@@ -191,10 +194,12 @@ def format_guard_table(guards: dict[str, Any]) -> str:
                 format_value(result['threshold'], definition.unit),
                 verdicts[result['passed']],
                 '' if result['step'] is None else result['step'],
+                *segment,
                 result['detail'],
             ]
         )
-    return format_table(['guard', 'value', 'limit', 'verdict', 'step', 'measured'], rows)
+    headers = ['guard', 'value', 'limit', 'verdict', 'step', *([] if n_segments is None else ['segment'])]
+    return format_table([*headers, 'measured'], rows)
 
 
 def format_validation_comparison(comparison: dict[str, Any]) -> str:

@@ -65,3 +65,19 @@ def test_format_guard_report_says_the_verdict_first():
     assert report.splitlines()[0] == 'guards <PK=1> FAILED: temperature'
     assert 'FAIL' in report and 'pass' in report and 'mean T' in report
     assert format_guard_report({**guards, 'passed': True, 'failed': []}, 'x').startswith('x all passed')
+
+
+def test_guard_table_of_a_run_in_segments_names_each_rows_segment():
+    """A stitched run's table (``combine_guard_summaries``) says which of its segments each row comes from."""
+    from aiida_lisei.science.guards import combine_guard_summaries
+
+    def segment(value: float, passed: bool) -> dict:
+        result = {'value': value, 'threshold': 0.1, 'passed': passed, 'step': None, 'detail': f'{value}'}
+        return {'passed': passed, 'failed': [], 'guards': {'deviation': result}, 'thresholds': {}}
+
+    combined = combine_guard_summaries([segment(0.02, True), segment(0.05, True), segment(0.01, True)])
+    lines = format_guard_report(combined, 'guards').splitlines()
+    assert lines[1].split()[-2:] == ['segment', 'measured']
+    assert lines[3].split()[-2:] == ['2/3', '0.05']
+    single = format_guard_report(segment(0.02, True), 'guards').splitlines()
+    assert 'segment' not in single[1]
