@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiida_lisei.reporting.tables import format_guard_report, format_iterations_table, format_table
+from aiida_lisei.science.guards import combine_guard_summaries
 
 
 def test_format_table_aligns_columns():
@@ -69,15 +70,15 @@ def test_format_guard_report_says_the_verdict_first():
 
 def test_guard_table_of_a_run_in_segments_names_each_rows_segment():
     """A stitched run's table (``combine_guard_summaries``) says which of its segments each row comes from."""
-    from aiida_lisei.science.guards import combine_guard_summaries
 
-    def segment(value: float, passed: bool) -> dict:
-        result = {'value': value, 'threshold': 0.1, 'passed': passed, 'step': None, 'detail': f'{value}'}
-        return {'passed': passed, 'failed': [], 'guards': {'deviation': result}, 'thresholds': {}}
+    def segment(value: float) -> dict:
+        """One segment's passing ``deviation`` guard, its value ``value``."""
+        result = {'value': value, 'threshold': 0.1, 'passed': True, 'step': None, 'detail': f'{value}'}
+        return {'passed': True, 'failed': [], 'guards': {'deviation': result}, 'thresholds': {}}
 
-    combined = combine_guard_summaries([segment(0.02, True), segment(0.05, True), segment(0.01, True)])
+    combined = combine_guard_summaries([segment(0.02), segment(0.05), segment(0.01)])
     lines = format_guard_report(combined, 'guards').splitlines()
     assert lines[1].split()[-2:] == ['segment', 'measured']
     assert lines[3].split()[-2:] == ['2/3', '0.05']
-    single = format_guard_report(segment(0.02, True), 'guards').splitlines()
+    single = format_guard_report(segment(0.02), 'guards').splitlines()
     assert 'segment' not in single[1]
